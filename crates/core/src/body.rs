@@ -1,0 +1,227 @@
+//! Reading only what routing needs from a JSON request body, and rewriting the `model`
+//! field by splicing bytes instead of re-serialising the whole payload.
+
+use crate::error::ApiError;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::ops::Range;
+
+/// What the gateway reads from a JSON body; everything else passes through untouched.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    pub model: String,
+    /// Byte range of the `model` value (including its quotes) in the body.
+    pub model_span: Range<usize>,
+    pub stream: bool,
+    /// `stream_options.include_usage` as the caller sent it.
+    pub include_usage: bool,
+    pub has_stream_options: bool,
+    /// The body's `user` field, when it is a string.
+    pub user: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+fn offset_in(outer: &[u8], inner: &str) -> Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    start..start + inner.len()
+}
+
+/// Read `model`, `stream`, `stream_options` and `user` from a JSON object body.
+pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => {
+            return Err(ApiError::bad_request(
+                "request body is empty; expected a JSON object",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+                return Err(ApiError::bad_request("request body is not valid JSON"));
+            }
+            return Err(ApiError::bad_request("request body must be a JSON object"));
+        }
+    }
+    let p: Peek<'_> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+    let Some(model_raw) = p.model else {
+        return Err(ApiError::bad_request("you must provide a model parameter").with_param("model"));
+    };
+    let model: String = match serde_json::from_str::<String>(model_raw.get()) {
+        Ok(m) if !m.is_empty() => m,
+        Ok(_) => return Err(ApiError::bad_request("`model` must not be empty").with_param("model")),
+        Err(_) => return Err(ApiError::bad_request("`model` must be a string").with_param("model")),
+    };
+    let stream = match p.stream.map(|r| r.get()) {
+        None | Some("null") | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request("`stream` must be a boolean").with_param("stream"));
+        }
+    };
+    let (has_stream_options, include_usage) = match p.stream_options.map(|r| r.get()) {
+        None | Some("null") => (false, false),
+        Some(raw) => match serde_json::from_str::<StreamOptions>(raw) {
+            Ok(o) => (true, o.include_usage.unwrap_or(false)),
+            Err(_) => {
+                return Err(ApiError::bad_request("`stream_options` must be an object")
+                    .with_param("stream_options"));
+            }
+        },
+    };
+    let user = p
+        .user
+        .and_then(|u| serde_json::from_str::<String>(u.get()).ok());
+    Ok(Peeked {
+        model_span: offset_in(body, model_raw.get()),
+        model,
+        stream,
+        include_usage,
+        has_stream_options,
+        user,
+    })
+}
+
+/// Build the upstream body: `model` replaced, variant params applied (they win over the
+/// caller's), and `stream_options.include_usage` forced on when asked.
+pub fn rewrite(
+    body: &Bytes,
+    peeked: &Peeked,
+    model: &str,
+    params: Option<&serde_json::Map<String, serde_json::Value>>,
+    force_include_usage: bool,
+) -> Result<Bytes, ApiError> {
+    let needs_tree =
+        params.is_some_and(|p| !p.is_empty()) || (force_include_usage && peeked.has_stream_options);
+    if needs_tree {
+        let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
+        obj.insert("model".into(), model.into());
+        if let Some(p) = params {
+            for (k, v) in p {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        if force_include_usage {
+            let so = obj
+                .entry("stream_options")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if !so.is_object() {
+                *so = serde_json::Value::Object(Default::default());
+            }
+            if let Some(o) = so.as_object_mut() {
+                o.insert("include_usage".into(), true.into());
+            }
+        }
+        return serde_json::to_vec(&obj)
+            .map(Bytes::from)
+            .map_err(|_| ApiError::internal());
+    }
+    let quoted = serde_json::to_string(model).map_err(|_| ApiError::internal())?;
+    const USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let extra = if force_include_usage { USAGE.len() } else { 0 };
+    let mut out = BytesMut::with_capacity(body.len() + quoted.len() + extra);
+    let span = &peeked.model_span;
+    let head = &body[..span.start];
+    if force_include_usage {
+        // The body starts with optional whitespace and `{` (checked by `peek`).
+        let brace = head.iter().position(|b| *b == b'{').unwrap_or(0);
+        out.extend_from_slice(&head[..=brace]);
+        out.extend_from_slice(USAGE);
+        out.extend_from_slice(&head[brace + 1..]);
+    } else {
+        out.extend_from_slice(head);
+    }
+    out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&body[span.end..]);
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_reads_model_and_stream_without_touching_the_rest() {
+        let body = br#" {"messages":[{"role":"user","content":"hi \"model\""}], "model" : "route::x", "stream":true}"#;
+        let p = peek(body).unwrap();
+        assert_eq!(p.model, "route::x");
+        assert!(p.stream);
+        assert!(!p.include_usage);
+        assert_eq!(&body[p.model_span.clone()], br#""route::x""#);
+    }
+
+    #[test]
+    fn rewrite_splices_model_and_keeps_other_bytes() {
+        let body = Bytes::from_static(br#"{"model":"route::x","messages":[],"temperature":0.5}"#);
+        let p = peek(&body).unwrap();
+        let out = rewrite(&body, &p, "gpt-4o", None, false).unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"model":"gpt-4o","messages":[],"temperature":0.5}"#
+        );
+        let out = rewrite(&body, &p, "gpt-4o", None, true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["temperature"], 0.5);
+    }
+
+    #[test]
+    fn rewrite_applies_variant_params_over_the_callers() {
+        let body = Bytes::from_static(
+            br#"{"model":"route::x","temperature":0.9,"stream_options":{"include_usage":false}}"#,
+        );
+        let p = peek(&body).unwrap();
+        let mut params = serde_json::Map::new();
+        params.insert("temperature".into(), 0.2.into());
+        let out = rewrite(&body, &p, "m", Some(&params), true).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["temperature"], 0.2);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn peek_rejects_bad_bodies_with_the_right_param() {
+        assert!(peek(b"").is_err());
+        assert_eq!(
+            peek(b"[1]").unwrap_err().message,
+            "request body must be a JSON object"
+        );
+        assert_eq!(
+            peek(b"{\"model\":3}").unwrap_err().param.as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            peek(b"{\"messages\":[]}").unwrap_err().param.as_deref(),
+            Some("model")
+        );
+        assert!(peek(b"{\"model\":\"x\"").is_err());
+        assert_eq!(
+            peek(br#"{"model":"x","stream":"yes"}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("stream")
+        );
+    }
+}

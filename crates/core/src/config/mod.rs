@@ -1,0 +1,175 @@
+//! Loading the config file: parse (`raw`), then validate into a [`Snapshot`] (`validate`).
+//! The file, and later the admin API, go through the same validation.
+
+pub mod raw;
+mod validate;
+
+use crate::model::Snapshot;
+use std::fmt;
+use std::path::Path;
+
+pub use validate::{ConfigSource, build_snapshot, is_loopback_host};
+
+/// One problem in a config, located as precisely as the source allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `routes.summarize.targets[1]`.
+    pub key: String,
+    pub message: String,
+    pub file: Option<String>,
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            (None, Some(line)) => write!(f, "line {line}: ")?,
+            (None, None) => {}
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config; a config with any is rejected whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A loaded config: the snapshot plus warnings worth logging.
+#[derive(Debug)]
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// Read and validate a config file. `env` looks up environment variables.
+pub fn load_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    version: u64,
+) -> Result<Loaded, ConfigErrors> {
+    let file = path.display().to_string();
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+            file: Some(file.clone()),
+            line: None,
+        }])
+    })?;
+    load_str(&src, Some(&file), env, version)
+}
+
+/// Parse and validate config text.
+pub fn load_str(
+    src: &str,
+    file: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    version: u64,
+) -> Result<Loaded, ConfigErrors> {
+    let raw: raw::RawConfig = toml::from_str(src).map_err(|e| {
+        let line = e.span().map(|s| line_of(src, s.start));
+        ConfigErrors(vec![ConfigError {
+            key: String::new(),
+            message: e.message().trim().to_string(),
+            file: file.map(str::to_string),
+            line,
+        }])
+    })?;
+    let source = ConfigSource {
+        text: Some(src),
+        file,
+    };
+    build_snapshot(raw, &source, env, version)
+}
+
+pub(crate) fn line_of(src: &str, offset: usize) -> usize {
+    src.as_bytes()[..offset.min(src.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone)]
+pub(crate) enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Display a key path as TOML would name it: `routes.x.targets[1]`, quoting keys with dots.
+pub(crate) fn display_path(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                if k.is_empty() || k.contains(['.', ' ', '"']) {
+                    out.push_str(&format!("{k:?}"));
+                } else {
+                    out.push_str(k);
+                }
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// Find the line of a key path in TOML source: the deepest part of it that exists.
+pub(crate) fn locate(src: &str, path: &[Seg]) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(src).ok()?;
+    let mut best: Option<usize> = None;
+    let mut current: Option<&DeValue<'_>> = None;
+    for seg in path {
+        match seg {
+            Seg::Key(name) => {
+                let table = match current {
+                    None => doc.get_ref(),
+                    Some(DeValue::Table(t)) => t,
+                    Some(_) => break,
+                };
+                let Some((k, v)) = table
+                    .iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == name.as_str())
+                else {
+                    break;
+                };
+                best = Some(k.span().start);
+                current = Some(v.get_ref());
+            }
+            Seg::Index(i) => {
+                let Some(DeValue::Array(arr)) = current else {
+                    break;
+                };
+                let Some(item) = arr.get(*i) else { break };
+                best = Some(item.span().start);
+                current = Some(item.get_ref());
+            }
+        }
+    }
+    best.map(|o| line_of(src, o))
+}

@@ -1,0 +1,925 @@
+//! Carrying out a plan: attempts, same-target retries with backoff, fallback, degraded
+//! mode, the request deadline, and the commit point of a stream (SPEC section 4).
+//!
+//! An attempt goes connect -> response head -> (stream: first event) -> committed.
+//! Before "committed" every failure is the plan's business; after it, only an in-band
+//! SSE error event.
+
+use crate::body::{Peeked, rewrite};
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{EndpointKind, RetryPolicy, TargetAuth};
+use crate::plan::{Plan, PlannedTarget};
+use crate::providers::{self, BodyStream, FORWARDED_RESPONSE_HEADERS, Outbound, TransportError};
+use crate::sse::{EventInfo, SseFramer, Usage, inspect};
+use crate::trace::{AttemptRecord, TraceRecord, TraceSink, cost};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+pub type OutStream = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
+
+pub enum Payload {
+    Full(Bytes),
+    Stream(OutStream),
+}
+
+/// What the caller gets back.
+pub struct Outcome {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub payload: Payload,
+}
+
+/// One request, as the executor needs it.
+pub struct Exchange<'a> {
+    pub endpoint: EndpointKind,
+    /// Path under the provider's base URL, e.g. `/chat/completions`.
+    pub upstream_path: &'static str,
+    pub body: Bytes,
+    pub peeked: Peeked,
+    pub inbound: &'a HeaderMap,
+    pub caller_key: Option<String>,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub shutdown: CancellationToken,
+    /// `x-signalbox-route` value.
+    pub route_label: String,
+}
+
+fn hv(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+/// Build an OpenAI-shaped error response with the gateway's error headers.
+pub fn error_outcome(err: &ApiError, mut headers: HeaderMap) -> Outcome {
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-signalbox-error-code",
+        HeaderValue::from_static(err.code.as_str()),
+    );
+    if let Some(p) = err.upstream_provider.as_deref().and_then(hv) {
+        headers.insert("x-signalbox-upstream-provider", p);
+    }
+    if let Some(s) = err.retry_after {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    if err.plan_spent {
+        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
+    Outcome {
+        status: err.status,
+        headers,
+        payload: Payload::Full(err.body()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailKind {
+    /// The caller's own mistake or a content refusal: returned at once.
+    Answer,
+    /// Connect error, reset, 408, 429, 5xx: retried on the same target.
+    Transient,
+    /// No headers / first event in time: move on at once.
+    Timeout,
+    /// The target cannot serve (credential, model, TLS): move on.
+    Target,
+}
+
+#[derive(Debug)]
+struct Failure {
+    kind: FailKind,
+    /// The error the caller would get if this is the last failure.
+    error: ApiError,
+    retry_after: Option<Duration>,
+    status: Option<u16>,
+}
+
+enum Success {
+    Full {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Stream {
+        status: StatusCode,
+        headers: HeaderMap,
+        block: Bytes,
+        ends: Vec<usize>,
+        framer: SseFramer,
+        body: BodyStream,
+    },
+    Raw {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: BodyStream,
+    },
+}
+
+/// Run the plan and produce the response. The trace is finished here for buffered
+/// answers, and by the stream itself for streams.
+pub async fn execute(
+    ex: Exchange<'_>,
+    plan: &Plan,
+    mut trace: TraceRecord,
+    sink: TraceSink,
+) -> Outcome {
+    let mut attempts = 0u32;
+    let mut last: Option<(usize, Failure)> = None;
+    let n = plan.targets.len();
+    let mut order: Vec<(usize, u32, bool)> = Vec::new(); // (entry, max_retries, degraded)
+    for i in 0..n {
+        order.push((i, plan.targets[i].retry.max_retries, false));
+    }
+    if n >= 2 {
+        order.push((0, 0, true));
+    }
+    'plan: for (idx, max_retries, degraded) in order {
+        let entry = &plan.targets[idx];
+        let mut retry = 0u32;
+        loop {
+            if Instant::now() >= ex.deadline {
+                break 'plan;
+            }
+            attempts += 1;
+            let t0 = Instant::now();
+            let result = attempt(&ex, entry).await;
+            let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let (status, code) = match &result {
+                Ok(s) => (Some(s.status().as_u16()), None),
+                Err(f) => (f.status, Some(f.error.code.as_str())),
+            };
+            trace.attempts.push(AttemptRecord {
+                provider: entry.target.provider.id.clone(),
+                target: entry.target.name.clone(),
+                model: entry.target.model.clone(),
+                status,
+                error_code: code,
+                retry,
+                degraded,
+                latency_ms,
+            });
+            match result {
+                Ok(success) => return respond(&ex, entry, plan, attempts, success, trace, sink),
+                Err(f) => {
+                    tracing::debug!(target: "signalbox::attempt", provider = %entry.target.provider.id, target = %entry.target.name, code = ?f.error.code, status = ?f.status, retry, "attempt failed");
+                    if f.kind == FailKind::Answer {
+                        let mut err = f.error;
+                        err.upstream_provider = Some(entry.target.provider.id.clone());
+                        return finish_error(&ex, Some(entry), plan, attempts, err, trace, &sink);
+                    }
+                    let kind = f.kind;
+                    let retry_after = f.retry_after;
+                    last = Some((idx, f));
+                    if kind != FailKind::Transient || retry >= max_retries {
+                        continue 'plan;
+                    }
+                    let policy = entry.retry;
+                    let delay = match retry_after {
+                        Some(ra) if ra > policy.backoff_max => continue 'plan,
+                        Some(ra) => ra,
+                        None => backoff(policy, retry),
+                    };
+                    if Instant::now() + delay >= ex.deadline {
+                        continue 'plan;
+                    }
+                    tokio::time::sleep(delay).await;
+                    retry += 1;
+                }
+            }
+        }
+    }
+    let deadline_hit = Instant::now() >= ex.deadline;
+    let (entry, mut err) = match last {
+        Some((idx, f)) if !deadline_hit => (Some(&plan.targets[idx]), f.error),
+        Some((idx, _)) => (
+            Some(&plan.targets[idx]),
+            ApiError::new(
+                ErrorCode::Timeout,
+                "the request deadline was reached before any provider answered",
+            ),
+        ),
+        None => (
+            None,
+            ApiError::new(
+                ErrorCode::Timeout,
+                "the request deadline was reached before any provider answered",
+            ),
+        ),
+    };
+    err.plan_spent = true;
+    if let Some(e) = entry {
+        err.upstream_provider = Some(e.target.provider.id.clone());
+    }
+    finish_error(&ex, entry, plan, attempts, err, trace, &sink)
+}
+
+/// Exponential backoff with equal jitter: half the step fixed, half random.
+fn backoff(policy: RetryPolicy, retry: u32) -> Duration {
+    let step = policy
+        .backoff_base
+        .saturating_mul(1u32 << retry.min(20))
+        .min(policy.backoff_max);
+    let half = step / 2;
+    let jitter = rand::rng().random_range(0..=half.as_micros() as u64);
+    half + Duration::from_micros(jitter)
+}
+
+impl Success {
+    fn status(&self) -> StatusCode {
+        match self {
+            Success::Full { status, .. }
+            | Success::Stream { status, .. }
+            | Success::Raw { status, .. } => *status,
+        }
+    }
+}
+
+fn gateway_headers(
+    ex: &Exchange<'_>,
+    entry: Option<&PlannedTarget>,
+    plan: &Plan,
+    attempts: u32,
+) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(v) = hv(&ex.route_label) {
+        h.insert("x-signalbox-route", v);
+    }
+    if let Some(e) = entry {
+        if let Some(v) = hv(&e.target.provider.id) {
+            h.insert("x-signalbox-provider", v);
+        }
+        if let Some(v) = hv(&e.target.model) {
+            h.insert("x-signalbox-model", v);
+        }
+        if let Some(v) = e.variant.as_ref().and_then(|v| hv(&v.name)) {
+            h.insert("x-signalbox-variant", v.clone());
+            h.insert("x-gateway-variant", v);
+        }
+    }
+    if plan.assigned_variant.is_some() && entry.and_then(|e| e.variant.as_ref()).is_none() {
+        // An experiment that failed everywhere still says which variant was assigned.
+        if let Some(v) = plan.assigned_variant.as_deref().and_then(hv) {
+            h.insert("x-signalbox-variant", v);
+        }
+    }
+    h.insert("x-signalbox-attempts", HeaderValue::from(attempts));
+    h
+}
+
+fn finish_error(
+    ex: &Exchange<'_>,
+    entry: Option<&PlannedTarget>,
+    plan: &Plan,
+    attempts: u32,
+    err: ApiError,
+    mut trace: TraceRecord,
+    sink: &TraceSink,
+) -> Outcome {
+    trace.status = err.status.as_u16();
+    trace.error_code = Some(err.code.as_str());
+    trace.latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0;
+    trace.serving_variant = None;
+    sink.record(trace);
+    error_outcome(&err, gateway_headers(ex, entry, plan, attempts))
+}
+
+fn respond(
+    ex: &Exchange<'_>,
+    entry: &PlannedTarget,
+    plan: &Plan,
+    attempts: u32,
+    success: Success,
+    mut trace: TraceRecord,
+    sink: TraceSink,
+) -> Outcome {
+    let mut headers = gateway_headers(ex, Some(entry), plan, attempts);
+    trace.serving_variant = entry.variant.as_ref().map(|v| v.name.clone());
+    let copy_upstream = |up: &HeaderMap, headers: &mut HeaderMap| {
+        if let Some(v) = up.get(http::header::CONTENT_TYPE) {
+            headers.insert(http::header::CONTENT_TYPE, v.clone());
+        }
+        if let Some(v) = up.get("x-request-id") {
+            headers.insert("x-signalbox-upstream-request-id", v.clone());
+        }
+        for name in FORWARDED_RESPONSE_HEADERS {
+            if let Some(v) = up.get(*name) {
+                headers.insert(HeaderName::from_static(name), v.clone());
+            }
+        }
+    };
+    match success {
+        Success::Full {
+            status,
+            headers: up,
+            body,
+        } => {
+            copy_upstream(&up, &mut headers);
+            trace.status = status.as_u16();
+            trace.usage = usage_of(&body);
+            trace.cost_usd = trace
+                .usage
+                .as_ref()
+                .and_then(|u| cost(&entry.target.price, u));
+            trace.latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0;
+            sink.record(trace);
+            Outcome {
+                status,
+                headers,
+                payload: Payload::Full(body),
+            }
+        }
+        Success::Raw {
+            status,
+            headers: up,
+            body,
+        } => {
+            copy_upstream(&up, &mut headers);
+            trace.status = status.as_u16();
+            trace.ttft_ms = Some(ex.started.elapsed().as_secs_f64() * 1000.0);
+            let fwd = RawForward {
+                body,
+                deadline: ex.deadline,
+                shutdown: ex.shutdown.clone(),
+                trace: Some((trace, sink)),
+                started: ex.started,
+            };
+            Outcome {
+                status,
+                headers,
+                payload: Payload::Stream(Box::pin(futures_util::stream::unfold(
+                    fwd,
+                    RawForward::next,
+                ))),
+            }
+        }
+        Success::Stream {
+            status,
+            headers: up,
+            block,
+            ends,
+            framer,
+            body,
+        } => {
+            copy_upstream(&up, &mut headers);
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            trace.status = status.as_u16();
+            trace.ttft_ms = Some(ex.started.elapsed().as_secs_f64() * 1000.0);
+            let mut fwd = Forward {
+                body,
+                framer,
+                out: VecDeque::new(),
+                strip_usage: !ex.peeked.include_usage,
+                idle: entry.target.timeouts.idle,
+                deadline: ex.deadline,
+                shutdown: ex.shutdown.clone(),
+                finished: false,
+                done: false,
+                finish_seen: false,
+                failed: None,
+                usage: None,
+                invalid: 0,
+                price: entry.target.price,
+                started: ex.started,
+                trace: Some((trace, sink)),
+            };
+            fwd.take_block(block, &ends);
+            Outcome {
+                status,
+                headers,
+                payload: Payload::Stream(Box::pin(futures_util::stream::unfold(
+                    fwd,
+                    Forward::next,
+                ))),
+            }
+        }
+    }
+}
+
+fn usage_of(body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct U {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<U>(body).ok().and_then(|u| u.usage)
+}
+
+/// Read at most `limit` bytes of a body before `until`.
+async fn read_body(
+    body: &mut BodyStream,
+    limit: usize,
+    until: Instant,
+) -> Result<Bytes, Option<TransportError>> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match timeout_at(until, body.next()).await {
+            Err(_) => return Err(None),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(Some(e)),
+            Ok(Some(Ok(chunk))) => {
+                if buf.is_empty() && chunk.len() >= limit {
+                    return Ok(chunk);
+                }
+                buf.extend_from_slice(&chunk);
+                if buf.len() >= limit {
+                    return Ok(buf.freeze());
+                }
+            }
+        }
+    }
+}
+
+fn transport_failure(e: TransportError, provider: &str) -> Failure {
+    let (kind, message) = match &e {
+        TransportError::Connect(_) => (
+            FailKind::Transient,
+            format!("could not connect to provider '{provider}'"),
+        ),
+        TransportError::Reset(_) => (
+            FailKind::Transient,
+            format!("the connection to provider '{provider}' failed"),
+        ),
+        TransportError::Tls(_) => (
+            FailKind::Target,
+            format!("TLS failure talking to provider '{provider}'"),
+        ),
+    };
+    Failure {
+        kind,
+        error: ApiError::new(ErrorCode::Upstream, message),
+        retry_after: None,
+        status: None,
+    }
+}
+
+fn timeout_failure(provider: &str, what: &str) -> Failure {
+    Failure {
+        kind: FailKind::Timeout,
+        error: ApiError::new(
+            ErrorCode::Timeout,
+            format!("provider '{provider}' did not {what} in time"),
+        ),
+        retry_after: None,
+        status: None,
+    }
+}
+
+async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Failure> {
+    let t = &entry.target;
+    let pid = t.provider.id.as_str();
+    let force_usage =
+        ex.peeked.stream && ex.endpoint == EndpointKind::Chat && !ex.peeked.include_usage;
+    let params = entry.variant.as_ref().map(|v| &v.params);
+    let body =
+        rewrite(&ex.body, &ex.peeked, &t.model, params, force_usage).map_err(|e| Failure {
+            kind: FailKind::Answer,
+            error: e,
+            retry_after: None,
+            status: None,
+        })?;
+    let head_until = match t.timeouts.headers {
+        Some(d) => (Instant::now() + d).min(ex.deadline),
+        None => ex.deadline,
+    };
+    let out = Outbound {
+        target: t,
+        path: ex.upstream_path,
+        body,
+        inbound: ex.inbound,
+        caller_key: ex.caller_key.as_deref(),
+        stream: ex.peeked.stream,
+    };
+    let mut resp = match timeout_at(head_until, providers::send(out)).await {
+        Err(_) => return Err(timeout_failure(pid, "send response headers")),
+        Ok(Err(e)) => return Err(transport_failure(e, pid)),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status;
+    if !status.is_success() {
+        let body = read_body(
+            &mut resp.body,
+            64 * 1024,
+            head_until.min(Instant::now() + Duration::from_secs(10)),
+        )
+        .await
+        .unwrap_or_default();
+        return Err(classify_status(status, &resp.headers, &body, entry));
+    }
+    let is_sse = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_json = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.contains("json") || v.starts_with("text/plain"));
+    if ex.peeked.stream && is_sse {
+        let first_until = (Instant::now() + t.timeouts.first_byte).min(ex.deadline);
+        let mut framer = SseFramer::new();
+        loop {
+            match timeout_at(first_until, resp.body.next()).await {
+                Err(_) => return Err(timeout_failure(pid, "send the first stream event")),
+                Ok(None) => {
+                    return Err(Failure {
+                        kind: FailKind::Transient,
+                        error: ApiError::new(
+                            ErrorCode::Upstream,
+                            format!("provider '{pid}' ended the stream before its first event"),
+                        ),
+                        retry_after: None,
+                        status: Some(status.as_u16()),
+                    });
+                }
+                Ok(Some(Err(e))) => return Err(transport_failure(e, pid)),
+                Ok(Some(Ok(chunk))) => {
+                    if let Some((block, ends)) = framer.push(&chunk) {
+                        if inspect(&block[..ends[0]]) == EventInfo::Error {
+                            return Err(Failure {
+                                kind: FailKind::Target,
+                                error: ApiError::new(
+                                    ErrorCode::Upstream,
+                                    format!("provider '{pid}' sent an error event"),
+                                ),
+                                retry_after: None,
+                                status: Some(status.as_u16()),
+                            });
+                        }
+                        return Ok(Success::Stream {
+                            status,
+                            headers: resp.headers,
+                            block,
+                            ends,
+                            framer,
+                            body: resp.body,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if !is_json && !ex.peeked.stream {
+        // Binary answers (audio) stream through as they arrive.
+        return Ok(Success::Raw {
+            status,
+            headers: resp.headers,
+            body: resp.body,
+        });
+    }
+    match read_body(&mut resp.body, usize::MAX, head_until).await {
+        Ok(body) => Ok(Success::Full {
+            status,
+            headers: resp.headers,
+            body,
+        }),
+        Err(None) => Err(timeout_failure(pid, "finish its answer")),
+        Err(Some(e)) => Err(transport_failure(e, pid)),
+    }
+}
+
+fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct UpstreamErrorBody {
+    error: Option<UpstreamError>,
+}
+
+#[derive(serde::Deserialize)]
+struct UpstreamError {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+}
+
+fn classify_status(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    entry: &PlannedTarget,
+) -> Failure {
+    let code = status.as_u16();
+    let pid = entry.target.provider.id.as_str();
+    let caller_key = matches!(entry.target.auth, TargetAuth::Caller);
+    let upstream = serde_json::from_slice::<UpstreamErrorBody>(body)
+        .ok()
+        .and_then(|b| b.error);
+    let retry_after = retry_after_of(headers);
+    let fail = |kind, error: ApiError| Failure {
+        kind,
+        error,
+        retry_after,
+        status: Some(code),
+    };
+    let is_content_policy = upstream.as_ref().is_some_and(|u| {
+        let c = u.code.as_ref().and_then(|c| c.as_str()).unwrap_or_default();
+        let k = u.kind.as_deref().unwrap_or_default();
+        c.contains("content_filter") || c.contains("content_policy") || k.contains("content_filter")
+    });
+    match code {
+        408 => fail(
+            FailKind::Transient,
+            ApiError::new(
+                ErrorCode::Timeout,
+                format!("provider '{pid}' returned status 408"),
+            )
+            .with_status(StatusCode::GATEWAY_TIMEOUT),
+        ),
+        429 => {
+            let mut e = ApiError::new(
+                ErrorCode::RateLimit,
+                format!("provider '{pid}' is rate limiting requests"),
+            );
+            e.retry_after = retry_after.map(|d| d.as_secs_f64().ceil() as u64);
+            fail(FailKind::Transient, e)
+        }
+        500..=599 => {
+            let ec = if code == 503 || code == 529 {
+                ErrorCode::Overloaded
+            } else {
+                ErrorCode::Upstream
+            };
+            fail(
+                FailKind::Transient,
+                ApiError::new(ec, format!("provider returned status {code}")).with_status(status),
+            )
+        }
+        401 | 403 if caller_key => fail(
+            FailKind::Answer,
+            ApiError::new(
+                ErrorCode::Auth,
+                format!("provider '{pid}' rejected the API key you sent (status {code})"),
+            ),
+        ),
+        404 if caller_key => fail(
+            FailKind::Answer,
+            ApiError::new(
+                ErrorCode::ModelNotFound,
+                format!(
+                    "provider '{pid}' does not know model '{}'",
+                    entry.target.model
+                ),
+            )
+            .with_param("model"),
+        ),
+        400 | 413 | 415 | 422 if is_content_policy => {
+            let msg = upstream
+                .and_then(|u| u.message)
+                .unwrap_or_else(|| "the provider's content filter refused the request".into());
+            fail(
+                FailKind::Answer,
+                ApiError::new(ErrorCode::ContentPolicy, msg),
+            )
+        }
+        400 | 413 | 415 | 422 => {
+            let (msg, param) = match upstream {
+                Some(u) => (
+                    u.message
+                        .unwrap_or_else(|| format!("provider returned status {code}")),
+                    u.param,
+                ),
+                None => (
+                    format!("provider '{pid}' rejected the request with status {code}"),
+                    None,
+                ),
+            };
+            let mut e = ApiError::bad_request(msg).with_status(status);
+            e.param = param;
+            fail(FailKind::Answer, e)
+        }
+        _ if caller_key => {
+            let msg = upstream
+                .and_then(|u| u.message)
+                .unwrap_or_else(|| format!("provider returned status {code}"));
+            fail(
+                FailKind::Answer,
+                ApiError::bad_request(msg).with_status(status),
+            )
+        }
+        // A managed target's 401/403/404 (and other 4xx): the gateway's credential or
+        // model is at fault, not the caller. The provider's message is dropped: it may
+        // quote part of the key.
+        _ => fail(
+            FailKind::Target,
+            ApiError::new(
+                ErrorCode::Upstream,
+                format!("provider '{pid}' rejected the gateway's request (status {code})"),
+            ),
+        ),
+    }
+}
+
+/// Forwards a committed SSE stream event by event, completing or cutting it cleanly.
+struct Forward {
+    body: BodyStream,
+    framer: SseFramer,
+    out: VecDeque<Bytes>,
+    strip_usage: bool,
+    idle: Duration,
+    deadline: Instant,
+    shutdown: CancellationToken,
+    finished: bool,
+    done: bool,
+    finish_seen: bool,
+    failed: Option<&'static str>,
+    usage: Option<Usage>,
+    invalid: u32,
+    price: crate::model::Price,
+    started: Instant,
+    trace: Option<(TraceRecord, TraceSink)>,
+}
+
+impl Forward {
+    fn take_block(&mut self, block: Bytes, ends: &[usize]) {
+        let mut start = 0;
+        let mut keep_from = 0;
+        for &end in ends {
+            let info = inspect(&block[start..end]);
+            match info {
+                EventInfo::Done => {
+                    self.done = true;
+                    self.out.push_back(block.slice(keep_from..end));
+                    self.finished = true;
+                    return;
+                }
+                EventInfo::Chunk {
+                    finish,
+                    usage,
+                    usage_only,
+                } => {
+                    self.finish_seen |= finish;
+                    if usage.is_some() {
+                        self.usage = usage;
+                    }
+                    if usage_only && self.strip_usage {
+                        if start > keep_from {
+                            self.out.push_back(block.slice(keep_from..start));
+                        }
+                        keep_from = end;
+                    }
+                }
+                EventInfo::Error => {
+                    self.out.push_back(block.slice(keep_from..end));
+                    self.failed = Some("upstream sent an error event");
+                    self.finished = true;
+                    return;
+                }
+                EventInfo::Invalid => self.invalid += 1,
+                EventInfo::Empty => {}
+            }
+            start = end;
+        }
+        if start > keep_from {
+            self.out.push_back(block.slice(keep_from..start));
+        }
+    }
+
+    fn interrupt(&mut self, why: &'static str) {
+        let err = ApiError::new(
+            ErrorCode::StreamInterrupted,
+            format!("the stream was interrupted: {why}"),
+        );
+        self.out.push_back(err.sse_event());
+        self.failed = Some(why);
+        self.finished = true;
+    }
+
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Some((Ok(b), self));
+            }
+            if self.finished {
+                self.finish_trace();
+                return None;
+            }
+            let until = (Instant::now() + self.idle).min(self.deadline);
+            let shutdown = self.shutdown.clone();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => self.interrupt("the gateway is shutting down"),
+                r = timeout_at(until, self.body.next()) => match r {
+                    Err(_) if Instant::now() >= self.deadline => self.interrupt("the request deadline was reached"),
+                    Err(_) => self.interrupt("the provider stopped sending events"),
+                    Ok(Some(Err(_))) => self.interrupt("the connection to the provider failed"),
+                    Ok(Some(Ok(chunk))) => {
+                        if let Some((block, ends)) = self.framer.push(&chunk) {
+                            self.take_block(block, &ends);
+                        }
+                    }
+                    Ok(None) => {
+                        if self.finish_seen {
+                            let rest = self.framer.take_pending();
+                            if !rest.trim_ascii().is_empty() {
+                                self.out.push_back(rest);
+                                self.out.push_back(Bytes::from_static(b"\n\n"));
+                            }
+                            self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+                            self.done = true;
+                            self.finished = true;
+                        } else {
+                            self.interrupt("the provider ended the stream before it was complete");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_trace(&mut self) {
+        if let Some((mut t, sink)) = self.trace.take() {
+            t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            t.usage = self.usage;
+            t.cost_usd = self.usage.as_ref().and_then(|u| cost(&self.price, u));
+            t.invalid_stream_events = self.invalid;
+            if self.failed.is_some() || !self.done {
+                t.error_code = Some(ErrorCode::StreamInterrupted.as_str());
+            }
+            sink.record(t);
+        }
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        if let Some((t, _)) = self.trace.as_mut() {
+            if !self.finished {
+                // The client went away: dropping `body` cancels the upstream request.
+                t.error_code = Some("client_closed");
+            }
+        }
+        self.finish_trace();
+    }
+}
+
+/// Forwards a binary answer (audio) as it arrives.
+struct RawForward {
+    body: BodyStream,
+    deadline: Instant,
+    shutdown: CancellationToken,
+    trace: Option<(TraceRecord, TraceSink)>,
+    started: Instant,
+}
+
+impl RawForward {
+    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        let shutdown = self.shutdown.clone();
+        let r = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => None,
+            r = timeout_at(self.deadline, self.body.next()) => r.ok().flatten(),
+        };
+        match r {
+            Some(Ok(b)) => Some((Ok(b), self)),
+            Some(Err(_)) | None => {
+                if let Some((mut t, sink)) = self.trace.take() {
+                    t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+                    sink.record(t);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for RawForward {
+    fn drop(&mut self) {
+        if let Some((mut t, sink)) = self.trace.take() {
+            t.error_code = Some("client_closed");
+            t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            sink.record(t);
+        }
+    }
+}

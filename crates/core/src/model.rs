@@ -1,0 +1,366 @@
+//! Validated configuration: the types a request reads. Built only by `config::validate`,
+//! so a value of these types cannot be wrong (every reference resolved, every weight sane).
+
+use crate::providers::Transport;
+use http::HeaderMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an endpoint does; routes, functions and models are tied to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndpointKind {
+    Chat,
+    Embeddings,
+    AudioSpeech,
+    AudioTranscription,
+    ImageGeneration,
+}
+
+impl EndpointKind {
+    pub const ALL: [EndpointKind; 5] = [
+        EndpointKind::Chat,
+        EndpointKind::Embeddings,
+        EndpointKind::AudioSpeech,
+        EndpointKind::AudioTranscription,
+        EndpointKind::ImageGeneration,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointKind::Chat => "chat",
+            EndpointKind::Embeddings => "embeddings",
+            EndpointKind::AudioSpeech => "audio_speech",
+            EndpointKind::AudioTranscription => "audio_transcription",
+            EndpointKind::ImageGeneration => "image_generation",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+    /// The endpoint(s) a caller uses for this kind, for error messages.
+    pub fn endpoint_hint(self) -> &'static str {
+        match self {
+            EndpointKind::Chat => "POST /v1/chat/completions",
+            EndpointKind::Embeddings => "POST /v1/embeddings",
+            EndpointKind::AudioSpeech => "POST /v1/audio/speech",
+            EndpointKind::AudioTranscription => "POST /v1/audio/transcriptions",
+            EndpointKind::ImageGeneration => "POST /v1/images/generations",
+        }
+    }
+}
+
+impl fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secret value. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(s: impl Into<Arc<str>>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Mock => "mock",
+        }
+    }
+    pub fn serves(self, kind: EndpointKind) -> bool {
+        match self {
+            ProviderKind::OpenAi => true,
+            ProviderKind::Mock => matches!(kind, EndpointKind::Chat | EndpointKind::Embeddings),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    Bearer,
+    ApiKeyHeader,
+    QueryParam,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassthroughMode {
+    CallerKey,
+    Credential,
+    Off,
+}
+
+/// Timeouts after merging defaults, provider, model and target (most specific wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Until response headers (for non-streaming calls, the whole answer). `None`: the request deadline.
+    pub headers: Option<Duration>,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 2,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_millis(8000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Price {
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    pub cached_input: Option<f64>,
+}
+
+pub struct Provider {
+    pub id: String,
+    pub project: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub models: Vec<String>,
+    pub credential: Option<Secret>,
+    pub passthrough: PassthroughMode,
+    pub auth_type: AuthType,
+    pub auth_header_name: http::HeaderName,
+    pub api_version: Option<String>,
+    pub headers: HeaderMap,
+    pub mock_latency: Duration,
+    pub transport: Transport,
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an attempt authenticates upstream.
+#[derive(Debug, Clone)]
+pub enum TargetAuth {
+    /// The gateway's own credential (managed layer).
+    Credential(Secret),
+    /// No credential configured (e.g. a local server that needs none).
+    None,
+    /// The caller's own provider key, forwarded unchanged (passthrough `caller_key`).
+    Caller,
+}
+
+/// One concrete landing place: provider + model + credential.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub provider: Arc<Provider>,
+    pub model: String,
+    pub auth: TargetAuth,
+    pub weight: u32,
+    pub deployment: Option<String>,
+    pub endpoint: EndpointKind,
+    pub timeouts: Timeouts,
+    pub price: Price,
+    pub transport: Transport,
+    /// True when reached by passthrough (the caller's failures stay the caller's).
+    pub passthrough: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Single,
+    Weighted,
+    Fallback,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Single => "single",
+            Strategy::Weighted => "weighted",
+            Strategy::Fallback => "fallback",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedTarget {
+    pub target: Arc<Target>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub strategy: Strategy,
+    pub targets: Vec<WeightedTarget>,
+    pub retry: RetryPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sticky {
+    None,
+    User,
+    Session,
+}
+
+#[derive(Debug)]
+pub struct Variant {
+    pub name: String,
+    pub target: Arc<Target>,
+    pub weight: u32,
+    /// Generation params that override the caller's.
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub enum RouteBody {
+    Steps(Vec<Step>),
+    Experiment {
+        variants: Vec<Arc<Variant>>,
+        sticky: Sticky,
+        retry: RetryPolicy,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteLayer {
+    Route,
+    Function,
+    /// A bare target that no route uses: an implicit direct route for its model.
+    ImplicitTarget,
+}
+
+/// A route, a function, or the implicit route of a bare target.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub layer: RouteLayer,
+    pub endpoint: EndpointKind,
+    pub models: Vec<String>,
+    pub body: Arc<RouteBody>,
+    /// For a function pointing at a route: that route's name.
+    pub via_route: Option<String>,
+    pub version: u64,
+}
+
+impl Route {
+    /// The `x-signalbox-route` value.
+    pub fn label(&self) -> String {
+        match self.layer {
+            RouteLayer::Route => format!("route:{}", self.name),
+            RouteLayer::Function => format!("function:{}", self.name),
+            RouteLayer::ImplicitTarget => format!("target:{}", self.name),
+        }
+    }
+}
+
+/// Everything one project can call.
+#[derive(Debug, Default)]
+pub struct ProjectSnapshot {
+    pub name: String,
+    pub routes: BTreeMap<String, Arc<Route>>,
+    pub functions: BTreeMap<String, Arc<Route>>,
+    /// (endpoint, bare model) -> route whose `models` list has it.
+    pub route_models: HashMap<(EndpointKind, String), Arc<Route>>,
+    /// bare model -> implicit route of the unused targets for that model.
+    pub implicit: BTreeMap<String, Arc<Route>>,
+    pub providers: BTreeMap<String, Arc<Provider>>,
+    /// (provider id, model) -> passthrough target, for every model a provider lists.
+    pub passthrough: HashMap<(String, String), Arc<Target>>,
+    /// bare model -> providers listing it, in id order.
+    pub provider_models: HashMap<String, Vec<Arc<Provider>>>,
+    /// Endpoint kind of each model named by `[models.NAME]` (others are chat).
+    pub model_kinds: HashMap<String, EndpointKind>,
+}
+
+impl ProjectSnapshot {
+    pub fn model_kind(&self, model: &str) -> EndpointKind {
+        self.model_kinds
+            .get(model)
+            .copied()
+            .unwrap_or(EndpointKind::Chat)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Keys,
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub auth: AuthMode,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_upload_bytes: usize,
+    pub max_in_flight: usize,
+    pub drain_delay: Duration,
+    pub shutdown_timeout: Duration,
+    pub admin_listen: String,
+    pub metrics_token: Option<Secret>,
+    pub allow_link_local_upstreams: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub id: String,
+    pub project: String,
+}
+
+/// The whole live configuration. Requests load one `Arc<Snapshot>` and never a lock.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub server: ServerSettings,
+    pub projects: HashMap<String, ProjectSnapshot>,
+    /// SHA-256 of a gateway key -> its entry.
+    pub keys: HashMap<[u8; 32], KeyEntry>,
+    pub version: u64,
+    /// `[routing.retry]`: the policy of passthrough calls and the base of every route's.
+    pub default_retry: RetryPolicy,
+}
+
+impl Snapshot {
+    pub fn project(&self, name: &str) -> Option<&ProjectSnapshot> {
+        self.projects.get(name)
+    }
+}
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}

@@ -1,0 +1,217 @@
+//! The built-in `mock` kind: offline, deterministic answers derived from the prompt,
+//! with realistic usage and streaming in several chunks.
+
+use super::{Outbound, TransportError, UpstreamResponse};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::{Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
+    let latency = out.target.provider.mock_latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let body: Value = match serde_json::from_slice(&out.body) {
+        Ok(v) => v,
+        Err(_) => return Ok(error(400, "invalid JSON body")),
+    };
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock")
+        .to_string();
+    match out.path {
+        "/chat/completions" => Ok(chat(&body, &model)),
+        "/embeddings" => Ok(embeddings(&body, &model)),
+        other => Ok(error(
+            404,
+            &format!("the mock provider does not serve {other}"),
+        )),
+    }
+}
+
+fn response(status: u16, content_type: &'static str, chunks: Vec<Bytes>) -> UpstreamResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    if let Ok(v) = HeaderValue::from_str(&format!("mock-{id}")) {
+        headers.insert("x-request-id", v);
+    }
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, TransportError>));
+    UpstreamResponse {
+        status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        headers,
+        body: Box::pin(stream),
+    }
+}
+
+fn error(status: u16, message: &str) -> UpstreamResponse {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});
+    response(
+        status,
+        "application/json",
+        vec![Bytes::from(body.to_string())],
+    )
+}
+
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Roughly four characters a token, at least one.
+fn tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4).max(1)
+}
+
+fn chat(body: &Value, model: &str) -> UpstreamResponse {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if messages.is_empty() {
+        return error(400, "'messages' must be a non-empty array");
+    }
+    let prompt_chars: usize = messages
+        .iter()
+        .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)).len())
+        .sum();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)))
+        .unwrap_or_default();
+    let mut echo: String = last_user.chars().take(200).collect();
+    if echo.len() < last_user.len() {
+        echo.push('…');
+    }
+    let reply = format!("Hello from the Signalbox mock model {model}. You said: {echo}");
+    let prompt_tokens = tokens(prompt_chars);
+    let completion_tokens = reply.split_whitespace().count() as u64;
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0}
+    });
+    let id = format!(
+        "chatcmpl-mock{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let created = now();
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    if !stream {
+        let out = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null},
+                         "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage, "system_fingerprint": "fp_signalbox_mock"
+        });
+        return response(200, "application/json", vec![Bytes::from(out.to_string())]);
+    }
+    let include_usage = body
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "fp_signalbox_mock",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+        });
+        if include_usage {
+            c["usage"] = Value::Null;
+        }
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    let words: Vec<&str> = reply.split_inclusive(' ').collect();
+    for piece in words.chunks(3) {
+        events.push(chunk(json!({"content": piece.concat()}), Value::Null));
+    }
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        let u = json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "fp_signalbox_mock", "choices": [], "usage": usage
+        });
+        events.push(Bytes::from(format!("data: {u}\n\n")));
+    }
+    events.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    response(200, "text/event-stream", events)
+}
+
+fn embeddings(body: &Value, model: &str) -> UpstreamResponse {
+    let inputs: Vec<String> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Some(Value::Array(a)) if a.iter().all(Value::is_number) => {
+            vec![Value::Array(a.clone()).to_string()]
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_array) => {
+            a.iter().map(Value::to_string).collect()
+        }
+        _ => {
+            return error(
+                400,
+                "'input' must be a string, an array of strings or token arrays",
+            );
+        }
+    };
+    let dims = body
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .unwrap_or(8)
+        .clamp(1, 4096) as usize;
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in text.bytes() {
+                seed = (seed ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            let v: Vec<f64> = (0..dims)
+                .map(|d| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407 ^ d as u64);
+                    ((seed >> 33) as f64 / (1u64 << 31) as f64) - 1.0
+                })
+                .collect();
+            json!({"object": "embedding", "index": i, "embedding": v})
+        })
+        .collect();
+    let prompt: u64 = inputs.iter().map(|s| tokens(s.len())).sum();
+    let out = json!({"object": "list", "data": data, "model": model,
+                     "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
+    response(200, "application/json", vec![Bytes::from(out.to_string())])
+}

@@ -1,0 +1,75 @@
+//! Provider adapters. Only `providers/<kind>` knows a provider's wire format; everything
+//! else sees OpenAI-shaped requests and responses.
+
+mod mock;
+mod openai;
+pub mod transport;
+
+pub use transport::Transport;
+
+use crate::model::{ProviderKind, Target};
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{HeaderMap, StatusCode};
+use std::pin::Pin;
+
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
+
+/// An upstream answer once its head has arrived; the body is read by the caller.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: BodyStream,
+}
+
+/// Network-level failures. Messages never contain a URL (a key may sit in its query).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("could not connect to the provider: {0}")]
+    Connect(String),
+    #[error("TLS failure talking to the provider: {0}")]
+    Tls(String),
+    #[error("the connection to the provider failed: {0}")]
+    Reset(String),
+}
+
+/// What one attempt sends.
+pub struct Outbound<'a> {
+    pub target: &'a Target,
+    /// Path under the provider's base URL, e.g. `/chat/completions`.
+    pub path: &'a str,
+    pub body: Bytes,
+    pub inbound: &'a HeaderMap,
+    /// The caller's own provider key, for passthrough `caller_key` targets.
+    pub caller_key: Option<&'a str>,
+    pub stream: bool,
+}
+
+/// Request headers a caller may send upstream (SPEC section 2); everything else stays here.
+pub const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "accept-language",
+    "traceparent",
+    "tracestate",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+];
+
+/// Response headers passed back to the caller besides the gateway's own.
+pub const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
+    "openai-processing-ms",
+    "openai-version",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+];
+
+pub async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
+    match out.target.provider.kind {
+        ProviderKind::OpenAi => openai::send(out).await,
+        ProviderKind::Mock => mock::send(out).await,
+    }
+}

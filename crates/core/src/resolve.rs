@@ -1,0 +1,228 @@
+//! From the `model` field to a route or a passthrough target (SPEC section 3).
+
+use crate::error::{ApiError, ErrorCode};
+use crate::model::*;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// A route, a function or the implicit route of a bare target (managed layer).
+    Route(Arc<Route>),
+    /// A provider model reached directly.
+    Passthrough(Arc<Target>),
+}
+
+/// How a name was matched, for traces and `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedBy {
+    FunctionPrefix,
+    RoutePrefix,
+    ProviderPrefix,
+    BareFunction,
+    BareRoute,
+    RouteModels,
+    ImplicitTarget,
+    ProviderModel,
+}
+
+impl MatchedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedBy::FunctionPrefix => "function:: prefix",
+            MatchedBy::RoutePrefix => "route:: prefix",
+            MatchedBy::ProviderPrefix => "provider:: prefix (forced passthrough)",
+            MatchedBy::BareFunction => "function name",
+            MatchedBy::BareRoute => "route name",
+            MatchedBy::RouteModels => "a route's `models` list",
+            MatchedBy::ImplicitTarget => "a bare target's model",
+            MatchedBy::ProviderModel => "a provider's `models` list (passthrough)",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub resolution: Resolution,
+    pub matched_by: MatchedBy,
+}
+
+impl Resolved {
+    /// `x-signalbox-route`.
+    pub fn label(&self) -> String {
+        match &self.resolution {
+            Resolution::Route(r) => r.label(),
+            Resolution::Passthrough(t) => format!("passthrough:{}", t.provider.id),
+        }
+    }
+    /// `function`, `route`, `managed` or `passthrough`.
+    pub fn layer(&self) -> &'static str {
+        match &self.resolution {
+            Resolution::Route(r) => match r.layer {
+                RouteLayer::Function => "function",
+                RouteLayer::Route => "route",
+                RouteLayer::ImplicitTarget => "managed",
+            },
+            Resolution::Passthrough(_) => "passthrough",
+        }
+    }
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(ErrorCode::ModelNotFound, message).with_param("model")
+}
+
+fn wrong_endpoint(what: &str, name: &str, kind: EndpointKind) -> ApiError {
+    ApiError::new(
+        ErrorCode::WrongEndpoint,
+        format!("{what} '{name}' serves {kind}: {}", kind.endpoint_hint()),
+    )
+    .with_param("model")
+}
+
+/// Resolve a model string for an endpoint within a project.
+pub fn resolve(
+    ps: &ProjectSnapshot,
+    endpoint: EndpointKind,
+    model: &str,
+) -> Result<Resolved, ApiError> {
+    if let Some(name) = model.strip_prefix("function::") {
+        return match ps.functions.get(name) {
+            Some(f) if f.endpoint == endpoint => Ok(Resolved {
+                resolution: Resolution::Route(f.clone()),
+                matched_by: MatchedBy::FunctionPrefix,
+            }),
+            Some(f) => Err(wrong_endpoint("function", name, f.endpoint)),
+            None => {
+                let hint = if ps.routes.contains_key(name) {
+                    format!("; did you mean route::{name}?")
+                } else {
+                    String::new()
+                };
+                Err(not_found(format!("function '{name}' does not exist{hint}")))
+            }
+        };
+    }
+    if let Some(name) = model.strip_prefix("route::") {
+        return match ps.routes.get(name) {
+            Some(r) if r.endpoint == endpoint => Ok(Resolved {
+                resolution: Resolution::Route(r.clone()),
+                matched_by: MatchedBy::RoutePrefix,
+            }),
+            Some(r) => Err(wrong_endpoint("route", name, r.endpoint)),
+            None => {
+                let hint = if ps.functions.contains_key(name) {
+                    format!("; did you mean function::{name}?")
+                } else {
+                    String::new()
+                };
+                Err(not_found(format!("route '{name}' does not exist{hint}")))
+            }
+        };
+    }
+    if let Some((provider, name)) = model.split_once("::") {
+        let Some(p) = ps.providers.get(provider) else {
+            return Err(not_found(format!(
+                "model '{model}' not found: there is no provider '{provider}'"
+            )));
+        };
+        if !p.models.iter().any(|m| m == name) {
+            return Err(not_found(format!(
+                "provider '{provider}' does not list model '{name}'"
+            )));
+        }
+        let kind = ps.model_kind(name);
+        if kind != endpoint {
+            return Err(wrong_endpoint("model", model, kind));
+        }
+        return match ps
+            .passthrough
+            .get(&(provider.to_string(), name.to_string()))
+        {
+            Some(t) => Ok(Resolved {
+                resolution: Resolution::Passthrough(t.clone()),
+                matched_by: MatchedBy::ProviderPrefix,
+            }),
+            None => Err(not_found(format!(
+                "model '{model}' not found: provider '{provider}' does not serve passthrough calls"
+            ))),
+        };
+    }
+    // Bare name, top-down.
+    if let Some(f) = ps.functions.get(model).filter(|f| f.endpoint == endpoint) {
+        return Ok(Resolved {
+            resolution: Resolution::Route(f.clone()),
+            matched_by: MatchedBy::BareFunction,
+        });
+    }
+    if let Some(r) = ps.routes.get(model).filter(|r| r.endpoint == endpoint) {
+        return Ok(Resolved {
+            resolution: Resolution::Route(r.clone()),
+            matched_by: MatchedBy::BareRoute,
+        });
+    }
+    if let Some(r) = ps.route_models.get(&(endpoint, model.to_string())) {
+        return Ok(Resolved {
+            resolution: Resolution::Route(r.clone()),
+            matched_by: MatchedBy::RouteModels,
+        });
+    }
+    if let Some(r) = ps.implicit.get(model).filter(|r| r.endpoint == endpoint) {
+        return Ok(Resolved {
+            resolution: Resolution::Route(r.clone()),
+            matched_by: MatchedBy::ImplicitTarget,
+        });
+    }
+    if ps.model_kind(model) == endpoint {
+        if let Some(p) = ps.provider_models.get(model).and_then(|ps| ps.first()) {
+            if let Some(t) = ps.passthrough.get(&(p.id.clone(), model.to_string())) {
+                return Ok(Resolved {
+                    resolution: Resolution::Passthrough(t.clone()),
+                    matched_by: MatchedBy::ProviderModel,
+                });
+            }
+        }
+    }
+    Err(not_found(format!(
+        "model '{model}' not found{}",
+        hint(ps, endpoint, model)
+    )))
+}
+
+fn hint(ps: &ProjectSnapshot, endpoint: EndpointKind, model: &str) -> String {
+    if let Some(f) = ps.functions.get(model) {
+        return format!(
+            "; function '{model}' serves {}: {}",
+            f.endpoint,
+            f.endpoint.endpoint_hint()
+        );
+    }
+    if let Some(r) = ps.routes.get(model) {
+        return format!(
+            "; route '{model}' serves {}: {}",
+            r.endpoint,
+            r.endpoint.endpoint_hint()
+        );
+    }
+    for kind in EndpointKind::ALL {
+        if kind != endpoint && ps.route_models.contains_key(&(kind, model.to_string())) {
+            return format!("; it is routed for {kind}: {}", kind.endpoint_hint());
+        }
+    }
+    if ps.implicit.contains_key(model) || ps.provider_models.contains_key(model) {
+        let kind = ps.model_kind(model);
+        if kind != endpoint {
+            return format!("; model '{model}' serves {kind}: {}", kind.endpoint_hint());
+        }
+    }
+    if let Some(p) = ps
+        .providers
+        .values()
+        .find(|p| p.models.iter().any(|m| m == model))
+    {
+        return format!(
+            "; provider '{}' lists it but does not serve passthrough calls",
+            p.id
+        );
+    }
+    String::new()
+}

@@ -1,0 +1,231 @@
+//! A small incremental SSE framer: splits a byte stream into whole events without
+//! changing a byte, so streams pass through exactly as the upstream sent them.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+#[derive(Default, Debug)]
+pub struct SseFramer {
+    buf: BytesMut,
+}
+
+impl SseFramer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add bytes; returns the complete events now available, as one contiguous block
+    /// (the exact input bytes) plus the end offset of each event inside it.
+    pub fn push(&mut self, chunk: &[u8]) -> Option<(Bytes, Vec<usize>)> {
+        self.buf.extend_from_slice(chunk);
+        let mut ends = Vec::new();
+        let mut from = 0;
+        while let Some(end) = event_end(&self.buf[from..]) {
+            from += end;
+            ends.push(from);
+        }
+        if ends.is_empty() {
+            return None;
+        }
+        Some((self.buf.split_to(from).freeze(), ends))
+    }
+
+    /// Bytes of an event not yet terminated.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn take_pending(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+}
+
+/// Offset just past the blank line that ends the first event in `buf`, if complete.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    let mut i = 0;
+    while i < buf.len() {
+        let b = buf[i];
+        if b == b'\n' || b == b'\r' {
+            let empty = i == line_start;
+            let mut j = i + 1;
+            if b == b'\r' {
+                if j >= buf.len() {
+                    return None; // a CR at the end may be the first half of CRLF
+                }
+                if buf[j] == b'\n' {
+                    j += 1;
+                }
+            }
+            if empty {
+                return Some(j);
+            }
+            line_start = j;
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The `data` of an event: its `data:` lines joined by `\n`. `None` for events with no data.
+pub fn event_data(event: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            parts.push(rest.strip_prefix(b" ").unwrap_or(rest));
+        }
+    }
+    match parts.len() {
+        0 => None,
+        1 => Some(std::borrow::Cow::Borrowed(parts[0])),
+        _ => Some(std::borrow::Cow::Owned(parts.join(&b'\n'))),
+    }
+}
+
+/// Token usage in OpenAI's terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+    #[serde(default, skip_serializing)]
+    pub prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default, skip_serializing)]
+    pub completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct CompletionDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+    }
+    pub fn reasoning_tokens(&self) -> u64 {
+        self.completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0)
+    }
+}
+
+/// What the gateway learns from one stream event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventInfo {
+    Done,
+    /// A chunk. `usage_only`: no choices and a usage object (the include_usage chunk).
+    Chunk {
+        finish: bool,
+        usage: Option<Usage>,
+        usage_only: bool,
+    },
+    /// An in-band error object from the upstream.
+    Error,
+    /// Not JSON: passed through and counted.
+    Invalid,
+    /// A comment or an event without data.
+    Empty,
+}
+
+#[derive(Deserialize)]
+struct ChunkPeek {
+    #[serde(default)]
+    choices: Option<Vec<ChoicePeek>>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChoicePeek {
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+pub fn inspect(event: &[u8]) -> EventInfo {
+    let Some(data) = event_data(event) else {
+        return EventInfo::Empty;
+    };
+    let data = data.as_ref();
+    let trimmed = data.trim_ascii();
+    if trimmed == b"[DONE]" {
+        return EventInfo::Done;
+    }
+    if trimmed.is_empty() {
+        return EventInfo::Empty;
+    }
+    match serde_json::from_slice::<ChunkPeek>(trimmed) {
+        Ok(c) if c.error.is_some() && c.choices.is_none() => EventInfo::Error,
+        Ok(c) => {
+            let choices = c.choices.unwrap_or_default();
+            EventInfo::Chunk {
+                finish: choices.iter().any(|ch| ch.finish_reason.is_some()),
+                usage_only: choices.is_empty() && c.usage.is_some(),
+                usage: c.usage,
+            }
+        }
+        Err(_) => EventInfo::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framer_splits_events_across_chunks_without_changing_bytes() {
+        let mut f = SseFramer::new();
+        assert!(f.push(b"data: {\"a\":1}\n").is_none());
+        let (block, ends) = f.push(b"\ndata: {\"b\":2}\r\n\r\ndata: [DO").unwrap();
+        assert_eq!(&block[..], b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n");
+        assert_eq!(ends, vec![15, 33]);
+        let (block, _) = f.push(b"NE]\n\n").unwrap();
+        assert_eq!(inspect(&block), EventInfo::Done);
+    }
+
+    #[test]
+    fn inspect_finds_finish_reason_usage_and_errors() {
+        let e = b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n";
+        assert_eq!(
+            inspect(e),
+            EventInfo::Chunk {
+                finish: true,
+                usage: None,
+                usage_only: false
+            }
+        );
+        let u = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\n";
+        match inspect(u) {
+            EventInfo::Chunk {
+                usage_only: true,
+                usage: Some(us),
+                ..
+            } => assert_eq!(us.total_tokens, 7),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            inspect(b"data: {\"error\":{\"message\":\"x\"}}\n\n"),
+            EventInfo::Error
+        );
+        assert_eq!(inspect(b"data: not json\n\n"), EventInfo::Invalid);
+        assert_eq!(inspect(b": keep-alive\n\n"), EventInfo::Empty);
+    }
+}

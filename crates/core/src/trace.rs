@@ -1,0 +1,120 @@
+//! One trace record per request, handed to a bounded queue; a background writer batches
+//! them out. Recording never blocks or fails a request: when the queue is full the record
+//! is dropped and counted.
+
+use crate::sse::Usage;
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub provider: String,
+    pub target: String,
+    pub model: String,
+    pub status: Option<u16>,
+    pub error_code: Option<&'static str>,
+    pub retry: u32,
+    pub degraded: bool,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TraceRecord {
+    pub id: String,
+    pub client_request_id: Option<String>,
+    pub time_unix_ms: u64,
+    pub project: String,
+    pub key_id: Option<String>,
+    pub endpoint: &'static str,
+    pub requested_model: Option<String>,
+    pub layer: Option<&'static str>,
+    pub route: Option<String>,
+    pub route_version: Option<u64>,
+    pub assigned_variant: Option<String>,
+    pub serving_variant: Option<String>,
+    pub sticky_source: Option<&'static str>,
+    pub attempts: Vec<AttemptRecord>,
+    pub status: u16,
+    pub error_code: Option<&'static str>,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    pub stream: bool,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub traceparent: Option<String>,
+    pub invalid_stream_events: u32,
+}
+
+/// Where records go. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct TraceSink {
+    tx: mpsc::Sender<TraceRecord>,
+    dropped: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl TraceSink {
+    /// Start the background writer. It ends when every sink clone is dropped, after
+    /// writing what is queued.
+    pub fn start(capacity: usize) -> (TraceSink, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<TraceRecord>(capacity.max(1));
+        let written = Arc::new(AtomicU64::new(0));
+        let w = written.clone();
+        let handle = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(256);
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                for r in batch.drain(..) {
+                    if let Ok(line) = serde_json::to_string(&r) {
+                        tracing::debug!(target: "signalbox::trace", "{line}");
+                    }
+                    w.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        (
+            TraceSink {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+                written,
+            },
+            handle,
+        )
+    }
+
+    pub fn record(&self, r: TraceRecord) {
+        if self.tx.try_send(r).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
+/// Cost in USD, or `None` when a needed price is unknown.
+pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
+    let cached = usage.cached_tokens().min(usage.prompt_tokens);
+    let uncached = usage.prompt_tokens - cached;
+    let input = price.input?;
+    let output = price.output?;
+    let cached_price = if cached > 0 {
+        price.cached_input.unwrap_or(input)
+    } else {
+        0.0
+    };
+    Some(
+        (uncached as f64 * input
+            + cached as f64 * cached_price
+            + usage.completion_tokens as f64 * output)
+            / 1e6,
+    )
+}

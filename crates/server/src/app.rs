@@ -1,0 +1,475 @@
+//! The OpenAI-compatible HTTP surface: thin axum handlers around the core pipeline.
+
+use crate::live::Live;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use signalbox_core::body::peek;
+use signalbox_core::error::{ApiError, ErrorCode};
+use signalbox_core::execute::{Exchange, Outcome, Payload, error_outcome, execute};
+use signalbox_core::model::{AuthMode, EndpointKind, Snapshot, TargetAuth, hash_key};
+use signalbox_core::plan::{StickyIds, plan};
+use signalbox_core::resolve::{Resolution, resolve};
+use signalbox_core::trace::{TraceRecord, TraceSink};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Shared state of one running gateway.
+#[derive(Clone)]
+pub struct AppState {
+    pub live: Arc<Live>,
+    pub sink: TraceSink,
+    pub in_flight: Arc<AtomicUsize>,
+    /// Set on SIGTERM: `/ready` answers 503.
+    pub draining: Arc<AtomicBool>,
+    /// Cancelled when the shutdown timeout is over: open streams end with `stream_interrupted`.
+    pub hard_stop: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(live: Arc<Live>, sink: TraceSink) -> Self {
+        AppState {
+            live,
+            sink,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            draining: Arc::new(AtomicBool::new(false)),
+            hard_stop: CancellationToken::new(),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/images/generations", post(images))
+        .route("/v1/audio/speech", post(speech))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(get_model))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Counts a request in flight until dropped (for streams: until the stream ends).
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn error_response(err: &ApiError, request_id: &str) -> Response {
+    into_response(error_outcome(err, HeaderMap::new()), request_id, None, None)
+}
+
+fn into_response(
+    outcome: Outcome,
+    request_id: &str,
+    guard: Option<InFlight>,
+    inbound: Option<&HeaderMap>,
+) -> Response {
+    let body = match outcome.payload {
+        Payload::Full(b) => {
+            drop(guard);
+            Body::from(b)
+        }
+        Payload::Stream(s) => Body::from_stream(s.map(move |chunk| {
+            let _hold = &guard;
+            chunk
+        })),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = outcome.status;
+    *resp.headers_mut() = outcome.headers;
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(inb) = inbound {
+        for name in ["traceparent", "tracestate"] {
+            if let Some(v) = inb.get(name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+    }
+    resp
+}
+
+async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(st, EndpointKind::Chat, "/chat/completions", headers, body).await
+}
+async fn embeddings(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(st, EndpointKind::Embeddings, "/embeddings", headers, body).await
+}
+async fn images(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(
+        st,
+        EndpointKind::ImageGeneration,
+        "/images/generations",
+        headers,
+        body,
+    )
+    .await
+}
+async fn speech(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(
+        st,
+        EndpointKind::AudioSpeech,
+        "/audio/speech",
+        headers,
+        body,
+    )
+    .await
+}
+
+fn header_str<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn bearer(v: &str) -> &str {
+    let v = v.trim();
+    match v.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim(),
+        _ => v,
+    }
+}
+
+/// Who is calling: the project, the key id, and the caller's own provider key if any.
+pub struct Caller {
+    pub project: String,
+    pub key_id: Option<String>,
+    pub caller_key: Option<String>,
+}
+
+pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> {
+    let sb = header_str(h, "x-signalbox-authorization")
+        .or_else(|| header_str(h, "x-to11-authorization"));
+    let authz = header_str(h, "authorization").map(bearer);
+    let x_api_key = header_str(h, "x-api-key");
+    let (gateway_key, caller_key) = match sb {
+        Some(k) => (Some(bearer(k)), authz.or(x_api_key)),
+        None => (authz, x_api_key),
+    };
+    let project_header =
+        header_str(h, "x-signalbox-project-id").or_else(|| header_str(h, "x-to11-project-id"));
+    if snap.server.auth == AuthMode::Off {
+        let caller_key = match sb {
+            Some(_) => caller_key,
+            None => authz.or(x_api_key),
+        };
+        let project = project_header.unwrap_or("default").to_string();
+        if snap.project(&project).is_none() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("unknown project '{project}'"),
+            ));
+        }
+        return Ok(Caller {
+            project,
+            key_id: None,
+            caller_key: caller_key.map(str::to_string),
+        });
+    }
+    let Some(key) = gateway_key.filter(|k| !k.is_empty()) else {
+        return Err(ApiError::auth(
+            "missing gateway key: send it as `Authorization: Bearer <key>` or `x-signalbox-authorization: Bearer <key>`",
+        ));
+    };
+    let Some(entry) = snap.keys.get(&hash_key(key)) else {
+        return Err(ApiError::auth("invalid gateway key"));
+    };
+    if let Some(p) = project_header {
+        if p != entry.project {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this key does not belong to project '{p}'"),
+            ));
+        }
+    }
+    Ok(Caller {
+        project: entry.project.clone(),
+        key_id: Some(entry.id.clone()),
+        caller_key: caller_key.map(str::to_string),
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn read_limited(
+    body: Body,
+    limit: usize,
+    headers: &HeaderMap,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::bad_request(format!(
+            "request body is larger than the limit of {limit} bytes"
+        ))
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(ApiError::bad_request("could not read the request body")),
+    }
+}
+
+async fn proxy(
+    st: AppState,
+    endpoint: EndpointKind,
+    upstream_path: &'static str,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let snap = st.live.snapshot();
+    let mut trace = TraceRecord {
+        id: request_id.clone(),
+        client_request_id: header_str(&headers, "x-request-id").map(str::to_string),
+        time_unix_ms: now_ms(),
+        endpoint: endpoint.as_str(),
+        user_id: header_str(&headers, "x-signalbox-user-id").map(str::to_string),
+        session_id: header_str(&headers, "x-signalbox-session-id").map(str::to_string),
+        traceparent: header_str(&headers, "traceparent").map(str::to_string),
+        ..Default::default()
+    };
+    let fail = |err: ApiError, mut trace: TraceRecord| {
+        trace.status = err.status.as_u16();
+        trace.error_code = Some(err.code.as_str());
+        trace.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        st.sink.record(trace);
+        error_response(&err, &request_id)
+    };
+
+    let max = snap.server.max_in_flight;
+    if st.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
+        st.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let err = ApiError::new(
+            ErrorCode::Overloaded,
+            format!("the gateway is at its limit of {max} requests in flight; retry shortly"),
+        );
+        return fail(err, trace);
+    }
+    let guard = InFlight(st.in_flight.clone());
+
+    let caller = match authenticate(&snap, &headers) {
+        Ok(c) => c,
+        Err(e) => return fail(e, trace),
+    };
+    trace.project = caller.project.clone();
+    trace.key_id = caller.key_id.clone();
+    if let Some(ct) = header_str(&headers, "content-type") {
+        if ct.starts_with("multipart/") {
+            let err = ApiError::bad_request(format!(
+                "{} takes a JSON body, not {ct}",
+                endpoint.endpoint_hint()
+            ))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return fail(err, trace);
+        }
+    }
+    let bytes = match read_limited(body, snap.server.max_body_bytes, &headers).await {
+        Ok(b) => b,
+        Err(e) => return fail(e, trace),
+    };
+    let peeked = match peek(&bytes) {
+        Ok(p) => p,
+        Err(e) => return fail(e, trace),
+    };
+    trace.requested_model = Some(peeked.model.clone());
+    trace.stream = peeked.stream;
+    let Some(ps) = snap.project(&caller.project) else {
+        return fail(
+            ApiError::new(ErrorCode::Forbidden, "the key's project no longer exists"),
+            trace,
+        );
+    };
+    let resolved = match resolve(ps, endpoint, &peeked.model) {
+        Ok(r) => r,
+        Err(e) => return fail(e, trace),
+    };
+    trace.layer = Some(resolved.layer());
+    let label = resolved.label();
+    trace.route = Some(label.clone());
+    if let Resolution::Route(r) = &resolved.resolution {
+        trace.route_version = Some(r.version);
+    }
+    if let Resolution::Passthrough(t) = &resolved.resolution {
+        if matches!(t.auth, TargetAuth::Caller) && caller.caller_key.is_none() {
+            let err = ApiError::auth(format!(
+                "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
+                peeked.model, t.provider.id
+            ));
+            return fail(err, trace);
+        }
+    }
+    let ids = StickyIds {
+        user: trace.user_id.as_deref(),
+        session: trace.session_id.as_deref(),
+        body_user: peeked.user.as_deref(),
+    };
+    let plan = plan(&resolved.resolution, ids, snap.default_retry);
+    trace.assigned_variant = plan.assigned_variant.clone();
+    trace.sticky_source = plan.sticky.map(|s| s.as_str());
+    let ex = Exchange {
+        endpoint,
+        upstream_path,
+        body: bytes,
+        peeked,
+        inbound: &headers,
+        caller_key: caller.caller_key,
+        started,
+        deadline: started + snap.server.request_timeout,
+        shutdown: st.hard_stop.clone(),
+        route_label: label,
+    };
+    let outcome = execute(ex, &plan, trace, st.sink.clone()).await;
+    into_response(outcome, &request_id, Some(guard), Some(&headers))
+}
+
+#[derive(serde::Serialize)]
+struct ModelEntry {
+    id: String,
+    object: &'static str,
+    created: u64,
+    owned_by: String,
+    endpoint: &'static str,
+}
+
+fn models_for(snap: &Snapshot, project: &str) -> Vec<ModelEntry> {
+    let Some(ps) = snap.project(project) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ModelEntry> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut push = |id: String, owner: String, kind: EndpointKind| {
+        if seen.insert(id.clone()) {
+            out.push(ModelEntry {
+                id,
+                object: "model",
+                created: 0,
+                owned_by: owner,
+                endpoint: kind.as_str(),
+            });
+        }
+    };
+    for (name, r) in &ps.routes {
+        push(format!("route::{name}"), "signalbox".into(), r.endpoint);
+    }
+    for (name, f) in &ps.functions {
+        push(format!("function::{name}"), "signalbox".into(), f.endpoint);
+    }
+    for (model, r) in &ps.implicit {
+        push(model.clone(), "signalbox".into(), r.endpoint);
+    }
+    for ((endpoint, model), _) in ps
+        .route_models
+        .iter()
+        .collect::<std::collections::BTreeMap<_, _>>()
+    {
+        push(model.clone(), "signalbox".into(), *endpoint);
+    }
+    let mut pass: Vec<_> = ps.passthrough.iter().collect();
+    pass.sort_by(|a, b| a.0.cmp(b.0));
+    for ((provider, model), t) in pass {
+        push(model.clone(), provider.clone(), t.endpoint);
+        push(format!("{provider}::{model}"), provider.clone(), t.endpoint);
+    }
+    out
+}
+
+async fn list_models(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let snap = st.live.snapshot();
+    let caller = match authenticate(&snap, &headers) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e, &request_id),
+    };
+    let data = models_for(&snap, &caller.project);
+    let mut resp = axum::Json(serde_json::json!({"object": "list", "data": data})).into_response();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn get_model(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let snap = st.live.snapshot();
+    let caller = match authenticate(&snap, &headers) {
+        Ok(c) => c,
+        Err(e) => return error_response(&e, &request_id),
+    };
+    match models_for(&snap, &caller.project)
+        .into_iter()
+        .find(|m| m.id == id)
+    {
+        Some(m) => axum::Json(m).into_response(),
+        None => error_response(
+            &ApiError::new(ErrorCode::ModelNotFound, format!("model '{id}' not found"))
+                .with_param("model"),
+            &request_id,
+        ),
+    }
+}
+
+async fn health(State(st): State<AppState>) -> Response {
+    let snap = st.live.snapshot();
+    let auth = match snap.server.auth {
+        AuthMode::Keys => "keys",
+        AuthMode::Off => "off",
+    };
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "auth": auth,
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_version": st.live.version(),
+    }))
+    .into_response()
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    if st.draining.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "shutting_down"})),
+        )
+            .into_response();
+    }
+    axum::Json(serde_json::json!({"status": "ready", "config_version": st.live.version()}))
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let err = ApiError::bad_request(format!("unknown endpoint: {method} {}", uri.path()))
+        .with_status(StatusCode::NOT_FOUND);
+    error_response(&err, &request_id)
+}

@@ -1,0 +1,162 @@
+//! The live configuration: one `ArcSwap<Snapshot>`, replaced whole by a reload.
+
+use arc_swap::ArcSwap;
+use signalbox_core::config::{ConfigError, ConfigErrors};
+use signalbox_core::model::{AuthMode, Snapshot};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub struct Live {
+    current: ArcSwap<Snapshot>,
+    path: Option<PathBuf>,
+    version: AtomicU64,
+    /// The address actually bound (CLI flags may override the file's).
+    bind_host: String,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Live {
+    /// Load the first config. `path` None: an empty config (nothing routed yet).
+    pub fn load(
+        path: Option<&Path>,
+        bind_host: Option<&str>,
+    ) -> Result<(Live, Vec<String>), ConfigErrors> {
+        let loaded = match path {
+            Some(p) => signalbox_core::load_file(p, &env, 1)?,
+            None => signalbox_core::load_str("", None, &env, 1)?,
+        };
+        let host = bind_host
+            .map(str::to_string)
+            .unwrap_or_else(|| loaded.snapshot.server.host.clone());
+        check_bind(&loaded.snapshot, &host)?;
+        Ok((
+            Live {
+                current: ArcSwap::from_pointee(loaded.snapshot),
+                path: path.map(Path::to_path_buf),
+                version: AtomicU64::new(1),
+                bind_host: host,
+            },
+            loaded.warnings,
+        ))
+    }
+
+    /// For tests and embedding: serve a snapshot built elsewhere.
+    pub fn from_snapshot(snapshot: Snapshot, path: Option<PathBuf>) -> Live {
+        let host = snapshot.server.host.clone();
+        let version = snapshot.version;
+        Live {
+            current: ArcSwap::from_pointee(snapshot),
+            path,
+            version: AtomicU64::new(version),
+            bind_host: host,
+        }
+    }
+
+    /// One atomic load per request.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn bind_host(&self) -> &str {
+        &self.bind_host
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Re-read the file; a valid config replaces the live one whole, an invalid one is
+    /// rejected whole and the last good config keeps serving.
+    pub fn reload(&self) -> Result<u64, ConfigErrors> {
+        let Some(path) = self.path.as_deref() else {
+            return Ok(self.version.load(Ordering::SeqCst));
+        };
+        let next = self.version.load(Ordering::SeqCst) + 1;
+        let loaded = signalbox_core::load_file(path, &env, next)?;
+        check_bind(&loaded.snapshot, &self.bind_host)?;
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        let old = self.snapshot();
+        if old.server.host != loaded.snapshot.server.host
+            || old.server.port != loaded.snapshot.server.port
+        {
+            tracing::warn!(
+                "[server] host/port changed in the config file: restart Signalbox to listen on the new address"
+            );
+        }
+        self.current.store(Arc::new(loaded.snapshot));
+        self.version.store(next, Ordering::SeqCst);
+        Ok(next)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+}
+
+fn check_bind(s: &Snapshot, host: &str) -> Result<(), ConfigErrors> {
+    if s.server.auth == AuthMode::Off && !signalbox_core::config::is_loopback_host(host) {
+        return Err(ConfigErrors(vec![ConfigError {
+            key: "server.auth".into(),
+            message: format!("auth = \"off\" is only allowed on a loopback address, not {host}"),
+            file: None,
+            line: None,
+        }]));
+    }
+    Ok(())
+}
+
+/// Watch the config file and reload on change (debounced). Editors that replace the file
+/// are handled by watching its directory.
+pub fn watch(live: Arc<Live>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let path = live.path()?.to_path_buf();
+    let abs = std::fs::canonicalize(&path).unwrap_or(path.clone());
+    let dir = abs.parent()?.to_path_buf();
+    let name = abs.file_name()?.to_os_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if ev.kind.is_access() {
+                return;
+            }
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
+            {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|e| tracing::warn!("cannot watch the config file: {e}"))
+    .ok()?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| tracing::warn!("cannot watch {}: {e}", dir.display()))
+        .ok()?;
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: editors write in several steps.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            let l = live.clone();
+            match tokio::task::spawn_blocking(move || l.reload()).await {
+                Ok(Ok(v)) => tracing::info!(version = v, "config reloaded"),
+                Ok(Err(errs)) => {
+                    tracing::error!(
+                        "config change rejected; the previous config keeps serving:\n{errs}"
+                    )
+                }
+                Err(e) => tracing::error!("config reload failed: {e}"),
+            }
+        }
+    });
+    Some(watcher)
+}

@@ -1,0 +1,101 @@
+//! Running the gateway: bind, serve, and shut down as SPEC section 8 says: `/ready` 503 at
+//! once, keep serving for `drain_delay`, close the listener, drain for up to
+//! `shutdown_timeout`, then end remaining streams with `stream_interrupted` and flush traces.
+
+use crate::app::{AppState, router};
+use crate::live::Live;
+use axum::serve::ListenerExt;
+use signalbox_core::trace::TraceSink;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A gateway running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Cancel to start the shutdown sequence (as SIGTERM does).
+    pub shutdown: CancellationToken,
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Serve on an already bound listener.
+pub fn start(live: Arc<Live>, listener: TcpListener) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let (sink, writer) = TraceSink::start(16_384);
+    let state = AppState::new(live, sink);
+    let shutdown = CancellationToken::new();
+    let app = router(state.clone());
+    let st = state.clone();
+    let trigger = shutdown.clone();
+    let done = tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(drain(st.clone(), trigger));
+        // The graceful phase is bounded: hard stop after the timeout, then a short grace.
+        let bounded = async {
+            let _ = serve.await;
+        };
+        let hard = st.hard_stop.clone();
+        tokio::select! {
+            _ = bounded => {}
+            _ = async { hard.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {
+                tracing::warn!("connections still open after the shutdown timeout; closing them");
+            }
+        }
+        drop(st);
+        // Flush traces: the writer ends when the last sink clone is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    });
+    Ok(Running {
+        addr,
+        state,
+        shutdown,
+        done,
+    })
+}
+
+async fn drain(st: AppState, trigger: CancellationToken) {
+    trigger.cancelled().await;
+    st.draining.store(true, Ordering::SeqCst);
+    let server = st.live.snapshot().server.clone();
+    tracing::info!(
+        drain_ms = server.drain_delay.as_millis() as u64,
+        "shutting down: /ready answers 503, still serving during the drain delay"
+    );
+    tokio::time::sleep(server.drain_delay).await;
+    tracing::info!("listener closed; waiting for in-flight requests");
+    let hard = st.hard_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(server.shutdown_timeout).await;
+        hard.cancel();
+    });
+}
+
+/// Resolve when SIGINT or SIGTERM arrives.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
