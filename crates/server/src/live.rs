@@ -8,16 +8,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Looks up an environment variable (injectable for tests and embedding).
+pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 pub struct Live {
     current: ArcSwap<Snapshot>,
+    env: EnvFn,
     path: Option<PathBuf>,
     version: AtomicU64,
     /// The address actually bound (CLI flags may override the file's).
     bind_host: String,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+/// The process environment.
+pub fn process_env() -> EnvFn {
+    Arc::new(|name: &str| std::env::var(name).ok())
 }
 
 impl Live {
@@ -25,10 +30,12 @@ impl Live {
     pub fn load(
         path: Option<&Path>,
         bind_host: Option<&str>,
+        env: EnvFn,
     ) -> Result<(Live, Vec<String>), ConfigErrors> {
+        let lookup = |n: &str| env(n);
         let loaded = match path {
-            Some(p) => signalbox_core::load_file(p, &env, 1)?,
-            None => signalbox_core::load_str("", None, &env, 1)?,
+            Some(p) => signalbox_core::load_file(p, &lookup, 1)?,
+            None => signalbox_core::load_str("", None, &lookup, 1)?,
         };
         let host = bind_host
             .map(str::to_string)
@@ -37,6 +44,7 @@ impl Live {
         Ok((
             Live {
                 current: ArcSwap::from_pointee(loaded.snapshot),
+                env,
                 path: path.map(Path::to_path_buf),
                 version: AtomicU64::new(1),
                 bind_host: host,
@@ -46,11 +54,12 @@ impl Live {
     }
 
     /// For tests and embedding: serve a snapshot built elsewhere.
-    pub fn from_snapshot(snapshot: Snapshot, path: Option<PathBuf>) -> Live {
+    pub fn from_snapshot(snapshot: Snapshot, path: Option<PathBuf>, env: EnvFn) -> Live {
         let host = snapshot.server.host.clone();
         let version = snapshot.version;
         Live {
             current: ArcSwap::from_pointee(snapshot),
+            env,
             path,
             version: AtomicU64::new(version),
             bind_host: host,
@@ -77,7 +86,8 @@ impl Live {
             return Ok(self.version.load(Ordering::SeqCst));
         };
         let next = self.version.load(Ordering::SeqCst) + 1;
-        let loaded = signalbox_core::load_file(path, &env, next)?;
+        let lookup = |n: &str| (self.env)(n);
+        let loaded = signalbox_core::load_file(path, &lookup, next)?;
         check_bind(&loaded.snapshot, &self.bind_host)?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");

@@ -124,7 +124,7 @@ async fn run(
     } else {
         tracing::warn!("no signalbox.toml here and no --config: starting with an empty config");
     }
-    let (live, warnings) = Live::load(path.as_deref(), host.as_deref())
+    let (live, warnings) = Live::load(path.as_deref(), host.as_deref(), live::process_env())
         .map_err(|errs| anyhow::anyhow!("the config is invalid:\n{errs}"))?;
     for w in warnings {
         tracing::warn!("{w}");
