@@ -196,7 +196,7 @@ mod tests {
         assert!(f.push(b"data: {\"a\":1}\n").is_none());
         let (block, ends) = f.push(b"\ndata: {\"b\":2}\r\n\r\ndata: [DO").unwrap();
         assert_eq!(&block[..], b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\n");
-        assert_eq!(ends, vec![15, 33]);
+        assert_eq!(ends, vec![15, 32]);
         let (block, _) = f.push(b"NE]\n\n").unwrap();
         assert_eq!(inspect(&block), EventInfo::Done);
     }

@@ -4,6 +4,9 @@
 pub mod raw;
 mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use crate::model::Snapshot;
 use std::fmt;
 use std::path::Path;

@@ -1,0 +1,189 @@
+//! Each invalid config is rejected with errors that name the file, the line and the key.
+
+use super::*;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SET_KEY" => Some("sk-set".into()),
+        _ => None,
+    }
+}
+
+fn errors(src: &str) -> Vec<String> {
+    match load_str(src, Some("gw.toml"), &env, 1) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+const BASE: &str = r#"
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+models = ["gpt-4o", "gpt-4o-mini"]
+credential = "env::SET_KEY"
+
+[targets.a]
+model = "gpt-4o"
+[targets.b]
+model = "gpt-4o-mini"
+"#;
+
+fn one(extra: &str) -> String {
+    let errs = errors(&format!("{BASE}{extra}"));
+    assert_eq!(errs.len(), 1, "expected exactly one error, got {errs:#?}");
+    errs.into_iter().next().unwrap_or_default()
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    assert!(errors(BASE).is_empty());
+}
+
+#[test]
+fn a_target_naming_a_model_no_provider_lists() {
+    let e = one("[targets.c]\nmodel = \"claude-9\"\n");
+    assert_eq!(
+        e,
+        "gw.toml:13: targets.c.model: no provider of project 'default' lists model 'claude-9'"
+    );
+}
+
+#[test]
+fn a_route_naming_an_unknown_target() {
+    let e = one("[routes.r]\ntargets = [\"a\", \"nope\"]\n");
+    assert_eq!(e, "gw.toml:13: routes.r.targets[1]: unknown target 'nope'");
+}
+
+#[test]
+fn a_function_with_two_bodies() {
+    let e = one("[routes.r]\ntargets = [\"a\"]\n[functions.f]\nroute = \"r\"\ntargets = [\"b\"]\n");
+    assert!(
+        e.starts_with("gw.toml:14: functions.f: a function needs exactly one of"),
+        "{e}"
+    );
+    assert!(e.contains("route, targets"), "{e}");
+}
+
+#[test]
+fn all_zero_weights() {
+    let e = one(
+        "[routes.r]\nstrategy = \"weighted\"\ntargets = [{ target = \"a\", weight = 0 }, { target = \"b\", weight = 0 }]\n",
+    );
+    assert_eq!(
+        e,
+        "gw.toml:14: routes.r.targets: all target weights are zero"
+    );
+    let e = one("[routes.r]\n[routes.r.variants.x]\ntarget = \"a\"\nweight = 0\n");
+    assert_eq!(
+        e,
+        "gw.toml:13: routes.r.variants: all variant weights are zero"
+    );
+}
+
+#[test]
+fn an_unset_explicit_env_var() {
+    let e = one("[targets.c]\nmodel = \"gpt-4o\"\ncredential = \"env::NOT_SET_ANYWHERE\"\n");
+    assert_eq!(
+        e,
+        "gw.toml:14: targets.c.credential: environment variable NOT_SET_ANYWHERE is not set"
+    );
+}
+
+#[test]
+fn a_raw_secret_in_the_file() {
+    let e = one("[targets.c]\nmodel = \"gpt-4o\"\ncredential = \"sk-live-123\"\n");
+    assert!(
+        e.starts_with("gw.toml:14: targets.c.credential: must be a reference like \"env::VAR\""),
+        "{e}"
+    );
+    assert!(
+        !e.contains("sk-live-123"),
+        "the error must not repeat the secret: {e}"
+    );
+}
+
+#[test]
+fn a_misspelt_variant_param() {
+    let e = one("[routes.r]\n[routes.r.variants.x]\ntarget = \"a\"\ntemprature = 0.2\n");
+    assert!(e.starts_with("gw.toml:15: "), "{e}");
+    assert!(e.contains("unknown field `temprature`"), "{e}");
+}
+
+#[test]
+fn an_unknown_key_anywhere() {
+    let e = one("[server]\nprot = 4000\n");
+    assert!(e.starts_with("gw.toml:13: "), "{e}");
+    assert!(e.contains("unknown field `prot`"), "{e}");
+}
+
+#[test]
+fn strategies_and_endpoints_must_fit() {
+    let e = one("[routes.r]\nstrategy = \"single\"\ntargets = [\"a\", \"b\"]\n");
+    assert_eq!(
+        e,
+        "gw.toml:13: routes.r.strategy: strategy \"single\" takes exactly one target, found 2"
+    );
+    let e = one("[routes.r]\nendpoint = \"embeddings\"\ntargets = [\"a\"]\n");
+    assert!(
+        e.contains("routes.r.targets[0]: target 'a' serves chat"),
+        "{e}"
+    );
+    let e = one("[routes.r]\nendpoint = \"chatt\"\ntargets = [\"a\"]\n");
+    assert!(e.contains("unknown endpoint kind 'chatt'"), "{e}");
+    let e = one("[routes.r]\nstrategy = \"roundrobin\"\ntargets = [\"a\"]\n");
+    assert!(e.contains("unknown strategy 'roundrobin'"), "{e}");
+}
+
+#[test]
+fn a_function_must_match_its_routes_endpoint() {
+    let e = one(
+        "[models.emb]\nendpoint = \"embeddings\"\n[routes.r]\ntargets = [\"a\"]\n[functions.f]\nendpoint = \"embeddings\"\nroute = \"r\"\n",
+    );
+    assert!(
+        e.contains("functions.f.route: route 'r' serves chat, the function is embeddings"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let errs = errors(&format!(
+        "{BASE}[routes.r]\ntargets = [\"x\", \"y\"]\n[targets.c]\nmodel = \"nope\"\n"
+    ));
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+}
+
+#[test]
+fn auth_off_is_loopback_only() {
+    let errs = errors("[server]\nauth = \"off\"\nhost = \"0.0.0.0\"\n");
+    assert_eq!(
+        errs,
+        vec![
+            "gw.toml:2: server.auth: auth = \"off\" is only allowed on a loopback address, not 0.0.0.0"
+        ]
+    );
+    assert!(errors("[server]\nauth = \"off\"\nhost = \"::1\"\n").is_empty());
+}
+
+#[test]
+fn a_conventional_key_that_is_unset_only_warns() {
+    let loaded = load_str("[providers.openai]\nmodels = [\"gpt-4o\"]\n", None, &env, 1).unwrap();
+    assert!(
+        loaded.warnings.iter().any(|w| w.contains("OPENAI_API_KEY")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn the_spec_example_config_loads() {
+    let src = include_str!("../../../../docs/examples/spec-example.toml");
+    let env = |n: &str| Some(format!("value-of-{n}"));
+    let loaded =
+        load_str(src, Some("spec-example.toml"), &env, 1).unwrap_or_else(|e| panic!("{e}"));
+    let p = loaded.snapshot.project("default").unwrap();
+    assert!(p.routes.contains_key("summarize"));
+    assert!(p.functions.contains_key("summarise"));
+    assert_eq!(p.route_models.len(), 1);
+}
