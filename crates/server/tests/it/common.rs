@@ -11,6 +11,7 @@ pub struct Gw {
     pub running: Running,
     pub config_path: PathBuf,
     pub live: Arc<Live>,
+    _watcher: Option<notify::RecommendedWatcher>,
     _dir: tempfile::TempDir,
 }
 
@@ -36,11 +37,13 @@ impl Gw {
         let live = Arc::new(live);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let running = start(live.clone(), listener).unwrap();
+        let watcher = signalbox::live::watch(live.clone());
         Gw {
             url: format!("http://{}", running.addr),
             running,
             config_path,
             live,
+            _watcher: watcher,
             _dir: dir,
         }
     }

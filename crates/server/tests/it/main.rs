@@ -3,4 +3,6 @@
 mod common;
 mod failures;
 mod input_and_auth;
+mod lifecycle;
+mod secrets;
 mod streaming;

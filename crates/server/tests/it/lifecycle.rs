@@ -1,0 +1,126 @@
+//! Live config reload and graceful shutdown.
+
+use crate::common::*;
+use fake_upstream::{Behaviour, FakeUpstream};
+use std::time::{Duration, Instant};
+
+fn two_provider_config(a: &str, b: &str, serving: &str) -> String {
+    format!(
+        "{}\n{}\n[server]\nauth = \"off\"\n[targets.ta]\nprovider = \"a\"\nmodel = \"m\"\n[targets.tb]\nprovider = \"b\"\nmodel = \"m\"\n[routes.summarize]\ntargets = [\"{serving}\"]\n",
+        provider("a", a, &["m"]),
+        provider("b", b, &["m"])
+    )
+}
+
+async fn provider_of(gw: &Gw) -> String {
+    let r = gw.chat("route::summarize", None).await;
+    assert_eq!(r.status(), 200);
+    header(&r, "x-signalbox-provider").unwrap().to_string()
+}
+
+#[tokio::test]
+async fn editing_the_config_file_moves_every_caller_at_once_and_a_bad_edit_changes_nothing() {
+    let fa = FakeUpstream::openai().start().await;
+    let fb = FakeUpstream::openai().start().await;
+    let env = [("A_KEY", "ka"), ("B_KEY", "kb")];
+    let gw = Gw::start_with_env(
+        &two_provider_config(&fa.base_url(), &fb.base_url(), "ta"),
+        &env,
+    )
+    .await;
+    assert_eq!(provider_of(&gw).await, "a");
+    let v1 = gw.live.version();
+
+    std::fs::write(
+        &gw.config_path,
+        two_provider_config(&fa.base_url(), &fb.base_url(), "tb"),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    while provider_of(&gw).await != "b" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the edit never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v2 = gw.live.version();
+    assert!(v2 > v1);
+
+    // An invalid edit (unknown target) is rejected whole: the last good config keeps serving.
+    let broken = two_provider_config(&fa.base_url(), &fb.base_url(), "nope");
+    std::fs::write(&gw.config_path, broken).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(provider_of(&gw).await, "b");
+    assert_eq!(gw.live.version(), v2);
+    // So is a syntax error.
+    std::fs::write(&gw.config_path, "[routes.summarize\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(provider_of(&gw).await, "b");
+    let health: serde_json::Value = gw
+        .get("/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["config_version"], v2);
+}
+
+#[tokio::test]
+async fn shutdown_drains_then_closes_and_interrupts_streams_after_the_timeout() {
+    let fake = FakeUpstream::openai()
+        .chunks(200)
+        .chunk_delay(Duration::from_millis(50))
+        .start()
+        .await;
+    let toml = format!(
+        "{}\n[server]\nauth = \"off\"\ndrain_delay_ms = 400\nshutdown_timeout_ms = 600\n[targets.t]\nprovider = \"up\"\nmodel = \"m\"\n[routes.long]\ntargets = [\"t\"]\n",
+        provider("up", &fake.base_url(), &["m"])
+    );
+    let gw = Gw::start_with_env(&toml, &[("UP_KEY", "k")]).await;
+    assert_eq!(gw.get("/ready").send().await.unwrap().status(), 200);
+    let stream = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("route::long", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let reader = tokio::spawn(async move { stream.text().await.unwrap_or_default() });
+
+    gw.running.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        gw.get("/ready").send().await.unwrap().status(),
+        503,
+        "/ready answers 503 at once"
+    );
+    assert_eq!(
+        gw.chat("route::long", None).await.status(),
+        200,
+        "still serving during the drain delay"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        gw.get("/health").send().await.is_err(),
+        "the listener is closed after the drain delay"
+    );
+
+    let body = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        body.contains("stream_interrupted"),
+        "the open stream ends with an error event"
+    );
+    assert!(!body.contains("[DONE]"));
+    let done = &mut { gw.running.done };
+    tokio::time::timeout(Duration::from_secs(5), done)
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = Behaviour::Ok;
+}

@@ -1,0 +1,135 @@
+//! A canary secret sent as gateway key, caller key and credential, through success and
+//! failure paths, must never appear in a log line, an error body or a response header.
+
+use crate::common::*;
+use fake_upstream::{Behaviour, FakeUpstream};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+const CANARY: &str = "sk-CANARY-7f3a9e51c2";
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static Buf {
+    static LOGS: OnceLock<Buf> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Buf::default();
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || w.clone())
+            .try_init();
+        buf
+    })
+}
+
+fn assert_clean(r: &reqwest::Response, body: &str, what: &str) {
+    assert!(
+        !body.contains(CANARY),
+        "{what}: the body leaks the canary: {body}"
+    );
+    assert!(
+        !body.contains("CANARY"),
+        "{what}: the body leaks part of the canary: {body}"
+    );
+    for (k, v) in r.headers() {
+        assert!(
+            !v.to_str().unwrap_or("").contains("CANARY"),
+            "{what}: header {k} leaks the canary"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_canary_secret_never_reaches_logs_errors_or_headers() {
+    let logs = logs();
+    let echo = format!(
+        r#"{{"error":{{"message":"Incorrect API key provided: {CANARY}","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}}}"#
+    );
+    let fake = FakeUpstream::openai().start().await;
+    let toml = format!(
+        "{}\n[providers.pt]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"pm\"]\n[providers.q]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"qm\"]\nauth_type = \"query_param\"\ncredential = \"env::UP_KEY\"\n[api_keys.app]\nkey = \"env::APP_KEY\"\n[routing.retry]\nmax_retries = 0\n[targets.t]\nprovider = \"up\"\nmodel = \"m\"\n[targets.tq]\nprovider = \"q\"\nmodel = \"qm\"\n[routes.r]\ntargets = [\"t\"]\nretry = {{ max_retries = 0 }}\n[routes.rq]\ntargets = [\"tq\"]\nretry = {{ max_retries = 0 }}\n",
+        provider("up", &fake.base_url(), &["m"]),
+        fake.base_url(),
+        fake.base_url(),
+    );
+    let gw = Gw::start_with_env(&toml, &[("UP_KEY", CANARY), ("APP_KEY", CANARY)]).await;
+
+    let send = |model: &str, stream: bool, gateway_key: &str, caller_key: Option<&str>| {
+        let mut rb = gw
+            .post("/v1/chat/completions")
+            .header("x-signalbox-authorization", format!("Bearer {gateway_key}"))
+            .json(&chat_body(model, stream));
+        if let Some(k) = caller_key {
+            rb = rb.bearer_auth(k);
+        }
+        rb.send()
+    };
+    // Success: managed (header and query-param auth), passthrough with the caller's key, streaming.
+    for (model, stream, caller) in [
+        ("route::r", false, None),
+        ("route::r", true, None),
+        ("route::rq", false, None),
+        ("pt::pm", false, Some(CANARY)),
+        ("pt::pm", true, Some(CANARY)),
+    ] {
+        let r = send(model, stream, CANARY, caller).await.unwrap();
+        assert_eq!(r.status(), 200, "{model}");
+        let h = r.headers().clone();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains(CANARY), "{model}: {body}");
+        assert!(
+            h.values()
+                .all(|v| !v.to_str().unwrap_or("").contains("CANARY"))
+        );
+    }
+    // Failures: the upstream echoes the key in its error (managed -> 502; passthrough -> 401),
+    // a 500, a connection reset, and a wrong gateway key that contains the canary.
+    for b in [
+        Behaviour::Status { status: 401, retry_after: None, body: Some(echo.clone()) },
+        Behaviour::Status { status: 500, retry_after: None, body: Some(echo.clone()) },
+        Behaviour::Status { status: 400, retry_after: None, body: Some(r#"{"error":{"message":"bad messages","type":"invalid_request_error","param":"messages","code":null}}"#.into()) },
+        Behaviour::Reset,
+    ] {
+        for (model, caller) in [("route::r", None), ("route::rq", None), ("pt::pm", Some(CANARY))] {
+            fake.push(b.clone());
+            let r = send(model, false, CANARY, caller).await.unwrap();
+            assert_ne!(r.status(), 200, "{model} {b:?}");
+            let hdrs = r.headers().clone();
+            let body = r.text().await.unwrap();
+            let fake_resp = reqwest::Response::from(http::Response::builder().body(Vec::<u8>::new()).unwrap());
+            assert_clean(&fake_resp, &body, &format!("{model} {b:?}"));
+            assert!(hdrs.values().all(|v| !v.to_str().unwrap_or("").contains("CANARY")));
+        }
+    }
+    let r = send("route::r", false, &format!("{CANARY}-wrong"), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(!body.contains("CANARY"), "{body}");
+
+    // Give the trace writer a moment, then read every log line.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(!all.is_empty(), "the log capture must have seen something");
+    assert!(
+        !all.contains("CANARY"),
+        "a log line leaks the canary:\n{}",
+        all.lines()
+            .filter(|l| l.contains("CANARY"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
