@@ -6,3 +6,4 @@ mod input_and_auth;
 mod lifecycle;
 mod secrets;
 mod streaming;
+mod sdk;
