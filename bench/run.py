@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Benchmark Signalbox against calling the fake upstream directly and against a minimal
+hyper forwarding proxy, all in one run on this machine.
+
+    python3 bench/run.py [--duration 10] [--skip-build]
+
+Processes are pinned: the proxy under test on CPU 0; the fake upstream and the load generator
+(wrk) on CPU 1. Prints a Markdown report (also written to bench/out/report.md).
+Needs: wrk (apt-get install wrk), curl, taskset.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+FAKE_PORT, MIN_PORT, GW_PORT = 19000, 19100, 19200
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def wait_up(url, timeout=20):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    n, unit = float(m.group(1)), m.group(2)
+    return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
+
+
+def wrk(url, model, conns, duration, lua_dir, stream=False):
+    lua = os.path.join(lua_dir, f"{model.replace(':', '_')}.lua")
+    body = '{"model":"%s","messages":[{"role":"user","content":"hello there"}]}' % model
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+        f.write("wrk.body = '%s'\n" % body)
+    out = sh(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua, url])
+    lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "p50": to_ms(lat["50"]),
+        "p99": to_ms(lat["99"]),
+        "rps": rps,
+        "requests": reqs,
+        "non2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def ttfb(url, model, n=200):
+    body = '{"model":"%s","stream":true,"messages":[{"role":"user","content":"hello there"}]}' % model
+    times = []
+    for _ in range(n):
+        out = sh(["curl", "-s", "-o", "/dev/null", "-w", "%{time_starttransfer}", "-H",
+                  "content-type: application/json", "-d", body, url])
+        times.append(float(out) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--skip-build", action="store_true")
+    a = ap.parse_args()
+    for tool in ("wrk", "curl", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is needed (apt-get install -y wrk curl util-linux)")
+    if not a.skip_build:
+        subprocess.run(["cargo", "build", "--release", "-p", "signalbox", "-p", "fake-upstream", "-p", "minproxy"],
+                       cwd=ROOT, check=True)
+    tmp = tempfile.mkdtemp()
+    cfg = os.path.join(tmp, "bench.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[server]
+auth = "off"
+port = {GW_PORT}
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:{FAKE_PORT}/v1"
+models = ["gpt-4o"]
+credential = "env::BENCH_KEY"
+[targets.t]
+provider = "up"
+model = "gpt-4o"
+[routes.bench]
+targets = ["t"]
+""")
+    env = dict(os.environ, BENCH_KEY="sk-bench", SIGNALBOX_LOG="warn")
+    procs = []
+    try:
+        procs.append(subprocess.Popen(["taskset", "-c", "1", f"{REL}/fake-upstream", "--port", str(FAKE_PORT)],
+                                      stdout=subprocess.DEVNULL))
+        mp = subprocess.Popen(["taskset", "-c", "0", f"{REL}/minproxy", f"127.0.0.1:{MIN_PORT}",
+                               f"127.0.0.1:{FAKE_PORT}"], stdout=subprocess.DEVNULL)
+        gw = subprocess.Popen(["taskset", "-c", "0", f"{REL}/signalbox", "serve", "--config", cfg], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs += [mp, gw]
+        wait_up(f"http://127.0.0.1:{FAKE_PORT}/v1/models")
+        wait_up(f"http://127.0.0.1:{MIN_PORT}/v1/models")
+        wait_up(f"http://127.0.0.1:{GW_PORT}/health")
+        time.sleep(0.5)
+        idle = {"minproxy": rss_mb(mp.pid), "signalbox": rss_mb(gw.pid)}
+        targets = {
+            "direct": (f"http://127.0.0.1:{FAKE_PORT}/v1/chat/completions", "gpt-4o", None),
+            "minproxy": (f"http://127.0.0.1:{MIN_PORT}/v1/chat/completions", "gpt-4o", mp),
+            "signalbox": (f"http://127.0.0.1:{GW_PORT}/v1/chat/completions", "route::bench", gw),
+        }
+        res = {}
+        served = {"minproxy": 0, "signalbox": 0}
+        for name, (url, model, p) in targets.items():
+            wrk(url, model, 1, 2, tmp)  # warm-up
+            c1 = wrk(url, model, 1, a.duration, tmp)
+            before = cpu_seconds(p.pid) if p else 0
+            c64 = wrk(url, model, 64, a.duration, tmp)
+            after = cpu_seconds(p.pid) if p else 0
+            cpu_us = (after - before) / c64["requests"] * 1e6 if p else float("nan")
+            if p:
+                served[name] += c64["requests"] + c1["requests"]
+            res[name] = {"c1": c1, "c64": c64, "cpu_us": cpu_us, "ttfb": ttfb(url, model)}
+        # Top up to at least 100k requests through each proxy before reading RSS.
+        for name in ("minproxy", "signalbox"):
+            url, model, p = targets[name]
+            while served[name] < 100_000:
+                served[name] += wrk(url, model, 64, 5, tmp)["requests"]
+        after_rss = {"minproxy": rss_mb(mp.pid), "signalbox": rss_mb(gw.pid)}
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    d, m, s = res["direct"], res["minproxy"], res["signalbox"]
+    add = lambda r, k: r["c1"][k] - d["c1"][k]
+    cpu = open("/proc/cpuinfo").read()
+    model_name = re.search(r"model name\s*:\s*(.*)", cpu)
+    lines = [
+        f"Machine: {os.cpu_count()} CPUs, {model_name.group(1) if model_name else 'unknown CPU'}; "
+        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run",
+        "",
+        "| measure | direct to fake | minimal proxy | Signalbox | Signalbox / minimal proxy |",
+        "|---|---|---|---|---|",
+        f"| latency p50, c=1 (ms) | {d['c1']['p50']:.3f} | {m['c1']['p50']:.3f} | {s['c1']['p50']:.3f} | |",
+        f"| latency p99, c=1 (ms) | {d['c1']['p99']:.3f} | {m['c1']['p99']:.3f} | {s['c1']['p99']:.3f} | |",
+        f"| added latency p50, c=1 (ms) | – | {add(m, 'p50'):.3f} | {add(s, 'p50'):.3f} | {add(s, 'p50') / max(add(m, 'p50'), 1e-9):.2f}x |",
+        f"| added latency p99, c=1 (ms) | – | {add(m, 'p99'):.3f} | {add(s, 'p99'):.3f} | {add(s, 'p99') / max(add(m, 'p99'), 1e-9):.2f}x |",
+        f"| requests/s, c=64 | {d['c64']['rps']:.0f} | {m['c64']['rps']:.0f} | {s['c64']['rps']:.0f} | {s['c64']['rps'] / m['c64']['rps']:.2f}x |",
+        f"| latency p99, c=64 (ms) | {d['c64']['p99']:.3f} | {m['c64']['p99']:.3f} | {s['c64']['p99']:.3f} | {s['c64']['p99'] / m['c64']['p99']:.2f}x |",
+        f"| CPU per request, c=64 (µs) | – | {m['cpu_us']:.1f} | {s['cpu_us']:.1f} | {s['cpu_us'] / m['cpu_us']:.2f}x |",
+        f"| streaming time to first byte, median of 200 (ms) | {d['ttfb']:.3f} | {m['ttfb']:.3f} | {s['ttfb']:.3f} | {s['ttfb'] / m['ttfb']:.2f}x |",
+        f"| RSS idle (MB) | – | {idle['minproxy']:.1f} | {idle['signalbox']:.1f} | |",
+        f"| RSS after ≥100k requests (MB) | – | {after_rss['minproxy']:.1f} ({served['minproxy']} req) | {after_rss['signalbox']:.1f} ({served['signalbox']} req) | |",
+        f"| non-2xx responses | {d['c64']['non2xx']} | {m['c64']['non2xx']} | {s['c64']['non2xx']} | |",
+    ]
+    report = "\n".join(lines)
+    os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "out", "report.md"), "w") as f:
+        f.write(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
