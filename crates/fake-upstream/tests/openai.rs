@@ -616,3 +616,28 @@ async fn set_always_and_shutdown() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(TcpStream::connect(up.addr()).await.is_err());
 }
+
+#[tokio::test]
+async fn client_leaving_during_latency_counts_disconnect() {
+    let up = FakeUpstream::openai()
+        .latency(Duration::from_secs(30))
+        .start()
+        .await;
+    let mut c = connect(up.addr()).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(100),
+        send(
+            &mut c,
+            post_req(
+                up.addr(),
+                "/v1/embeddings",
+                &json!({"model": "m", "input": "x"}),
+            ),
+        ),
+    )
+    .await;
+    assert!(r.is_err());
+    drop(c);
+    assert!(up.wait_disconnects(1, Duration::from_secs(5)).await);
+    assert_eq!(up.hits(), 1);
+}

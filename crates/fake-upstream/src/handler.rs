@@ -1,0 +1,746 @@
+//! Request handling: behaviours, auth, routing and the OpenAI wire format.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+};
+use http::{Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::Request;
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::body::{End, FakeBody, Guard};
+use crate::util::{
+    base64, completion_id, fnv1a, json_str, push_json_str, request_id, splitmix64, unix_now,
+};
+use crate::{Behaviour, RecordedRequest, Shared};
+
+const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "text/event-stream";
+const FINGERPRINT: &str = "fp_fake";
+const MODEL_CREATED: u64 = 1_686_935_002;
+const MAX_ECHO_CHARS: usize = 256;
+const MAX_DIMENSIONS: u64 = 16_384;
+const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+static OPENAI_PROCESSING_MS: HeaderName = HeaderName::from_static("openai-processing-ms");
+static OPENAI_VERSION: HeaderName = HeaderName::from_static("openai-version");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+type Resp = Response<FakeBody>;
+
+/// The hyper service. `Err` makes hyper close the connection without a response.
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, io::Error> {
+    let start = Instant::now();
+    shared.hits.fetch_add(1, Ordering::SeqCst);
+    let behaviour = shared.next_behaviour();
+
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    if shared.record {
+        shared.record(RecordedRequest {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.clone(),
+            at: start,
+        });
+    }
+
+    if !shared.latency.is_zero() {
+        let mut guard = Guard::new(&shared);
+        tokio::time::sleep(shared.latency).await;
+        guard.disarm();
+    }
+
+    let cx = Cx {
+        shared: &shared,
+        start,
+    };
+    match &behaviour {
+        Behaviour::Reset => return Err(io::Error::other("fake-upstream: reset")),
+        Behaviour::Hang => {
+            let _guard = Guard::new(&shared);
+            shared.shutdown.cancelled().await;
+            return Err(io::Error::other("fake-upstream: shut down"));
+        }
+        Behaviour::Status {
+            status,
+            retry_after,
+            body,
+        } => return Ok(cx.status_response(*status, retry_after.as_deref(), body.as_deref())),
+        _ => {}
+    }
+
+    if let Some(expected) = &shared.auth_header {
+        match parts.headers.get(AUTHORIZATION) {
+            Some(v) if v.as_bytes() == expected.as_bytes() => {}
+            Some(_) => {
+                return Ok(cx.error(
+                    401,
+                    "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    None,
+                    Some("invalid_api_key"),
+                ));
+            }
+            None => {
+                return Ok(cx.error(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                    "invalid_request_error",
+                    None,
+                    Some("invalid_api_key"),
+                ));
+            }
+        }
+    }
+
+    let path = parts.uri.path();
+    let resp = match (&parts.method, path) {
+        (&Method::POST, "/v1/chat/completions") => cx.chat(&body, &behaviour),
+        (&Method::POST, "/v1/embeddings") => cx.embeddings(&body, &behaviour),
+        (&Method::GET, "/v1/models") => cx.models(&behaviour),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => {
+            cx.model(&p["/v1/models/".len()..], &behaviour)
+        }
+        (m, p) => cx.error(
+            404,
+            &format!("Invalid URL ({m} {p})"),
+            "invalid_request_error",
+            None,
+            None,
+        ),
+    };
+    Ok(resp)
+}
+
+struct Cx<'a> {
+    shared: &'a Arc<Shared>,
+    start: Instant,
+}
+
+impl Cx<'_> {
+    fn respond(&self, status: u16, content_type: &'static str, body: FakeBody) -> Resp {
+        let mut resp = Response::new(body);
+        *resp.status_mut() =
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(v) = HeaderValue::from_str(&request_id()) {
+            h.insert(X_REQUEST_ID.clone(), v);
+        }
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        h.insert(OPENAI_PROCESSING_MS.clone(), HeaderValue::from(ms));
+        h.insert(
+            OPENAI_VERSION.clone(),
+            HeaderValue::from_static("2020-10-01"),
+        );
+        resp
+    }
+
+    fn full(&self, status: u16, content_type: &'static str, body: Bytes) -> Resp {
+        self.respond(
+            status,
+            content_type,
+            FakeBody::full(body, Guard::new(self.shared)),
+        )
+    }
+
+    /// A 200 JSON response shaped by the stream behaviours (see [`Behaviour`]).
+    fn json_ok(&self, body: String, behaviour: &Behaviour) -> Resp {
+        let body = Bytes::from(body);
+        let len = body.len();
+        let paced = |events: Bytes, first_delay: Duration, end: End| {
+            let mut resp = self.respond(
+                200,
+                JSON,
+                FakeBody::paced(
+                    VecDeque::from([events]),
+                    first_delay,
+                    Duration::ZERO,
+                    end,
+                    Guard::new(self.shared),
+                ),
+            );
+            resp.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+            resp
+        };
+        match behaviour {
+            Behaviour::SlowFirstEvent(d) => paced(body, *d, End::Complete),
+            Behaviour::CutAfter(_) => paced(body.slice(..len / 2), Duration::ZERO, End::Cut),
+            Behaviour::StallAfter(_) => paced(body.slice(..len / 2), Duration::ZERO, End::Stall),
+            _ => self.full(200, JSON, body),
+        }
+    }
+
+    fn error(
+        &self,
+        status: u16,
+        message: &str,
+        kind: &str,
+        param: Option<&str>,
+        code: Option<&str>,
+    ) -> Resp {
+        self.full(
+            status,
+            JSON,
+            Bytes::from(error_json(message, kind, param, code)),
+        )
+    }
+
+    fn status_response(&self, status: u16, retry_after: Option<&str>, body: Option<&str>) -> Resp {
+        let body = match body {
+            Some(b) => Bytes::from(b.to_owned()),
+            None => {
+                let (message, kind, code) = default_error(status);
+                Bytes::from(error_json(message, kind, None, code))
+            }
+        };
+        let mut resp = self.full(status, JSON, body);
+        if let Some(v) = retry_after.and_then(|r| HeaderValue::from_str(r).ok()) {
+            resp.headers_mut().insert(RETRY_AFTER, v);
+        }
+        resp
+    }
+
+    fn bad_request(&self, message: &str, param: Option<&str>, code: Option<&str>) -> Resp {
+        self.error(400, message, "invalid_request_error", param, code)
+    }
+
+    fn invalid_json(&self, err: &serde_json::Error) -> Resp {
+        if err.is_data() {
+            self.bad_request(&format!("Invalid body: {err}"), None, None)
+        } else {
+            self.bad_request(
+                "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON. If you have trouble figuring out how to fix this, please contact us through our help center at help.openai.com.)",
+                None,
+                None,
+            )
+        }
+    }
+
+    fn chat(&self, body: &[u8], behaviour: &Behaviour) -> Resp {
+        let req: ChatRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return self.invalid_json(&e),
+        };
+        let Some(model) = req.model else {
+            return self.bad_request("you must provide a model parameter", None, None);
+        };
+        let Some(messages) = req.messages else {
+            return self.bad_request(
+                "Missing required parameter: 'messages'.",
+                Some("messages"),
+                Some("missing_required_parameter"),
+            );
+        };
+
+        let mut prompt_chars = 0usize;
+        let mut last_user: Option<Cow<'_, str>> = None;
+        for m in &messages {
+            let text = content_text(m.content.as_ref());
+            prompt_chars += text.chars().count();
+            if m.role.as_deref() == Some("user") {
+                last_user = Some(text);
+            }
+        }
+        let reply: Cow<'_, str> = match (&self.shared.reply, last_user) {
+            (Some(r), _) => Cow::Borrowed(r.as_str()),
+            (None, Some(msg)) => {
+                let cut = msg
+                    .char_indices()
+                    .nth(MAX_ECHO_CHARS)
+                    .map_or(msg.len(), |(i, _)| i);
+                Cow::Owned(format!("fake reply to: {}", &msg[..cut]))
+            }
+            (None, None) => Cow::Borrowed("fake reply"),
+        };
+        let prompt_tokens = prompt_chars.div_ceil(4).max(1);
+        let completion_tokens = reply.split_whitespace().count();
+        let usage = usage_json(prompt_tokens, completion_tokens);
+        let id = completion_id();
+        let created = unix_now();
+
+        let stream = req.stream.unwrap_or(false);
+        if !stream {
+            let mut out = String::with_capacity(600 + reply.len() + model.len());
+            out.push_str("{\"id\":\"");
+            out.push_str(&id);
+            let _ = write!(
+                out,
+                "\",\"object\":\"chat.completion\",\"created\":{created},\"model\":"
+            );
+            push_json_str(&mut out, &model);
+            out.push_str(
+                ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
+            );
+            push_json_str(&mut out, &reply);
+            out.push_str(
+                ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":",
+            );
+            out.push_str(&usage);
+            out.push_str(",\"service_tier\":\"default\",\"system_fingerprint\":\"");
+            out.push_str(FINGERPRINT);
+            out.push_str("\"}");
+            return self.json_ok(out, behaviour);
+        }
+
+        let include_usage = req
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
+        let prefix = format!(
+            "data: {{\"id\":\"{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":{},\"service_tier\":\"default\",\"system_fingerprint\":\"{FINGERPRINT}\",\"choices\":",
+            json_str(&model)
+        );
+        let suffix = if include_usage {
+            ",\"usage\":null}\n\n"
+        } else {
+            "}\n\n"
+        };
+        let chunk = |delta: &str, finish: &str| {
+            let mut s = String::with_capacity(prefix.len() + delta.len() + 80);
+            s.push_str(&prefix);
+            s.push_str("[{\"index\":0,\"delta\":");
+            s.push_str(delta);
+            s.push_str(",\"logprobs\":null,\"finish_reason\":");
+            s.push_str(finish);
+            s.push('}');
+            s.push(']');
+            s.push_str(suffix);
+            Bytes::from(s)
+        };
+
+        let pieces = split_pieces(&reply, self.shared.chunks);
+        let mut events = VecDeque::with_capacity(pieces.len() + 4);
+        events.push_back(chunk(
+            "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+            "null",
+        ));
+        for piece in pieces {
+            let mut delta = String::with_capacity(piece.len() + 16);
+            delta.push_str("{\"content\":");
+            push_json_str(&mut delta, piece);
+            delta.push('}');
+            events.push_back(chunk(&delta, "null"));
+        }
+        events.push_back(chunk("{}", "\"stop\""));
+        if include_usage {
+            events.push_back(Bytes::from(format!("{prefix}[],\"usage\":{usage}}}\n\n")));
+        }
+        events.push_back(Bytes::from_static(DONE_EVENT));
+
+        let mut first_delay = Duration::ZERO;
+        let mut end = End::Complete;
+        match behaviour {
+            Behaviour::SlowFirstEvent(d) => first_delay = *d,
+            Behaviour::CutAfter(k) => {
+                events.truncate(*k);
+                end = End::Cut;
+            }
+            Behaviour::StallAfter(k) => {
+                events.truncate(*k);
+                end = End::Stall;
+            }
+            Behaviour::EndWithoutDone => {
+                events.pop_back();
+            }
+            Behaviour::ErrorEventAfter(k) => {
+                events.truncate(*k);
+                let err = error_json(
+                    "The server had an error while processing your request. Sorry about that!",
+                    "server_error",
+                    None,
+                    None,
+                );
+                events.push_back(Bytes::from(format!("data: {err}\n\n")));
+            }
+            _ => {}
+        }
+        let body = FakeBody::paced(
+            events,
+            first_delay,
+            self.shared.chunk_delay,
+            end,
+            Guard::new(self.shared),
+        );
+        let mut resp = self.respond(200, EVENT_STREAM, body);
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        resp
+    }
+
+    fn embeddings(&self, body: &[u8], behaviour: &Behaviour) -> Resp {
+        let req: EmbeddingsRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return self.invalid_json(&e),
+        };
+        let Some(model) = req.model else {
+            return self.bad_request("you must provide a model parameter", None, None);
+        };
+        let Some(input) = req.input else {
+            return self.bad_request(
+                "Missing required parameter: 'input'.",
+                Some("input"),
+                Some("missing_required_parameter"),
+            );
+        };
+        let dims = match req.dimensions {
+            None => 8,
+            Some(d) if (1..=MAX_DIMENSIONS).contains(&d) => d as usize,
+            Some(d) => {
+                return self.bad_request(
+                    &format!("Invalid 'dimensions': {d}. Expected a value between 1 and {MAX_DIMENSIONS}."),
+                    Some("dimensions"),
+                    Some("invalid_value"),
+                );
+            }
+        };
+        let base64_out = match req.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return self.bad_request(
+                    &format!("Invalid value for 'encoding_format': '{other}'. Supported values are: 'float' and 'base64'."),
+                    Some("encoding_format"),
+                    Some("invalid_value"),
+                );
+            }
+        };
+        let Some(items) = embedding_inputs(&input) else {
+            return self.bad_request(
+                "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+                None,
+                None,
+            );
+        };
+
+        let mut tokens = 0usize;
+        let mut out = String::with_capacity(items.len() * (dims * 12 + 64) + 128);
+        out.push_str("{\"object\":\"list\",\"data\":[");
+        for (i, (seed, n)) in items.iter().enumerate() {
+            tokens += n;
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "{{\"object\":\"embedding\",\"index\":{i},\"embedding\":"
+            );
+            let v = embedding_vector(*seed, dims);
+            if base64_out {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                out.push('"');
+                out.push_str(&base64(&bytes));
+                out.push('"');
+            } else {
+                out.push('[');
+                for (j, f) in v.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{f}");
+                }
+                out.push(']');
+            }
+            out.push('}');
+        }
+        out.push_str("],\"model\":");
+        push_json_str(&mut out, &model);
+        let _ = write!(
+            out,
+            ",\"usage\":{{\"prompt_tokens\":{tokens},\"total_tokens\":{tokens}}}}}"
+        );
+        self.json_ok(out, behaviour)
+    }
+
+    fn models(&self, behaviour: &Behaviour) -> Resp {
+        let mut out = String::from("{\"object\":\"list\",\"data\":[");
+        for (i, id) in self.shared.models.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_model(&mut out, id);
+        }
+        out.push_str("]}");
+        self.json_ok(out, behaviour)
+    }
+
+    fn model(&self, id: &str, behaviour: &Behaviour) -> Resp {
+        if self.shared.models.iter().any(|m| m == id) {
+            let mut out = String::new();
+            push_model(&mut out, id);
+            self.json_ok(out, behaviour)
+        } else {
+            self.error(
+                404,
+                &format!("The model `{id}` does not exist or you do not have access to it."),
+                "invalid_request_error",
+                None,
+                Some("model_not_found"),
+            )
+        }
+    }
+}
+
+fn push_model(out: &mut String, id: &str) {
+    out.push_str("{\"id\":");
+    push_json_str(out, id);
+    let _ = write!(
+        out,
+        ",\"object\":\"model\",\"created\":{MODEL_CREATED},\"owned_by\":\"fake\"}}"
+    );
+}
+
+/// `(message, type, code)` of the error OpenAI sends with `status`.
+fn default_error(status: u16) -> (&'static str, &'static str, Option<&'static str>) {
+    const INVALID: &str = "invalid_request_error";
+    match status {
+        400 => ("Bad request.", INVALID, None),
+        401 => (
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+            INVALID,
+            Some("invalid_api_key"),
+        ),
+        403 => (
+            "Country, region, or territory not supported",
+            "request_forbidden",
+            Some("unsupported_country_region_territory"),
+        ),
+        404 => (
+            "The model does not exist or you do not have access to it.",
+            INVALID,
+            Some("model_not_found"),
+        ),
+        408 => ("Request timed out.", INVALID, Some("request_timeout")),
+        409 => ("Conflict.", INVALID, None),
+        413 => ("Request too large.", INVALID, Some("request_too_large")),
+        422 => ("Unprocessable entity.", INVALID, None),
+        429 => (
+            "Rate limit reached for requests. Please try again later.",
+            "requests",
+            Some("rate_limit_exceeded"),
+        ),
+        500 => (
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            None,
+        ),
+        502 => ("Bad gateway.", "server_error", None),
+        503 | 529 => (
+            "The engine is currently overloaded, please try again later.",
+            "server_error",
+            Some("overloaded"),
+        ),
+        504 => ("Gateway timeout.", "server_error", None),
+        s if (400..500).contains(&s) => ("Request failed.", INVALID, None),
+        _ => (
+            "The server had an error while processing your request.",
+            "server_error",
+            None,
+        ),
+    }
+}
+
+fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> String {
+    let mut out = String::with_capacity(message.len() + 96);
+    out.push_str("{\"error\":{\"message\":");
+    push_json_str(&mut out, message);
+    out.push_str(",\"type\":");
+    push_json_str(&mut out, kind);
+    out.push_str(",\"param\":");
+    match param {
+        Some(p) => push_json_str(&mut out, p),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"code\":");
+    match code {
+        Some(c) => push_json_str(&mut out, c),
+        None => out.push_str("null"),
+    }
+    out.push_str("}}");
+    out
+}
+
+fn usage_json(prompt: usize, completion: usize) -> String {
+    format!(
+        "{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":0,\"audio_tokens\":0}},\"completion_tokens_details\":{{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}}",
+        prompt + completion
+    )
+}
+
+/// The text of a message's `content`: a string, or the `text` of its parts.
+fn content_text(content: Option<&Value>) -> Cow<'_, str> {
+    match content {
+        Some(Value::String(s)) => Cow::Borrowed(s),
+        Some(Value::Array(parts)) => {
+            let texts: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            Cow::Owned(texts.join(" "))
+        }
+        _ => Cow::Borrowed(""),
+    }
+}
+
+/// Splits `s` into `n` pieces of (nearly) equal character count; fewer if `s`
+/// has fewer than `n` characters, and one empty piece if `s` is empty.
+fn split_pieces(s: &str, n: usize) -> Vec<&str> {
+    let bounds: Vec<usize> = s.char_indices().map(|(i, _)| i).collect();
+    let total = bounds.len();
+    if total == 0 {
+        return vec![""];
+    }
+    let n = n.clamp(1, total);
+    (0..n)
+        .map(|k| {
+            let a = bounds[k * total / n];
+            let b = if k + 1 == n {
+                s.len()
+            } else {
+                bounds[(k + 1) * total / n]
+            };
+            &s[a..b]
+        })
+        .collect()
+}
+
+/// `(seed, token count)` per input, or `None` if the input shape is invalid.
+fn embedding_inputs(input: &Value) -> Option<Vec<(u64, usize)>> {
+    fn text(s: &str) -> Option<(u64, usize)> {
+        if s.is_empty() {
+            return None;
+        }
+        Some((fnv1a(s.as_bytes()), s.chars().count().div_ceil(4).max(1)))
+    }
+    fn tokens(a: &[Value]) -> Option<(u64, usize)> {
+        if a.is_empty() {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(a.len() * 8);
+        for t in a {
+            bytes.extend_from_slice(&t.as_u64()?.to_le_bytes());
+        }
+        Some((fnv1a(&bytes), a.len()))
+    }
+    match input {
+        Value::String(s) => Some(vec![text(s)?]),
+        Value::Array(items) => match items.first()? {
+            Value::String(_) => items.iter().map(|v| text(v.as_str()?)).collect(),
+            Value::Number(_) => Some(vec![tokens(items)?]),
+            Value::Array(_) => items.iter().map(|v| tokens(v.as_array()?)).collect(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A deterministic unit-length vector derived from `seed`.
+fn embedding_vector(seed: u64, dims: usize) -> Vec<f32> {
+    let mut state = seed;
+    let mut v: Vec<f32> = (0..dims)
+        .map(|_| {
+            let x = splitmix64(&mut state) >> 40; // 24 bits
+            (x as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        for x in &mut v {
+            *x /= norm;
+        }
+    }
+    v
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: Option<String>,
+    messages: Option<Vec<ChatMessage>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct ChatMessage {
+    role: Option<String>,
+    content: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsRequest {
+    model: Option<String>,
+    input: Option<Value>,
+    dimensions: Option<u64>,
+    encoding_format: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_pieces_is_even_and_lossless() {
+        assert_eq!(split_pieces("abcdefgh", 4), vec!["ab", "cd", "ef", "gh"]);
+        assert_eq!(split_pieces("abc", 4), vec!["a", "b", "c"]);
+        assert_eq!(split_pieces("", 4), vec![""]);
+        let s = "héllo wörld 😀!";
+        assert_eq!(split_pieces(s, 5).concat(), s);
+        assert_eq!(split_pieces(s, 5).len(), 5);
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = embedding_vector(fnv1a(b"hi"), 16);
+        assert_eq!(a, embedding_vector(fnv1a(b"hi"), 16));
+        assert_ne!(a, embedding_vector(fnv1a(b"ho"), 16));
+        let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn embedding_input_shapes() {
+        let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(embedding_inputs(&v(r#""abcdefgh""#)).unwrap()[0].1, 2);
+        assert_eq!(embedding_inputs(&v(r#"["a","b","c"]"#)).unwrap().len(), 3);
+        assert_eq!(
+            embedding_inputs(&v("[1,2,3]")).unwrap(),
+            vec![(embedding_inputs(&v("[[1,2,3]]")).unwrap()[0])]
+        );
+        assert_eq!(embedding_inputs(&v("[[1,2],[3]]")).unwrap().len(), 2);
+        assert!(embedding_inputs(&v("[]")).is_none());
+        assert!(embedding_inputs(&v(r#"["a",1]"#)).is_none());
+        assert!(embedding_inputs(&v("{}")).is_none());
+        assert!(embedding_inputs(&v(r#""""#)).is_none());
+    }
+}

@@ -1,0 +1,435 @@
+//! A fake OpenAI-compatible upstream for Signalbox's tests and benchmarks.
+//!
+//! It speaks the OpenAI wire format for `POST /v1/chat/completions` (plain and
+//! SSE streaming), `POST /v1/embeddings` and `GET /v1/models[/{id}]`, and can be
+//! told to misbehave in the ways real providers do: error statuses, rate limits,
+//! connections reset without a response, hung requests, streams that are cut,
+//! stall, or end without `[DONE]`.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use fake_upstream::{Behaviour, FakeUpstream};
+//! let up = FakeUpstream::openai()
+//!     .reply("hello there")
+//!     .fail_first(1, 503)
+//!     .then(Behaviour::CutAfter(2))
+//!     .start()
+//!     .await;
+//! let base = up.base_url(); // "http://127.0.0.1:PORT/v1"
+//! # let _ = base;
+//! # }
+//! ```
+//!
+//! Behaviours are consumed one per request, in arrival order, whatever the
+//! path; once the queue is empty every request gets the `always` behaviour
+//! (default [`Behaviour::Ok`]).
+
+mod body;
+mod handler;
+mod util;
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use body::FakeBody;
+
+/// What the fake does with one request.
+///
+/// Stream-shaping variants (`SlowFirstEvent`, `CutAfter`, `StallAfter`,
+/// `EndWithoutDone`, `ErrorEventAfter`) count "events" as SSE `data:` events,
+/// the first being the `role` chunk. On non-streaming responses
+/// `SlowFirstEvent` sends the headers at once and the body after the delay,
+/// `CutAfter`/`StallAfter` send the headers and the first half of the body
+/// before aborting/stalling, and `EndWithoutDone`/`ErrorEventAfter` behave
+/// like `Ok`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Answer normally.
+    #[default]
+    Ok,
+    /// Answer with this status. `body: None` => an OpenAI-shaped error for the status.
+    Status {
+        status: u16,
+        retry_after: Option<String>,
+        body: Option<String>,
+    },
+    /// Close the connection without any response.
+    Reset,
+    /// Accept the request and never send headers (until the client goes away).
+    Hang,
+    /// Stream: headers at once, first event after the delay. Non-stream: body after the delay.
+    SlowFirstEvent(Duration),
+    /// Stream: K events then abort the connection mid-body (no finish_reason, no `[DONE]`).
+    CutAfter(usize),
+    /// Stream: K events then nothing more, connection kept open.
+    StallAfter(usize),
+    /// Stream: every event including the finish_reason (and usage) chunk, but no `[DONE]`.
+    EndWithoutDone,
+    /// Stream: K events then `data: {"error":{...}}` then a clean end.
+    ErrorEventAfter(usize),
+}
+
+impl Behaviour {
+    /// `Status` with no `retry-after` and the default OpenAI error body.
+    pub fn status(code: u16) -> Self {
+        Behaviour::Status {
+            status: code,
+            retry_after: None,
+            body: None,
+        }
+    }
+}
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Header names are lowercase, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl RecordedRequest {
+    /// First value of a header (name compared case-insensitively).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (`Value::Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Builder for a fake OpenAI upstream.
+#[derive(Clone, Debug)]
+pub struct FakeUpstream {
+    reply: Option<String>,
+    models: Vec<String>,
+    chunks: usize,
+    chunk_delay: Duration,
+    latency: Duration,
+    api_key: Option<String>,
+    queue: VecDeque<Behaviour>,
+    always: Behaviour,
+    record: bool,
+}
+
+impl Default for FakeUpstream {
+    fn default() -> Self {
+        Self::openai()
+    }
+}
+
+impl FakeUpstream {
+    /// An OpenAI-compatible fake with default settings.
+    pub fn openai() -> Self {
+        Self {
+            reply: None,
+            models: vec!["gpt-4o".to_owned(), "gpt-4o-mini".to_owned()],
+            chunks: 4,
+            chunk_delay: Duration::ZERO,
+            latency: Duration::ZERO,
+            api_key: None,
+            queue: VecDeque::new(),
+            always: Behaviour::Ok,
+            record: true,
+        }
+    }
+
+    /// A fixed reply text. Default: `"fake reply to: <last user message>"`
+    /// (the message cut to 256 characters), or `"fake reply"` without one.
+    pub fn reply(mut self, text: impl Into<String>) -> Self {
+        self.reply = Some(text.into());
+        self
+    }
+
+    /// Model ids listed by `GET /v1/models`. Chat and embeddings accept any model.
+    pub fn models(mut self, ids: &[&str]) -> Self {
+        self.models = ids.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Number of content pieces in a stream (default 4; fewer if the reply
+    /// has fewer characters; at least 1).
+    pub fn chunks(mut self, n: usize) -> Self {
+        self.chunks = n.max(1);
+        self
+    }
+
+    /// Delay between stream events (default 0).
+    pub fn chunk_delay(mut self, d: Duration) -> Self {
+        self.chunk_delay = d;
+        self
+    }
+
+    /// Delay before the response headers of every request (default 0).
+    pub fn latency(mut self, d: Duration) -> Self {
+        self.latency = d;
+        self
+    }
+
+    /// Require `Authorization: Bearer <key>`; otherwise 401 `invalid_api_key`.
+    pub fn require_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// Enqueue a one-shot behaviour (consumed in order, one per request).
+    pub fn then(mut self, b: Behaviour) -> Self {
+        self.queue.push_back(b);
+        self
+    }
+
+    /// `n` times `then(Behaviour::status(status))`.
+    pub fn fail_first(mut self, n: usize, status: u16) -> Self {
+        for _ in 0..n {
+            self.queue.push_back(Behaviour::status(status));
+        }
+        self
+    }
+
+    /// `n` times a 429 `rate_limit_exceeded` with `retry-after: <secs>`.
+    pub fn rate_limit_first(mut self, n: usize, retry_after_secs: u64) -> Self {
+        for _ in 0..n {
+            self.queue.push_back(Behaviour::Status {
+                status: 429,
+                retry_after: Some(retry_after_secs.to_string()),
+                body: None,
+            });
+        }
+        self
+    }
+
+    /// `n` times `then(Behaviour::Reset)`.
+    pub fn reset_first(mut self, n: usize) -> Self {
+        for _ in 0..n {
+            self.queue.push_back(Behaviour::Reset);
+        }
+        self
+    }
+
+    /// Behaviour once the queue is empty (default [`Behaviour::Ok`]).
+    pub fn always(mut self, b: Behaviour) -> Self {
+        self.always = b;
+        self
+    }
+
+    /// Keep a copy of every request for [`FakeHandle::requests`] (default on).
+    /// The standalone binary turns it off so long benchmarks don't grow memory.
+    pub fn record_requests(mut self, on: bool) -> Self {
+        self.record = on;
+        self
+    }
+
+    /// Bind `127.0.0.1:0` and serve in a background tokio task.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound (this is a test helper).
+    #[allow(clippy::expect_used)]
+    pub async fn start(self) -> FakeHandle {
+        self.start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .expect("fake-upstream: bind 127.0.0.1:0")
+    }
+
+    /// Bind `addr` and serve in a background tokio task.
+    pub async fn start_on(self, addr: SocketAddr) -> std::io::Result<FakeHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            addr,
+            reply: self.reply,
+            models: self.models,
+            chunks: self.chunks.max(1),
+            chunk_delay: self.chunk_delay,
+            latency: self.latency,
+            auth_header: self.api_key.map(|k| format!("Bearer {k}")),
+            record: self.record,
+            behaviours: Mutex::new(Behaviours {
+                queue: self.queue,
+                always: self.always,
+            }),
+            requests: Mutex::new(Vec::new()),
+            hits: AtomicUsize::new(0),
+            disconnects: AtomicUsize::new(0),
+            completed: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        Ok(FakeHandle { shared })
+    }
+}
+
+pub(crate) struct Behaviours {
+    queue: VecDeque<Behaviour>,
+    always: Behaviour,
+}
+
+/// State shared by the handle, the accept loop and every request.
+pub(crate) struct Shared {
+    addr: SocketAddr,
+    pub(crate) reply: Option<String>,
+    pub(crate) models: Vec<String>,
+    pub(crate) chunks: usize,
+    pub(crate) chunk_delay: Duration,
+    pub(crate) latency: Duration,
+    /// The exact expected `authorization` value, if a key is required.
+    pub(crate) auth_header: Option<String>,
+    pub(crate) record: bool,
+    behaviours: Mutex<Behaviours>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    pub(crate) hits: AtomicUsize,
+    pub(crate) disconnects: AtomicUsize,
+    pub(crate) completed: AtomicUsize,
+    pub(crate) shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn next_behaviour(&self) -> Behaviour {
+        let mut b = lock(&self.behaviours);
+        match b.queue.pop_front() {
+            Some(x) => x,
+            None => b.always.clone(),
+        }
+    }
+
+    pub(crate) fn record(&self, req: RecordedRequest) {
+        lock(&self.requests).push(req);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Typically EMFILE/ECONNABORTED: back off briefly and keep serving.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = Arc::clone(&builder);
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let token = shared.shutdown.clone();
+            let svc = service_fn(move |req| handler::handle(Arc::clone(&shared), req));
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn => {}
+                () = token.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Handle to a running fake. Cheap to clone.
+#[derive(Clone)]
+pub struct FakeHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for FakeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeHandle")
+            .field("addr", &self.shared.addr)
+            .field("hits", &self.hits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://HOST:PORT/v1` (an unspecified bind address is replaced by loopback).
+    pub fn base_url(&self) -> String {
+        let mut addr = self.shared.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}/v1")
+    }
+
+    /// Requests received (all paths, whatever their behaviour).
+    pub fn hits(&self) -> usize {
+        self.shared.hits.load(Ordering::SeqCst)
+    }
+
+    /// Recorded requests, in the order their bodies finished arriving.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Enqueue a one-shot behaviour.
+    pub fn push(&self, b: Behaviour) {
+        lock(&self.shared.behaviours).queue.push_back(b);
+    }
+
+    /// Behaviour once the queue is empty.
+    pub fn set_always(&self, b: Behaviour) {
+        lock(&self.shared.behaviours).always = b;
+    }
+
+    /// Responses (streams, stalls, hangs, latency waits) abandoned by the
+    /// client before they finished.
+    pub fn disconnects(&self) -> usize {
+        self.shared.disconnects.load(Ordering::SeqCst)
+    }
+
+    /// Responses whose body was fully handed to the connection.
+    pub fn completed(&self) -> usize {
+        self.shared.completed.load(Ordering::SeqCst)
+    }
+
+    /// Wait until `disconnects() >= n`; false on timeout.
+    pub async fn wait_disconnects(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.disconnects() >= n {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stop accepting and drop every open connection abruptly.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+    }
+}
