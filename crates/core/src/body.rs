@@ -27,10 +27,15 @@ struct Peek<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// Kept even when `null` (a plain `Option` would fold `null` into "absent").
+    #[serde(borrow, default, deserialize_with = "present")]
     stream_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     user: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -79,7 +84,9 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
         }
     };
     let (has_stream_options, include_usage) = match p.stream_options.map(|r| r.get()) {
-        None | Some("null") => (false, false),
+        None => (false, false),
+        // Present but null: an edit must replace it, not add a second key.
+        Some("null") => (true, false),
         Some(raw) => match serde_json::from_str::<StreamOptions>(raw) {
             Ok(o) => (true, o.include_usage.unwrap_or(false)),
             Err(_) => {
@@ -197,6 +204,17 @@ mod tests {
         let out = rewrite(&body, &p, "m", Some(&params), true).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["temperature"], 0.2);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn a_null_stream_options_is_replaced_not_duplicated() {
+        let body = Bytes::from_static(br#"{"model":"r","stream":true,"stream_options":null}"#);
+        let p = peek(&body).unwrap();
+        let out = rewrite(&body, &p, "m", None, true).unwrap();
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.matches("stream_options").count(), 1, "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
     }
 

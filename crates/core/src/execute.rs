@@ -17,13 +17,14 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use rand::Rng;
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
-pub type OutStream = Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
+/// A response body as it is produced. An `Err` aborts the response mid-way (the client sees
+/// a broken transfer, never a clean end), used for binary bodies that fail after the first byte.
+pub type OutStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 pub enum Payload {
     Full(Bytes),
@@ -325,7 +326,9 @@ fn respond(
         } => {
             copy_upstream(&up, &mut headers);
             trace.status = status.as_u16();
-            trace.usage = usage_of(&body);
+            let (usage, model) = answer_meta(&body);
+            set_answered_model(&mut headers, model.as_deref());
+            trace.usage = usage;
             trace.cost_usd = trace
                 .usage
                 .as_ref()
@@ -348,6 +351,8 @@ fn respond(
             trace.ttft_ms = Some(ex.started.elapsed().as_secs_f64() * 1000.0);
             let fwd = RawForward {
                 body,
+                idle: entry.target.timeouts.idle,
+                ended: false,
                 deadline: ex.deadline,
                 shutdown: ex.shutdown.clone(),
                 trace: Some((trace, sink)),
@@ -377,6 +382,18 @@ fn respond(
             );
             trace.status = status.as_u16();
             trace.ttft_ms = Some(ex.started.elapsed().as_secs_f64() * 1000.0);
+            let first = ends
+                .iter()
+                .scan(0, |start, &end| {
+                    let ev = &block[*start..end];
+                    *start = end;
+                    Some(ev)
+                })
+                .find(|ev| matches!(inspect(ev), EventInfo::Chunk { .. }));
+            let first_model = first
+                .and_then(crate::sse::event_data)
+                .and_then(|d| answer_meta(&d).1);
+            set_answered_model(&mut headers, first_model.as_deref());
             let mut fwd = Forward {
                 body,
                 framer,
@@ -408,13 +425,26 @@ fn respond(
     }
 }
 
-fn usage_of(body: &[u8]) -> Option<Usage> {
+/// The `usage` and `model` of a JSON answer, without building a tree.
+fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<String>) {
     #[derive(serde::Deserialize)]
     struct U {
         #[serde(default)]
         usage: Option<Usage>,
+        #[serde(default)]
+        model: Option<String>,
     }
-    serde_json::from_slice::<U>(body).ok().and_then(|u| u.usage)
+    match serde_json::from_slice::<U>(body) {
+        Ok(u) => (u.usage, u.model),
+        Err(_) => (None, None),
+    }
+}
+
+/// `x-signalbox-model`: the model the upstream says answered.
+fn set_answered_model(headers: &mut HeaderMap, model: Option<&str>) {
+    if let Some(v) = model.filter(|m| !m.is_empty()).and_then(hv) {
+        headers.insert("x-signalbox-model", v);
+    }
 }
 
 /// Read at most `limit` bytes of a body before `until`.
@@ -531,6 +561,10 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
     if ex.peeked.stream && is_sse {
         let first_until = (Instant::now() + t.timeouts.first_byte).min(ex.deadline);
         let mut framer = SseFramer::new();
+        // Comment-only events (keep-alives) seen so far: held back, since a comment is not
+        // an event and must neither commit the stream nor stop the first-event clock.
+        let mut held = bytes::BytesMut::new();
+        let mut held_ends: Vec<usize> = Vec::new();
         loop {
             match timeout_at(first_until, resp.body.next()).await {
                 Err(_) => return Err(timeout_failure(pid, "send the first stream event")),
@@ -548,7 +582,22 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
                 Ok(Some(Err(e))) => return Err(transport_failure(e, pid)),
                 Ok(Some(Ok(chunk))) => {
                     if let Some((block, ends)) = framer.push(&chunk) {
-                        if inspect(&block[..ends[0]]) == EventInfo::Error {
+                        let mut start = 0;
+                        let mut first = EventInfo::Empty;
+                        for &end in &ends {
+                            first = inspect(&block[start..end]);
+                            if first != EventInfo::Empty {
+                                break;
+                            }
+                            start = end;
+                        }
+                        let base = held.len();
+                        held.extend_from_slice(&block);
+                        held_ends.extend(ends.iter().map(|e| e + base));
+                        if first == EventInfo::Empty {
+                            continue;
+                        }
+                        if first == EventInfo::Error {
                             return Err(Failure {
                                 kind: FailKind::Target,
                                 error: ApiError::new(
@@ -562,8 +611,8 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
                         return Ok(Success::Stream {
                             status,
                             headers: resp.headers,
-                            block,
-                            ends,
+                            block: held.freeze(),
+                            ends: held_ends,
                             framer,
                             body: resp.body,
                         });
@@ -719,7 +768,7 @@ fn classify_status(
             e.param = param;
             fail(FailKind::Answer, e)
         }
-        _ if caller_key => {
+        400..=499 if caller_key => {
             let msg = upstream
                 .and_then(|u| u.message)
                 .unwrap_or_else(|| format!("provider returned status {code}"));
@@ -791,9 +840,12 @@ impl Forward {
                     }
                 }
                 EventInfo::Error => {
-                    self.out.push_back(block.slice(keep_from..end));
-                    self.failed = Some("upstream sent an error event");
-                    self.finished = true;
+                    // What came before goes out; the upstream's own error event becomes ours
+                    // (its message may carry provider internals), and the stream ends.
+                    if start > keep_from {
+                        self.out.push_back(block.slice(keep_from..start));
+                    }
+                    self.interrupt("the provider reported an error mid-stream");
                     return;
                 }
                 EventInfo::Invalid => self.invalid += 1,
@@ -816,7 +868,7 @@ impl Forward {
         self.finished = true;
     }
 
-    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         loop {
             if let Some(b) = self.out.pop_front() {
                 return Some((Ok(b), self));
@@ -840,12 +892,20 @@ impl Forward {
                         }
                     }
                     Ok(None) => {
-                        if self.finish_seen {
-                            let rest = self.framer.take_pending();
-                            if !rest.trim_ascii().is_empty() {
-                                self.out.push_back(rest);
-                                self.out.push_back(Bytes::from_static(b"\n\n"));
-                            }
+                        // A last event without its blank line is completed and inspected like
+                        // any other (it may carry the finish_reason, or be a usage chunk to strip).
+                        let rest = self.framer.take_pending();
+                        let rest = rest.slice(..rest.trim_ascii_end().len());
+                        if !rest.trim_ascii().is_empty() {
+                            let mut ev = bytes::BytesMut::with_capacity(rest.len() + 2);
+                            ev.extend_from_slice(&rest);
+                            ev.extend_from_slice(b"\n\n");
+                            let end = ev.len();
+                            self.take_block(ev.freeze(), &[end]);
+                        }
+                        if self.finished {
+                            // The last event was `[DONE]` or an error event.
+                        } else if self.finish_seen {
                             self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                             self.done = true;
                             self.finished = true;
@@ -864,7 +924,7 @@ impl Forward {
             t.usage = self.usage;
             t.cost_usd = self.usage.as_ref().and_then(|u| cost(&self.price, u));
             t.invalid_stream_events = self.invalid;
-            if self.failed.is_some() || !self.done {
+            if (self.failed.is_some() || !self.done) && t.error_code.is_none() {
                 t.error_code = Some(ErrorCode::StreamInterrupted.as_str());
             }
             sink.record(t);
@@ -874,11 +934,10 @@ impl Forward {
 
 impl Drop for Forward {
     fn drop(&mut self) {
-        if let Some((t, _)) = self.trace.as_mut() {
-            if !self.finished {
-                // The client went away: dropping `body` cancels the upstream request.
-                t.error_code = Some("client_closed");
-            }
+        let finished = self.finished;
+        if let Some((t, _)) = self.trace.as_mut().filter(|_| !finished) {
+            // The client went away: dropping `body` cancels the upstream request.
+            t.error_code = Some("client_closed");
         }
         self.finish_trace();
     }
@@ -887,6 +946,8 @@ impl Drop for Forward {
 /// Forwards a binary answer (audio) as it arrives.
 struct RawForward {
     body: BodyStream,
+    idle: Duration,
+    ended: bool,
     deadline: Instant,
     shutdown: CancellationToken,
     trace: Option<(TraceRecord, TraceSink)>,
@@ -894,21 +955,41 @@ struct RawForward {
 }
 
 impl RawForward {
-    async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+    fn finish(&mut self, error: Option<&'static str>) {
+        if let Some((mut t, sink)) = self.trace.take() {
+            t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            t.error_code = error;
+            sink.record(t);
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if self.ended {
+            return None;
+        }
         let shutdown = self.shutdown.clone();
+        let until = (Instant::now() + self.idle).min(self.deadline);
         let r = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => None,
-            r = timeout_at(self.deadline, self.body.next()) => r.ok().flatten(),
+            _ = shutdown.cancelled() => Err("the gateway is shutting down"),
+            r = timeout_at(until, self.body.next()) => match r {
+                Err(_) => Err("the provider stopped sending"),
+                Ok(Some(Err(_))) => Err("the connection to the provider failed"),
+                Ok(Some(Ok(b))) => Ok(Some(b)),
+                Ok(None) => Ok(None),
+            },
         };
         match r {
-            Some(Ok(b)) => Some((Ok(b), self)),
-            Some(Err(_)) | None => {
-                if let Some((mut t, sink)) = self.trace.take() {
-                    t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-                    sink.record(t);
-                }
+            Ok(Some(b)) => Some((Ok(b), self)),
+            Ok(None) => {
+                self.finish(None);
                 None
+            }
+            Err(why) => {
+                // Abort the response: a truncated binary body must not look complete.
+                self.ended = true;
+                self.finish(Some(ErrorCode::StreamInterrupted.as_str()));
+                Some((Err(std::io::Error::other(why)), self))
             }
         }
     }

@@ -172,15 +172,14 @@ pub fn resolve(
             matched_by: MatchedBy::ImplicitTarget,
         });
     }
-    if ps.model_kind(model) == endpoint {
-        if let Some(p) = ps.provider_models.get(model).and_then(|ps| ps.first()) {
-            if let Some(t) = ps.passthrough.get(&(p.id.clone(), model.to_string())) {
-                return Ok(Resolved {
-                    resolution: Resolution::Passthrough(t.clone()),
-                    matched_by: MatchedBy::ProviderModel,
-                });
-            }
-        }
+    if ps.model_kind(model) == endpoint
+        && let Some(p) = ps.provider_models.get(model).and_then(|ps| ps.first())
+        && let Some(t) = ps.passthrough.get(&(p.id.clone(), model.to_string()))
+    {
+        return Ok(Resolved {
+            resolution: Resolution::Passthrough(t.clone()),
+            matched_by: MatchedBy::ProviderModel,
+        });
     }
     Err(not_found(format!(
         "model '{model}' not found{}",

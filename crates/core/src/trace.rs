@@ -58,21 +58,32 @@ pub struct TraceSink {
 }
 
 impl TraceSink {
-    /// Start the background writer. It ends when every sink clone is dropped, after
-    /// writing what is queued.
-    pub fn start(capacity: usize) -> (TraceSink, tokio::task::JoinHandle<()>) {
+    /// Start the background writer. `stop` ends it once what is queued is written
+    /// (shutdown flushes); it also ends when every sink clone is dropped.
+    pub fn start(
+        capacity: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> (TraceSink, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<TraceRecord>(capacity.max(1));
         let written = Arc::new(AtomicU64::new(0));
         let w = written.clone();
         let handle = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(256);
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                for r in batch.drain(..) {
-                    if let Ok(line) = serde_json::to_string(&r) {
-                        tracing::debug!(target: "signalbox::trace", "{line}");
+            loop {
+                let n = tokio::select! {
+                    n = rx.recv_many(&mut batch, 256) => n,
+                    _ = stop.cancelled() => {
+                        while let Ok(r) = rx.try_recv() {
+                            batch.push(r);
+                        }
+                        write_batch(&mut batch, &w);
+                        return;
                     }
-                    w.fetch_add(1, Ordering::Relaxed);
+                };
+                if n == 0 {
+                    return;
                 }
+                write_batch(&mut batch, &w);
             }
         });
         (
@@ -97,6 +108,15 @@ impl TraceSink {
 
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+}
+
+fn write_batch(batch: &mut Vec<TraceRecord>, written: &AtomicU64) {
+    for r in batch.drain(..) {
+        if let Ok(line) = serde_json::to_string(&r) {
+            tracing::debug!(target: "signalbox::trace", "{line}");
+        }
+        written.fetch_add(1, Ordering::Relaxed);
     }
 }
 

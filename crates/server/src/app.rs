@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -165,10 +166,9 @@ pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> 
     let project_header =
         header_str(h, "x-signalbox-project-id").or_else(|| header_str(h, "x-to11-project-id"));
     if snap.server.auth == AuthMode::Off {
-        let caller_key = match sb {
-            Some(_) => caller_key,
-            None => authz.or(x_api_key),
-        };
+        // With the gateway key in x-signalbox-authorization or none at all, `Authorization`
+        // (else `x-api-key`) is the caller's own provider key.
+        let caller_key = authz.or(x_api_key);
         let project = project_header.unwrap_or("default").to_string();
         if snap.project(&project).is_none() {
             return Err(ApiError::new(
@@ -190,13 +190,13 @@ pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> 
     let Some(entry) = snap.keys.get(&hash_key(key)) else {
         return Err(ApiError::auth("invalid gateway key"));
     };
-    if let Some(p) = project_header {
-        if p != entry.project {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("this key does not belong to project '{p}'"),
-            ));
-        }
+    if let Some(p) = project_header
+        && p != entry.project
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this key does not belong to project '{p}'"),
+        ));
     }
     Ok(Caller {
         project: entry.project.clone(),
@@ -223,10 +223,10 @@ async fn read_limited(
         ))
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
+    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
     }
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
@@ -261,7 +261,12 @@ async fn proxy(
         trace.error_code = Some(err.code.as_str());
         trace.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         st.sink.record(trace);
-        error_response(&err, &request_id)
+        into_response(
+            error_outcome(&err, HeaderMap::new()),
+            &request_id,
+            None,
+            Some(&headers),
+        )
     };
 
     let max = snap.server.max_in_flight;
@@ -281,15 +286,15 @@ async fn proxy(
     };
     trace.project = caller.project.clone();
     trace.key_id = caller.key_id.clone();
-    if let Some(ct) = header_str(&headers, "content-type") {
-        if ct.starts_with("multipart/") {
-            let err = ApiError::bad_request(format!(
-                "{} takes a JSON body, not {ct}",
-                endpoint.endpoint_hint()
-            ))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-            return fail(err, trace);
-        }
+    if let Some(ct) = header_str(&headers, "content-type")
+        && ct.starts_with("multipart/")
+    {
+        let err = ApiError::bad_request(format!(
+            "{} takes a JSON body, not {ct}",
+            endpoint.endpoint_hint()
+        ))
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return fail(err, trace);
     }
     let bytes = match read_limited(body, snap.server.max_body_bytes, &headers).await {
         Ok(b) => b,
@@ -317,14 +322,15 @@ async fn proxy(
     if let Resolution::Route(r) = &resolved.resolution {
         trace.route_version = Some(r.version);
     }
-    if let Resolution::Passthrough(t) = &resolved.resolution {
-        if matches!(t.auth, TargetAuth::Caller) && caller.caller_key.is_none() {
-            let err = ApiError::auth(format!(
-                "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
-                peeked.model, t.provider.id
-            ));
-            return fail(err, trace);
-        }
+    if let Resolution::Passthrough(t) = &resolved.resolution
+        && matches!(t.auth, TargetAuth::Caller)
+        && caller.caller_key.is_none()
+    {
+        let err = ApiError::auth(format!(
+            "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
+            peeked.model, t.provider.id
+        ));
+        return fail(err, trace);
     }
     let ids = StickyIds {
         user: trace.user_id.as_deref(),
@@ -431,7 +437,13 @@ async fn get_model(
         .into_iter()
         .find(|m| m.id == id)
     {
-        Some(m) => axum::Json(m).into_response(),
+        Some(m) => {
+            let mut resp = axum::Json(m).into_response();
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                resp.headers_mut().insert("x-request-id", v);
+            }
+            resp
+        }
         None => error_response(
             &ApiError::new(ErrorCode::ModelNotFound, format!("model '{id}' not found"))
                 .with_param("model"),
@@ -471,5 +483,12 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     let request_id = uuid::Uuid::now_v7().to_string();
     let err = ApiError::bad_request(format!("unknown endpoint: {method} {}", uri.path()))
         .with_status(StatusCode::NOT_FOUND);
+    error_response(&err, &request_id)
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let err = ApiError::bad_request(format!("{method} is not allowed on {}", uri.path()))
+        .with_status(StatusCode::METHOD_NOT_ALLOWED);
     error_response(&err, &request_id)
 }

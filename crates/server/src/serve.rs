@@ -25,7 +25,8 @@ pub struct Running {
 /// Serve on an already bound listener.
 pub fn start(live: Arc<Live>, listener: TcpListener) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
-    let (sink, writer) = TraceSink::start(16_384);
+    let flush = CancellationToken::new();
+    let (sink, writer) = TraceSink::start(16_384, flush.clone());
     let state = AppState::new(live, sink);
     let shutdown = CancellationToken::new();
     let app = router(state.clone());
@@ -48,7 +49,8 @@ pub fn start(live: Arc<Live>, listener: TcpListener) -> std::io::Result<Running>
             }
         }
         drop(st);
-        // Flush traces: the writer ends when the last sink clone is gone.
+        // Flush traces: write what is queued, then stop.
+        flush.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     });
     Ok(Running {

@@ -244,7 +244,7 @@ pub fn build_snapshot(
     check_retry(&mut cx, p(&["routing", "retry"]), default_retry);
 
     let ca_roots = match raw.server.ca_bundle.as_deref() {
-        Some(path) => match load_ca_bundle(std::path::Path::new(path)) {
+        Some(path) => match load_ca_bundle(&relative_to_file(src.file, path)) {
             Ok(c) => c,
             Err(e) => {
                 cx.err(p(&["server", "ca_bundle"]), e);
@@ -481,6 +481,7 @@ pub fn build_snapshot(
     // Routes and functions.
     let mut used: BTreeSet<String> = BTreeSet::new();
     let mut builder = BodyBuilder {
+        models: &models,
         targets: &targets,
         providers: &providers,
         model_kind: &model_kind,
@@ -759,6 +760,15 @@ fn proj_mut<'m>(
         })
 }
 
+/// Relative paths in the file are relative to the file.
+fn relative_to_file(file: Option<&str>, path: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(path);
+    match file.and_then(|f| std::path::Path::new(f).parent()) {
+        Some(dir) if p.is_relative() => dir.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
 fn unknown_endpoint(e: &str) -> String {
     let all: Vec<&str> = EndpointKind::ALL.iter().map(|k| k.as_str()).collect();
     format!("unknown endpoint kind '{e}' (one of {})", all.join(", "))
@@ -973,7 +983,7 @@ fn build_provider(
                     Some(v) if !v.is_empty() => Some(Secret::new(v)),
                     _ => {
                         cx.warnings.push(format!(
-                            "provider '{id}': {var} is not set; it serves passthrough calls with the caller's own key only"
+                            "provider '{id}': {var} is not set; it serves passthrough calls with the caller's own key only, and its targets without a credential of their own go upstream unauthenticated"
                         ));
                         None
                     }
@@ -1157,6 +1167,7 @@ struct BodySpec<'r> {
 }
 
 struct BodyBuilder<'b> {
+    models: &'b HashMap<String, ModelInfo>,
     targets: &'b BTreeMap<String, (String, Arc<Target>)>,
     providers: &'b BTreeMap<String, BuiltProvider>,
     model_kind: &'b dyn Fn(&str) -> EndpointKind,
@@ -1451,7 +1462,12 @@ impl BodyBuilder<'_> {
             Some(s) => TargetAuth::Credential(s.clone()),
             None => TargetAuth::None,
         };
-        let timeouts = bp.timeouts.finish();
+        let info = self.models.get(model);
+        let timeouts = info
+            .map(|i| i.timeouts)
+            .unwrap_or_default()
+            .over(bp.timeouts)
+            .finish();
         Some(Target {
             name: name.to_string(),
             transport: provider.transport.clone(),
@@ -1462,7 +1478,7 @@ impl BodyBuilder<'_> {
             deployment: None,
             endpoint: kind,
             timeouts,
-            price: Price::default(),
+            price: info.map(|i| i.price).unwrap_or_default(),
             passthrough: false,
         })
     }

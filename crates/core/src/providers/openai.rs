@@ -31,8 +31,9 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
             rb = rb.header(*name, v.clone());
         }
     }
-    for (name, value) in &p.headers {
-        rb = rb.header(name.clone(), value.clone());
+    if !p.headers.is_empty() {
+        // Static provider headers replace same-named ones rather than doubling them.
+        rb = rb.headers(p.headers.clone());
     }
     let key = match &t.auth {
         TargetAuth::Credential(s) => Some(s.expose()),
