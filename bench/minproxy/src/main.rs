@@ -29,7 +29,10 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("minproxy listening on http://{listen} -> http://{upstream}");
     loop {
-        let (tcp, _) = listener.accept().await?;
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => r?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
         let _ = tcp.set_nodelay(true);
         let (client, upstream) = (client.clone(), upstream.clone());
         tokio::spawn(async move {

@@ -7,6 +7,7 @@
 
 use crate::body::{Peeked, rewrite};
 use crate::error::{ApiError, ErrorCode};
+use crate::headers::*;
 use crate::model::{EndpointKind, RetryPolicy, TargetAuth};
 use crate::plan::{Plan, PlannedTarget};
 use crate::providers::{self, BodyStream, FORWARDED_RESPONSE_HEADERS, Outbound, TransportError};
@@ -14,7 +15,7 @@ use crate::sse::{EventInfo, SseFramer, Usage, inspect};
 use crate::trace::{AttemptRecord, TraceRecord, TraceSink, cost};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use rand::Rng;
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -64,18 +65,15 @@ pub fn error_outcome(err: &ApiError, mut headers: HeaderMap) -> Outcome {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(
-        "x-signalbox-error-code",
-        HeaderValue::from_static(err.code.as_str()),
-    );
+    headers.insert(X_ERROR_CODE, HeaderValue::from_static(err.code.as_str()));
     if let Some(p) = err.upstream_provider.as_deref().and_then(hv) {
-        headers.insert("x-signalbox-upstream-provider", p);
+        headers.insert(X_UPSTREAM_PROVIDER, p);
     }
     if let Some(s) = err.retry_after {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
     }
     if err.plan_spent {
-        headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
     }
     Outcome {
         status: err.status,
@@ -253,27 +251,27 @@ fn gateway_headers(
 ) -> HeaderMap {
     let mut h = HeaderMap::new();
     if let Some(v) = hv(&ex.route_label) {
-        h.insert("x-signalbox-route", v);
+        h.insert(X_ROUTE, v);
     }
     if let Some(e) = entry {
         if let Some(v) = hv(&e.target.provider.id) {
-            h.insert("x-signalbox-provider", v);
+            h.insert(X_PROVIDER, v);
         }
         if let Some(v) = hv(&e.target.model) {
-            h.insert("x-signalbox-model", v);
+            h.insert(X_MODEL, v);
         }
         if let Some(v) = e.variant.as_ref().and_then(|v| hv(&v.name)) {
-            h.insert("x-signalbox-variant", v.clone());
-            h.insert("x-gateway-variant", v);
+            h.insert(X_VARIANT, v.clone());
+            h.insert(X_GATEWAY_VARIANT, v);
         }
     }
     if plan.assigned_variant.is_some() && entry.and_then(|e| e.variant.as_ref()).is_none() {
         // An experiment that failed everywhere still says which variant was assigned.
         if let Some(v) = plan.assigned_variant.as_deref().and_then(hv) {
-            h.insert("x-signalbox-variant", v);
+            h.insert(X_VARIANT, v);
         }
     }
-    h.insert("x-signalbox-attempts", HeaderValue::from(attempts));
+    h.insert(X_ATTEMPTS, HeaderValue::from(attempts));
     h
 }
 
@@ -309,12 +307,12 @@ fn respond(
         if let Some(v) = up.get(http::header::CONTENT_TYPE) {
             headers.insert(http::header::CONTENT_TYPE, v.clone());
         }
-        if let Some(v) = up.get("x-request-id") {
-            headers.insert("x-signalbox-upstream-request-id", v.clone());
+        if let Some(v) = up.get(X_REQUEST_ID) {
+            headers.insert(X_UPSTREAM_REQUEST_ID, v.clone());
         }
-        for name in FORWARDED_RESPONSE_HEADERS {
-            if let Some(v) = up.get(*name) {
-                headers.insert(HeaderName::from_static(name), v.clone());
+        for name in &FORWARDED_RESPONSE_HEADERS {
+            if let Some(v) = up.get(name) {
+                headers.insert(name.clone(), v.clone());
             }
         }
     };
@@ -425,25 +423,37 @@ fn respond(
     }
 }
 
-/// The `usage` and `model` of a JSON answer, without building a tree.
+/// The `usage` and `model` of a JSON answer. Rather than scanning the whole body (long
+/// message content), it finds the keys and parses just their values: `usage` is the last
+/// `"usage"` key, `model` the first `"model"` key. Inside JSON strings quotes are escaped,
+/// so these byte patterns only match real keys.
 fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<String>) {
-    #[derive(serde::Deserialize)]
-    struct U {
-        #[serde(default)]
-        usage: Option<Usage>,
-        #[serde(default)]
-        model: Option<String>,
-    }
-    match serde_json::from_slice::<U>(body) {
-        Ok(u) => (u.usage, u.model),
-        Err(_) => (None, None),
-    }
+    use memchr::memmem::{Finder, FinderRev};
+    use std::sync::LazyLock;
+    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+    static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
+    let usage = USAGE
+        .rfind(body)
+        .and_then(|i| value_after_key::<Usage>(&body[i + 7..]));
+    let model = MODEL
+        .find(body)
+        .and_then(|i| value_after_key::<String>(&body[i + 7..]));
+    (usage, model)
+}
+
+fn value_after_key<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Option<T> {
+    let i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = rest[i..].strip_prefix(b":")?;
+    serde_json::Deserializer::from_slice(rest)
+        .into_iter::<T>()
+        .next()
+        .and_then(Result::ok)
 }
 
 /// `x-signalbox-model`: the model the upstream says answered.
 fn set_answered_model(headers: &mut HeaderMap, model: Option<&str>) {
     if let Some(v) = model.filter(|m| !m.is_empty()).and_then(hv) {
-        headers.insert("x-signalbox-model", v);
+        headers.insert(X_MODEL, v);
     }
 }
 
@@ -1002,5 +1012,28 @@ impl Drop for RawForward {
             t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             sink.record(t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_meta_reads_usage_and_model_without_being_fooled_by_content() {
+        let body = br#"{"id":"x","model":"gpt-4o-2024","choices":[{"message":{"content":"say \"usage\": {} and \"model\": \"no\""}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":1}}}"#;
+        let (usage, model) = answer_meta(body);
+        let usage = usage.unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_tokens()
+            ),
+            (3, 5, 1)
+        );
+        assert_eq!(model.as_deref(), Some("gpt-4o-2024"));
+        assert_eq!(answer_meta(b"not json"), (None, None));
+        assert_eq!(answer_meta(br#"{"usage": null}"#).0, None);
     }
 }

@@ -149,6 +149,8 @@ pub struct Provider {
     pub project: String,
     pub kind: ProviderKind,
     pub base_url: String,
+    /// Full upstream URLs for the endpoint paths, parsed once (URL parsing is costly).
+    pub urls: Vec<(&'static str, reqwest::Url)>,
     pub models: Vec<String>,
     pub credential: Option<Secret>,
     pub passthrough: PassthroughMode,
@@ -158,6 +160,28 @@ pub struct Provider {
     pub headers: HeaderMap,
     pub mock_latency: Duration,
     pub transport: Transport,
+}
+
+/// Paths under a provider's base URL that the gateway calls.
+pub const UPSTREAM_PATHS: &[&str] = &[
+    "/chat/completions",
+    "/embeddings",
+    "/images/generations",
+    "/audio/speech",
+    "/audio/transcriptions",
+    "/audio/translations",
+    "/responses",
+];
+
+impl Provider {
+    /// The upstream URL for a path, from the pre-parsed set when possible.
+    pub fn url(&self, path: &str) -> Result<reqwest::Url, String> {
+        match self.urls.iter().find(|(p, _)| *p == path) {
+            Some((_, u)) => Ok(u.clone()),
+            None => reqwest::Url::parse(&format!("{}{}", self.base_url, path))
+                .map_err(|_| "invalid upstream URL".to_string()),
+        }
+    }
 }
 
 impl fmt::Debug for Provider {

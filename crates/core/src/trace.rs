@@ -112,8 +112,9 @@ impl TraceSink {
 }
 
 fn write_batch(batch: &mut Vec<TraceRecord>, written: &AtomicU64) {
+    let log = tracing::enabled!(target: "signalbox::trace", tracing::Level::DEBUG);
     for r in batch.drain(..) {
-        if let Ok(line) = serde_json::to_string(&r) {
+        if log && let Ok(line) = serde_json::to_string(&r) {
             tracing::debug!(target: "signalbox::trace", "{line}");
         }
         written.fetch_add(1, Ordering::Relaxed);

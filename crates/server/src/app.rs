@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use signalbox_core::body::peek;
 use signalbox_core::error::{ApiError, ErrorCode};
 use signalbox_core::execute::{Exchange, Outcome, Payload, error_outcome, execute};
+use signalbox_core::headers::*;
 use signalbox_core::model::{AuthMode, EndpointKind, Snapshot, TargetAuth, hash_key};
 use signalbox_core::plan::{StickyIds, plan};
 use signalbox_core::resolve::{Resolution, resolve};
@@ -93,11 +94,11 @@ fn into_response(
     *resp.status_mut() = outcome.status;
     *resp.headers_mut() = outcome.headers;
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     if let Some(inb) = inbound {
-        for name in ["traceparent", "tracestate"] {
-            if let Some(v) = inb.get(name) {
+        for name in [TRACEPARENT, TRACESTATE] {
+            if let Some(v) = inb.get(&name) {
                 resp.headers_mut().insert(name, v.clone());
             }
         }
@@ -132,7 +133,7 @@ async fn speech(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
     .await
 }
 
-fn header_str<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header_str<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -155,16 +156,16 @@ pub struct Caller {
 }
 
 pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> {
-    let sb = header_str(h, "x-signalbox-authorization")
-        .or_else(|| header_str(h, "x-to11-authorization"));
-    let authz = header_str(h, "authorization").map(bearer);
-    let x_api_key = header_str(h, "x-api-key");
+    let sb =
+        header_str(h, &X_SIGNALBOX_AUTHORIZATION).or_else(|| header_str(h, &X_TO11_AUTHORIZATION));
+    let authz = header_str(h, &http::header::AUTHORIZATION).map(bearer);
+    let x_api_key = header_str(h, &X_API_KEY);
     let (gateway_key, caller_key) = match sb {
         Some(k) => (Some(bearer(k)), authz.or(x_api_key)),
         None => (authz, x_api_key),
     };
     let project_header =
-        header_str(h, "x-signalbox-project-id").or_else(|| header_str(h, "x-to11-project-id"));
+        header_str(h, &X_SIGNALBOX_PROJECT_ID).or_else(|| header_str(h, &X_TO11_PROJECT_ID));
     if snap.server.auth == AuthMode::Off {
         // With the gateway key in x-signalbox-authorization or none at all, `Authorization`
         // (else `x-api-key`) is the caller's own provider key.
@@ -223,7 +224,8 @@ async fn read_limited(
         ))
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) =
+        header_str(headers, &http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(too_large());
@@ -248,12 +250,12 @@ async fn proxy(
     let snap = st.live.snapshot();
     let mut trace = TraceRecord {
         id: request_id.clone(),
-        client_request_id: header_str(&headers, "x-request-id").map(str::to_string),
+        client_request_id: header_str(&headers, &X_REQUEST_ID).map(str::to_string),
         time_unix_ms: now_ms(),
         endpoint: endpoint.as_str(),
-        user_id: header_str(&headers, "x-signalbox-user-id").map(str::to_string),
-        session_id: header_str(&headers, "x-signalbox-session-id").map(str::to_string),
-        traceparent: header_str(&headers, "traceparent").map(str::to_string),
+        user_id: header_str(&headers, &X_USER_ID).map(str::to_string),
+        session_id: header_str(&headers, &X_SESSION_ID).map(str::to_string),
+        traceparent: header_str(&headers, &TRACEPARENT).map(str::to_string),
         ..Default::default()
     };
     let fail = |err: ApiError, mut trace: TraceRecord| {
@@ -286,7 +288,7 @@ async fn proxy(
     };
     trace.project = caller.project.clone();
     trace.key_id = caller.key_id.clone();
-    if let Some(ct) = header_str(&headers, "content-type")
+    if let Some(ct) = header_str(&headers, &http::header::CONTENT_TYPE)
         && ct.starts_with("multipart/")
     {
         let err = ApiError::bad_request(format!(
@@ -417,7 +419,7 @@ async fn list_models(State(st): State<AppState>, headers: HeaderMap) -> Response
     let data = models_for(&snap, &caller.project);
     let mut resp = axum::Json(serde_json::json!({"object": "list", "data": data})).into_response();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
 }
@@ -440,7 +442,7 @@ async fn get_model(
         Some(m) => {
             let mut resp = axum::Json(m).into_response();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
-                resp.headers_mut().insert("x-request-id", v);
+                resp.headers_mut().insert(X_REQUEST_ID, v);
             }
             resp
         }

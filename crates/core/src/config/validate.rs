@@ -1078,6 +1078,14 @@ fn build_provider(
             id: id.to_string(),
             project: rp.project.clone().unwrap_or_else(|| "default".into()),
             kind,
+            urls: UPSTREAM_PATHS
+                .iter()
+                .filter_map(|path| {
+                    reqwest::Url::parse(&format!("{base_url}{path}"))
+                        .ok()
+                        .map(|u| (*path, u))
+                })
+                .collect(),
             base_url,
             models,
             credential,

@@ -10,7 +10,7 @@ pub use transport::Transport;
 use crate::model::{ProviderKind, Target};
 use bytes::Bytes;
 use futures_util::Stream;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use std::pin::Pin;
 
 pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, TransportError>> + Send>>;
@@ -46,25 +46,25 @@ pub struct Outbound<'a> {
 }
 
 /// Request headers a caller may send upstream (SPEC section 2); everything else stays here.
-pub const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "accept-language",
-    "traceparent",
-    "tracestate",
-    "openai-organization",
-    "openai-project",
-    "openai-beta",
+pub const FORWARDED_REQUEST_HEADERS: [HeaderName; 6] = [
+    HeaderName::from_static("accept-language"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    HeaderName::from_static("openai-organization"),
+    HeaderName::from_static("openai-project"),
+    HeaderName::from_static("openai-beta"),
 ];
 
 /// Response headers passed back to the caller besides the gateway's own.
-pub const FORWARDED_RESPONSE_HEADERS: &[&str] = &[
-    "openai-processing-ms",
-    "openai-version",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-reset-tokens",
+pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 8] = [
+    HeaderName::from_static("openai-processing-ms"),
+    HeaderName::from_static("openai-version"),
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
 pub async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {

@@ -10,25 +10,34 @@ const USER_AGENT: &str = concat!("signalbox/", env!("CARGO_PKG_VERSION"));
 pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
     let t = out.target;
     let p = &t.provider;
-    let url = format!("{}{}", p.base_url, out.path);
+    let url = p.url(out.path).map_err(TransportError::Connect)?;
     let mut rb = t
         .transport
         .client
         .post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, USER_AGENT)
+        .header(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
+        .header(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        )
         .header(
             http::header::ACCEPT,
             if out.stream {
-                "text/event-stream"
+                HeaderValue::from_static("text/event-stream")
             } else {
-                "application/json"
+                HeaderValue::from_static("application/json")
             },
         )
-        .header(http::header::ACCEPT_ENCODING, "identity");
-    for name in FORWARDED_REQUEST_HEADERS {
-        if let Some(v) = out.inbound.get(*name) {
-            rb = rb.header(*name, v.clone());
+        .header(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    for name in &FORWARDED_REQUEST_HEADERS {
+        if let Some(v) = out.inbound.get(name) {
+            rb = rb.header(name.clone(), v.clone());
         }
     }
     if !p.headers.is_empty() {
@@ -62,10 +71,10 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
         }
     }
     let resp = rb.body(out.body).send().await.map_err(classify)?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .bytes_stream()
+    // Take the head apart instead of cloning its headers.
+    let (parts, body) = http::Response::from(resp).into_parts();
+    let (status, headers) = (parts.status, parts.headers);
+    let body = http_body_util::BodyDataStream::new(body)
         .map_err(|e| TransportError::Reset(e.without_url().to_string()));
     Ok(UpstreamResponse {
         status,
