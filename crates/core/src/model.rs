@@ -150,7 +150,7 @@ pub struct Provider {
     pub kind: ProviderKind,
     pub base_url: String,
     /// Full upstream URLs for the endpoint paths, parsed once (URL parsing is costly).
-    pub urls: Vec<(&'static str, reqwest::Url)>,
+    pub urls: Vec<(&'static str, reqwest::Url, http::Uri)>,
     pub models: Vec<String>,
     pub credential: Option<Secret>,
     pub passthrough: PassthroughMode,
@@ -176,9 +176,19 @@ pub const UPSTREAM_PATHS: &[&str] = &[
 impl Provider {
     /// The upstream URL for a path, from the pre-parsed set when possible.
     pub fn url(&self, path: &str) -> Result<reqwest::Url, String> {
-        match self.urls.iter().find(|(p, _)| *p == path) {
-            Some((_, u)) => Ok(u.clone()),
+        match self.urls.iter().find(|(p, _, _)| *p == path) {
+            Some((_, u, _)) => Ok(u.clone()),
             None => reqwest::Url::parse(&format!("{}{}", self.base_url, path))
+                .map_err(|_| "invalid upstream URL".to_string()),
+        }
+    }
+
+    /// The same as an `http::Uri`, for the direct client.
+    pub fn uri(&self, path: &str) -> Result<http::Uri, String> {
+        match self.urls.iter().find(|(p, _, _)| *p == path) {
+            Some((_, _, u)) => Ok(u.clone()),
+            None => format!("{}{}", self.base_url, path)
+                .parse()
                 .map_err(|_| "invalid upstream URL".to_string()),
         }
     }

@@ -129,6 +129,7 @@ pub struct FakeUpstream {
     queue: VecDeque<Behaviour>,
     always: Behaviour,
     record: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for FakeUpstream {
@@ -150,6 +151,7 @@ impl FakeUpstream {
             queue: VecDeque::new(),
             always: Behaviour::Ok,
             record: true,
+            tls: None,
         }
     }
 
@@ -233,6 +235,31 @@ impl FakeUpstream {
 
     /// Keep a copy of every request for [`FakeHandle::requests`] (default on).
     /// The standalone binary turns it off so long benchmarks don't grow memory.
+    #[expect(
+        clippy::expect_used,
+        reason = "test support: a bad test identity should fail loudly"
+    )]
+    /// Serve HTTPS with this PEM certificate chain and private key (e.g. the bundled
+    /// `tls/localhost.crt` and `tls/localhost.key`, see [`test_tls_identity`]).
+    pub fn tls(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .expect("fake-upstream: TLS certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(key_pem).expect("fake-upstream: TLS key PEM");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("fake-upstream: TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("fake-upstream: TLS identity");
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
     pub fn record_requests(mut self, on: bool) -> Self {
         self.record = on;
         self
@@ -255,6 +282,7 @@ impl FakeUpstream {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             addr,
+            https: self.tls.is_some(),
             reply: self.reply,
             models: self.models,
             chunks: self.chunks.max(1),
@@ -272,7 +300,8 @@ impl FakeUpstream {
             completed: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
         });
-        tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
+        tokio::spawn(accept_loop(listener, Arc::clone(&shared), tls));
         Ok(FakeHandle { shared })
     }
 }
@@ -285,6 +314,7 @@ pub(crate) struct Behaviours {
 /// State shared by the handle, the accept loop and every request.
 pub(crate) struct Shared {
     addr: SocketAddr,
+    https: bool,
     pub(crate) reply: Option<String>,
     pub(crate) models: Vec<String>,
     pub(crate) chunks: usize,
@@ -319,7 +349,11 @@ impl Shared {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         let accepted = tokio::select! {
@@ -337,13 +371,29 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         let builder = Arc::clone(&builder);
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let token = shared.shutdown.clone();
             let svc = service_fn(move |req| handler::handle(Arc::clone(&shared), req));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                () = token.cancelled() => {}
+            match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = token.cancelled() => {}
+                    }
+                }
+                Some(acceptor) => {
+                    // A failed handshake (e.g. a client that does not trust us) just closes.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = token.cancelled() => {}
+                    }
+                }
             }
         });
     }
@@ -380,7 +430,12 @@ impl FakeHandle {
                 Ipv6Addr::LOCALHOST.into()
             });
         }
-        format!("http://{addr}/v1")
+        if self.shared.https {
+            // The bundled test certificate names `localhost`.
+            format!("https://localhost:{}/v1", addr.port())
+        } else {
+            format!("http://{addr}/v1")
+        }
     }
 
     /// Requests received (all paths, whatever their behaviour).
@@ -432,4 +487,17 @@ impl FakeHandle {
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
     }
+}
+
+/// A self-signed certificate and key for `localhost` (valid until 2126), for HTTPS tests.
+pub fn test_tls_identity() -> (&'static [u8], &'static [u8]) {
+    (
+        include_bytes!("../tls/localhost.crt"),
+        include_bytes!("../tls/localhost.key"),
+    )
+}
+
+/// Path of the bundled test certificate, to trust it through a CA bundle file.
+pub fn test_tls_cert_path() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tls/localhost.crt")
 }

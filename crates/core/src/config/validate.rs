@@ -3,7 +3,7 @@
 use super::raw::*;
 use super::{ConfigError, ConfigErrors, Loaded, Seg, display_path, locate};
 use crate::model::*;
-use crate::providers::transport::{Transport, load_ca_bundle};
+use crate::providers::transport::{ExtraRoots, Transport, load_ca_bundle};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,10 +248,10 @@ pub fn build_snapshot(
             Ok(c) => c,
             Err(e) => {
                 cx.err(p(&["server", "ca_bundle"]), e);
-                Vec::new()
+                ExtraRoots::default()
             }
         },
-        None => Vec::new(),
+        None => ExtraRoots::default(),
     };
     let defaults = raw
         .defaults
@@ -395,6 +395,7 @@ pub fn build_snapshot(
             &mut cx,
             &mut clients,
             &provider.id,
+            &provider.base_url,
             merged.connect,
             &ca_roots,
             path.clone(),
@@ -449,6 +450,7 @@ pub fn build_snapshot(
                     &mut cx,
                     &mut clients,
                     &prov.id,
+                    &prov.base_url,
                     timeouts.connect,
                     &ca_roots,
                     p(&["models", m]),
@@ -871,14 +873,15 @@ fn client_for(
     cx: &mut Ctx<'_>,
     clients: &mut HashMap<(String, Duration), Transport>,
     provider: &str,
+    base_url: &str,
     connect: Duration,
-    roots: &[reqwest::Certificate],
+    roots: &ExtraRoots,
     path: Vec<Seg>,
 ) -> Option<Transport> {
     if let Some(t) = clients.get(&(provider.to_string(), connect)) {
         return Some(t.clone());
     }
-    match Transport::new(connect, roots) {
+    match Transport::new(connect, roots, base_url) {
         Ok(t) => {
             clients.insert((provider.to_string(), connect), t.clone());
             Some(t)
@@ -896,7 +899,7 @@ fn build_provider(
     id: &str,
     rp: &RawProvider,
     defaults: PartialTimeouts,
-    roots: &[reqwest::Certificate],
+    roots: &ExtraRoots,
     clients: &mut HashMap<(String, Duration), Transport>,
     model_kind: &dyn Fn(&str) -> EndpointKind,
 ) -> Option<BuiltProvider> {
@@ -1072,7 +1075,7 @@ fn build_provider(
     )
     .over(defaults);
     let connect = timeouts.finish().connect;
-    let transport = client_for(cx, clients, id, connect, roots, path.clone())?;
+    let transport = client_for(cx, clients, id, &base_url, connect, roots, path.clone())?;
     Some(BuiltProvider {
         provider: Arc::new(Provider {
             id: id.to_string(),
@@ -1081,9 +1084,10 @@ fn build_provider(
             urls: UPSTREAM_PATHS
                 .iter()
                 .filter_map(|path| {
-                    reqwest::Url::parse(&format!("{base_url}{path}"))
-                        .ok()
-                        .map(|u| (*path, u))
+                    let full = format!("{base_url}{path}");
+                    let url = reqwest::Url::parse(&full).ok()?;
+                    let uri = full.parse::<http::Uri>().ok()?;
+                    Some((*path, url, uri))
                 })
                 .collect(),
             base_url,

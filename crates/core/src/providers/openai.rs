@@ -1,117 +1,160 @@
 //! The `openai` kind: OpenAI and any OpenAI-compatible API. Bodies pass through as they are.
 
+use super::transport::Transport;
 use super::{FORWARDED_REQUEST_HEADERS, Outbound, TransportError, UpstreamResponse};
 use crate::model::{AuthType, TargetAuth};
 use futures_util::TryStreamExt;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue, header};
 
 const USER_AGENT: &str = concat!("signalbox/", env!("CARGO_PKG_VERSION"));
 
-pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
+/// The upstream request head: allow-listed caller headers, the provider's static headers,
+/// then the credential (so nothing can override it).
+fn request_headers(
+    out: &Outbound<'_>,
+) -> Result<(HeaderMap, Option<(String, String)>), TransportError> {
     let t = out.target;
     let p = &t.provider;
-    let url = p.url(out.path).map_err(TransportError::Connect)?;
-    let mut rb = t
-        .transport
-        .client
-        .post(url)
-        .header(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )
-        .header(
-            http::header::USER_AGENT,
-            HeaderValue::from_static(USER_AGENT),
-        )
-        .header(
-            http::header::ACCEPT,
-            if out.stream {
-                HeaderValue::from_static("text/event-stream")
-            } else {
-                HeaderValue::from_static("application/json")
-            },
-        )
-        .header(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
+    let mut h = HeaderMap::with_capacity(8);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    h.insert(
+        header::ACCEPT,
+        HeaderValue::from_static(if out.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     for name in &FORWARDED_REQUEST_HEADERS {
         if let Some(v) = out.inbound.get(name) {
-            rb = rb.header(name.clone(), v.clone());
+            h.insert(name.clone(), v.clone());
         }
     }
-    if !p.headers.is_empty() {
-        // Static provider headers replace same-named ones rather than doubling them.
-        rb = rb.headers(p.headers.clone());
+    for (name, value) in &p.headers {
+        h.insert(name.clone(), value.clone());
     }
     let key = match &t.auth {
         TargetAuth::Credential(s) => Some(s.expose()),
         TargetAuth::Caller => out.caller_key,
         TargetAuth::None => None,
     };
+    let bad = || TransportError::Connect("the credential is not a valid header value".into());
+    let mut query = None;
     if let Some(key) = key {
         match p.auth_type {
             AuthType::Bearer => {
-                let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                    TransportError::Connect("the credential is not a valid header value".into())
-                })?;
+                let mut v = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| bad())?;
                 v.set_sensitive(true);
-                rb = rb.header(p.auth_header_name.clone(), v);
+                h.insert(p.auth_header_name.clone(), v);
             }
             AuthType::ApiKeyHeader => {
-                let mut v = HeaderValue::try_from(key).map_err(|_| {
-                    TransportError::Connect("the credential is not a valid header value".into())
-                })?;
+                let mut v = HeaderValue::try_from(key).map_err(|_| bad())?;
                 v.set_sensitive(true);
-                rb = rb.header(p.auth_header_name.clone(), v);
+                h.insert(p.auth_header_name.clone(), v);
             }
             AuthType::QueryParam => {
-                rb = rb.query(&[(p.auth_header_name.as_str(), key)]);
+                query = Some((p.auth_header_name.as_str().to_string(), key.to_string()))
             }
         }
     }
-    let resp = rb.body(out.body).send().await.map_err(classify)?;
-    // Take the head apart instead of cloning its headers.
-    let (parts, body) = http::Response::from(resp).into_parts();
-    let (status, headers) = (parts.status, parts.headers);
-    let body = http_body_util::BodyDataStream::new(body)
-        .map_err(|e| TransportError::Reset(e.without_url().to_string()));
-    Ok(UpstreamResponse {
-        status,
-        headers,
-        body: Box::pin(body),
-    })
+    Ok((h, query))
 }
 
-fn classify(e: reqwest::Error) -> TransportError {
-    let e = e.without_url();
-    let mut chain = String::new();
-    let mut src: Option<&dyn std::error::Error> = Some(&e);
+pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
+    let t = out.target;
+    let p = &t.provider;
+    let (headers, query) = request_headers(&out)?;
+    match &t.transport {
+        Transport::Direct(client) => {
+            let uri = match &query {
+                None => p.uri(out.path).map_err(TransportError::Connect)?,
+                Some((name, key)) => {
+                    let mut url = p.url(out.path).map_err(TransportError::Connect)?;
+                    url.query_pairs_mut().append_pair(name, key);
+                    url.as_str()
+                        .parse()
+                        .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
+                }
+            };
+            let mut req = http::Request::new(http_body_util::Full::new(out.body));
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers;
+            let resp = client.request(req).await.map_err(classify_direct)?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::BodyDataStream::new(body)
+                .map_err(|e| TransportError::Reset(e.to_string()));
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: Box::pin(body),
+            })
+        }
+        Transport::Proxied(client) => {
+            let mut rb = client
+                .post(p.url(out.path).map_err(TransportError::Connect)?)
+                .headers(headers);
+            if let Some((name, key)) = &query {
+                rb = rb.query(&[(name.as_str(), key.as_str())]);
+            }
+            let resp = rb.body(out.body).send().await.map_err(classify_reqwest)?;
+            // Take the head apart instead of cloning its headers.
+            let (parts, body) = http::Response::from(resp).into_parts();
+            let body = http_body_util::BodyDataStream::new(body)
+                .map_err(|e| TransportError::Reset(e.without_url().to_string()));
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: Box::pin(body),
+            })
+        }
+    }
+}
+
+/// The error chain as text (hyper-util's errors never include the URL).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
     while let Some(s) = src {
-        chain.push_str(&s.to_string());
-        chain.push(' ');
+        out.push_str(": ");
+        out.push_str(&s.to_string());
         src = s.source();
     }
-    let lower = chain.to_ascii_lowercase();
-    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        TransportError::Tls(short(&e))
+    out
+}
+
+fn is_tls(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+}
+
+fn classify_direct(e: hyper_util::client::legacy::Error) -> TransportError {
+    let text = chain(&e);
+    if is_tls(&text) {
+        TransportError::Tls(text)
     } else if e.is_connect() {
-        TransportError::Connect(short(&e))
+        TransportError::Connect(text)
     } else {
-        TransportError::Reset(short(&e))
+        TransportError::Reset(text)
     }
 }
 
-fn short(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    match e.source() {
-        Some(s) => {
-            let mut inner = s.to_string();
-            if let Some(s2) = s.source() {
-                inner = format!("{inner}: {s2}");
-            }
-            inner
-        }
-        None => e.to_string(),
+fn classify_reqwest(e: reqwest::Error) -> TransportError {
+    let e = e.without_url();
+    let text = chain(&e);
+    if is_tls(&text) {
+        TransportError::Tls(text)
+    } else if e.is_connect() {
+        TransportError::Connect(text)
+    } else {
+        TransportError::Reset(text)
     }
 }

@@ -8,3 +8,4 @@ mod lifecycle;
 mod sdk;
 mod secrets;
 mod streaming;
+mod tls;
