@@ -52,7 +52,7 @@ pub struct Exchange<'a> {
     pub deadline: Instant,
     pub shutdown: CancellationToken,
     /// `x-signalbox-route` value.
-    pub route_label: String,
+    pub route_label: HeaderValue,
 }
 
 fn hv(s: &str) -> Option<HeaderValue> {
@@ -249,17 +249,11 @@ fn gateway_headers(
     plan: &Plan,
     attempts: u32,
 ) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if let Some(v) = hv(&ex.route_label) {
-        h.insert(X_ROUTE, v);
-    }
+    let mut h = HeaderMap::with_capacity(12);
+    h.insert(X_ROUTE, ex.route_label.clone());
     if let Some(e) = entry {
-        if let Some(v) = hv(&e.target.provider.id) {
-            h.insert(X_PROVIDER, v);
-        }
-        if let Some(v) = hv(&e.target.model) {
-            h.insert(X_MODEL, v);
-        }
+        h.insert(X_PROVIDER, e.target.provider.id_header.clone());
+        h.insert(X_MODEL, e.target.model_header.clone());
         if let Some(v) = e.variant.as_ref().and_then(|v| hv(&v.name)) {
             h.insert(X_VARIANT, v.clone());
             h.insert(X_GATEWAY_VARIANT, v);
@@ -303,16 +297,13 @@ fn respond(
 ) -> Outcome {
     let mut headers = gateway_headers(ex, Some(entry), plan, attempts);
     trace.serving_variant = entry.variant.as_ref().map(|v| v.name.clone());
+    // One pass over the upstream's headers (a handful) beats a lookup per allowed name.
     let copy_upstream = |up: &HeaderMap, headers: &mut HeaderMap| {
-        if let Some(v) = up.get(http::header::CONTENT_TYPE) {
-            headers.insert(http::header::CONTENT_TYPE, v.clone());
-        }
-        if let Some(v) = up.get(X_REQUEST_ID) {
-            headers.insert(X_UPSTREAM_REQUEST_ID, v.clone());
-        }
-        for name in &FORWARDED_RESPONSE_HEADERS {
-            if let Some(v) = up.get(name) {
+        for (name, v) in up {
+            if name == http::header::CONTENT_TYPE || FORWARDED_RESPONSE_HEADERS.contains(name) {
                 headers.insert(name.clone(), v.clone());
+            } else if name == X_REQUEST_ID {
+                headers.insert(X_UPSTREAM_REQUEST_ID, v.clone());
             }
         }
     };
@@ -432,9 +423,11 @@ fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<String>) {
     use std::sync::LazyLock;
     static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
     static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
-    let usage = USAGE
-        .rfind(body)
-        .and_then(|i| value_after_key::<Usage>(&body[i + 7..]));
+    let usage = USAGE.rfind(body).and_then(|i| {
+        let after = &body[i + 7..];
+        let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
+        crate::sse::scan_usage(after[colon..].strip_prefix(b":")?)
+    });
     let model = MODEL
         .find(body)
         .and_then(|i| value_after_key::<String>(&body[i + 7..]));

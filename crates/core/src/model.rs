@@ -160,6 +160,10 @@ pub struct Provider {
     pub headers: HeaderMap,
     pub mock_latency: Duration,
     pub transport: Transport,
+    /// `x-signalbox-provider`, and `passthrough:ID` for `x-signalbox-route`, built once.
+    pub id_header: http::HeaderValue,
+    pub passthrough_label: String,
+    pub passthrough_label_header: http::HeaderValue,
 }
 
 /// Paths under a provider's base URL that the gateway calls.
@@ -228,6 +232,8 @@ pub struct Target {
     pub timeouts: Timeouts,
     pub price: Price,
     pub transport: Transport,
+    /// `x-signalbox-model` when the upstream does not name the model that answered.
+    pub model_header: http::HeaderValue,
     /// True when reached by passthrough (the caller's failures stay the caller's).
     pub passthrough: bool,
 }
@@ -307,15 +313,42 @@ pub struct Route {
     /// For a function pointing at a route: that route's name.
     pub via_route: Option<String>,
     pub version: u64,
+    /// The `x-signalbox-route` value (`route:NAME`, `function:NAME`, `target:NAME`), built once.
+    pub label: String,
+    pub label_header: http::HeaderValue,
+}
+
+/// A header value for a name the config validated (letters, digits and a few marks).
+pub fn header_value(s: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
 }
 
 impl Route {
-    /// The `x-signalbox-route` value.
-    pub fn label(&self) -> String {
-        match self.layer {
-            RouteLayer::Route => format!("route:{}", self.name),
-            RouteLayer::Function => format!("function:{}", self.name),
-            RouteLayer::ImplicitTarget => format!("target:{}", self.name),
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        layer: RouteLayer,
+        endpoint: EndpointKind,
+        models: Vec<String>,
+        body: Arc<RouteBody>,
+        via_route: Option<String>,
+        version: u64,
+    ) -> Route {
+        let label = match layer {
+            RouteLayer::Route => format!("route:{name}"),
+            RouteLayer::Function => format!("function:{name}"),
+            RouteLayer::ImplicitTarget => format!("target:{name}"),
+        };
+        Route {
+            label_header: header_value(&label),
+            label,
+            name,
+            layer,
+            endpoint,
+            models,
+            body,
+            via_route,
+            version,
         }
     }
 }

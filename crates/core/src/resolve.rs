@@ -48,10 +48,18 @@ pub struct Resolved {
 
 impl Resolved {
     /// `x-signalbox-route`.
-    pub fn label(&self) -> String {
+    pub fn label(&self) -> &str {
         match &self.resolution {
-            Resolution::Route(r) => r.label(),
-            Resolution::Passthrough(t) => format!("passthrough:{}", t.provider.id),
+            Resolution::Route(r) => &r.label,
+            Resolution::Passthrough(t) => &t.provider.passthrough_label,
+        }
+    }
+
+    /// The same, as a header value built when the config loaded.
+    pub fn label_header(&self) -> &http::HeaderValue {
+        match &self.resolution {
+            Resolution::Route(r) => &r.label_header,
+            Resolution::Passthrough(t) => &t.provider.passthrough_label_header,
         }
     }
     /// `function`, `route`, `managed` or `passthrough`.

@@ -126,6 +126,68 @@ impl Usage {
     }
 }
 
+/// Read a `usage` object from the bytes right after its key's colon, without serde: the
+/// object is delimited by brace matching (skipping strings), then each counter is found by
+/// its quoted key. Unknown fields cost nothing. `None` for `null` or anything malformed.
+pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
+    let start = after_colon.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &after_colon[start..];
+    if rest.first() != Some(&b'{') {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut end = None;
+    for (i, &b) in rest.iter().enumerate() {
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = Some(i + 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let obj = &rest[..end?];
+    let num = |key: &[u8]| -> Option<u64> {
+        let at = memchr::memmem::find(obj, key)?;
+        let after = &obj[at + key.len()..];
+        let i = after.iter().position(|b| !b.is_ascii_whitespace())?;
+        let after = after[i..].strip_prefix(b":")?;
+        let i = after.iter().position(|b| !b.is_ascii_whitespace())?;
+        let digits = &after[i..];
+        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+    };
+    let prompt_tokens = num(b"\"prompt_tokens\"").unwrap_or(0);
+    let completion_tokens = num(b"\"completion_tokens\"").unwrap_or(0);
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: num(b"\"total_tokens\"").unwrap_or(prompt_tokens + completion_tokens),
+        prompt_tokens_details: num(b"\"cached_tokens\"").map(|c| PromptDetails {
+            cached_tokens: Some(c),
+        }),
+        completion_tokens_details: num(b"\"reasoning_tokens\"").map(|r| CompletionDetails {
+            reasoning_tokens: Some(r),
+        }),
+    })
+}
+
 /// What the gateway learns from one stream event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventInfo {
@@ -199,6 +261,20 @@ mod tests {
         assert_eq!(ends, vec![15, 32]);
         let (block, _) = f.push(b"NE]\n\n").unwrap();
         assert_eq!(inspect(&block), EventInfo::Done);
+    }
+
+    #[test]
+    fn scan_usage_reads_counters_and_ignores_the_rest() {
+        let u = scan_usage(br#" {"prompt_tokens": 12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2},"note":"a } brace"} , "x": 1"#).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (12, 5, 17)
+        );
+        assert_eq!((u.cached_tokens(), u.reasoning_tokens()), (4, 2));
+        assert_eq!(scan_usage(b" null"), None);
+        assert_eq!(scan_usage(b"{\"prompt_tokens\":1"), None, "unterminated");
+        let u = scan_usage(br#"{"prompt_tokens":3,"completion_tokens":4}"#).unwrap();
+        assert_eq!((u.total_tokens, u.cached_tokens()), (7, 0));
     }
 
     #[test]

@@ -320,7 +320,7 @@ async fn proxy(
     };
     trace.layer = Some(resolved.layer());
     let label = resolved.label();
-    trace.route = Some(label.clone());
+    trace.route = Some(label.to_string());
     if let Resolution::Route(r) = &resolved.resolution {
         trace.route_version = Some(r.version);
     }
@@ -352,7 +352,7 @@ async fn proxy(
         started,
         deadline: started + snap.server.request_timeout,
         shutdown: st.hard_stop.clone(),
-        route_label: label,
+        route_label: resolved.label_header().clone(),
     };
     let outcome = execute(ex, &plan, trace, st.sink.clone()).await;
     into_response(outcome, &request_id, Some(guard), Some(&headers))

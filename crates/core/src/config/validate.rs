@@ -402,6 +402,7 @@ pub fn build_snapshot(
         );
         let Some(transport) = transport else { continue };
         let target = Target {
+            model_header: header_value(&model),
             name: name.clone(),
             provider,
             endpoint: model_kind(&model),
@@ -460,6 +461,7 @@ pub fn build_snapshot(
                 }
             };
             let target = Arc::new(Target {
+                model_header: header_value(m),
                 name: format!("{}::{}", prov.id, m),
                 provider: prov.clone(),
                 model: m.clone(),
@@ -525,15 +527,15 @@ pub fn build_snapshot(
                 );
             }
         }
-        let route = Route {
-            name: name.clone(),
-            layer: RouteLayer::Route,
+        let route = Route::new(
+            name.clone(),
+            RouteLayer::Route,
             endpoint,
-            models: rr.models.clone(),
-            body: Arc::new(body),
-            via_route: None,
-            version: version.max(1),
-        };
+            rr.models.clone(),
+            Arc::new(body),
+            None,
+            version.max(1),
+        );
         routes.insert(name.clone(), (proj, Arc::new(route)));
     }
     let mut functions: BTreeMap<String, (String, Arc<Route>)> = BTreeMap::new();
@@ -602,15 +604,15 @@ pub fn build_snapshot(
                 );
                 continue;
             }
-            let f = Route {
-                name: name.clone(),
-                layer: RouteLayer::Function,
+            let f = Route::new(
+                name.clone(),
+                RouteLayer::Function,
                 endpoint,
-                models: Vec::new(),
-                body: route.body.clone(),
-                via_route: Some(route_name.clone()),
-                version: version.max(1),
-            };
+                Vec::new(),
+                route.body.clone(),
+                Some(route_name.clone()),
+                version.max(1),
+            );
             functions.insert(name.clone(), (proj, Arc::new(f)));
             continue;
         }
@@ -627,15 +629,15 @@ pub fn build_snapshot(
         let Some(body) = builder.build(&mut cx, &path, name, &proj, endpoint, retry, spec) else {
             continue;
         };
-        let f = Route {
-            name: name.clone(),
-            layer: RouteLayer::Function,
+        let f = Route::new(
+            name.clone(),
+            RouteLayer::Function,
             endpoint,
-            models: Vec::new(),
-            body: Arc::new(body),
-            via_route: None,
-            version: version.max(1),
-        };
+            Vec::new(),
+            Arc::new(body),
+            None,
+            version.max(1),
+        );
         functions.insert(name.clone(), (proj, Arc::new(f)));
     }
 
@@ -680,12 +682,12 @@ pub fn build_snapshot(
         } else {
             Strategy::Weighted
         };
-        let route = Route {
+        let route = Route::new(
             name,
-            layer: RouteLayer::ImplicitTarget,
-            endpoint: ts[0].endpoint,
-            models: vec![model.clone()],
-            body: Arc::new(RouteBody::Steps(vec![Step {
+            RouteLayer::ImplicitTarget,
+            ts[0].endpoint,
+            vec![model.clone()],
+            Arc::new(RouteBody::Steps(vec![Step {
                 strategy,
                 targets: ts
                     .iter()
@@ -696,9 +698,9 @@ pub fn build_snapshot(
                     .collect(),
                 retry: default_retry,
             }])),
-            via_route: None,
-            version: 0,
-        };
+            None,
+            0,
+        );
         proj_mut(&mut projects, &proj)
             .implicit
             .insert(model, Arc::new(route));
@@ -1078,6 +1080,9 @@ fn build_provider(
     let transport = client_for(cx, clients, id, &base_url, connect, roots, path.clone())?;
     Some(BuiltProvider {
         provider: Arc::new(Provider {
+            id_header: header_value(id),
+            passthrough_label: format!("passthrough:{id}"),
+            passthrough_label_header: header_value(&format!("passthrough:{id}")),
             id: id.to_string(),
             project: rp.project.clone().unwrap_or_else(|| "default".into()),
             kind,
@@ -1481,6 +1486,7 @@ impl BodyBuilder<'_> {
             .over(bp.timeouts)
             .finish();
         Some(Target {
+            model_header: header_value(model),
             name: name.to_string(),
             transport: provider.transport.clone(),
             provider,
