@@ -131,61 +131,82 @@ impl Usage {
 /// its quoted key. Unknown fields cost nothing. `None` for `null` or anything malformed.
 pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
     let start = after_colon.iter().position(|b| !b.is_ascii_whitespace())?;
-    let rest = &after_colon[start..];
-    if rest.first() != Some(&b'{') {
+    let b = &after_colon[start..];
+    if b.first() != Some(&b'{') {
         return None;
     }
+    // One pass: track depth to find the end; at each key, read a following integer.
+    let (mut prompt, mut completion, mut total, mut cached, mut reasoning) =
+        (None, None, None, None, None);
     let mut depth = 0usize;
-    let mut in_str = false;
-    let mut escaped = false;
-    let mut end = None;
-    for (i, &b) in rest.iter().enumerate() {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
             b'{' => depth += 1,
             b'}' => {
                 depth -= 1;
                 if depth == 0 {
-                    end = Some(i + 1);
-                    break;
+                    let prompt_tokens = prompt.unwrap_or(0);
+                    let completion_tokens = completion.unwrap_or(0);
+                    return Some(Usage {
+                        prompt_tokens,
+                        completion_tokens,
+                        total_tokens: total.unwrap_or(prompt_tokens + completion_tokens),
+                        prompt_tokens_details: cached.map(|c| PromptDetails {
+                            cached_tokens: Some(c),
+                        }),
+                        completion_tokens_details: reasoning.map(|r| CompletionDetails {
+                            reasoning_tokens: Some(r),
+                        }),
+                    });
                 }
+            }
+            b'"' => {
+                // A string: find its end (skipping escapes).
+                let s = i + 1;
+                let mut j = s;
+                while j < b.len() && b[j] != b'"' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                if j >= b.len() {
+                    return None;
+                }
+                let key = &b[s..j];
+                i = j + 1;
+                // A key followed by `:` and an integer?
+                while i < b.len() && b[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                if i < b.len() && b[i] == b':' {
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_whitespace() {
+                        i += 1;
+                    }
+                    let n_start = i;
+                    let mut n: u64 = 0;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        n = n.saturating_mul(10).saturating_add(u64::from(b[i] - b'0'));
+                        i += 1;
+                    }
+                    if i > n_start {
+                        let slot = match key {
+                            b"prompt_tokens" => &mut prompt,
+                            b"completion_tokens" => &mut completion,
+                            b"total_tokens" => &mut total,
+                            b"cached_tokens" => &mut cached,
+                            b"reasoning_tokens" => &mut reasoning,
+                            _ => continue,
+                        };
+                        *slot = Some(n);
+                    }
+                }
+                continue;
             }
             _ => {}
         }
+        i += 1;
     }
-    let obj = &rest[..end?];
-    let num = |key: &[u8]| -> Option<u64> {
-        let at = memchr::memmem::find(obj, key)?;
-        let after = &obj[at + key.len()..];
-        let i = after.iter().position(|b| !b.is_ascii_whitespace())?;
-        let after = after[i..].strip_prefix(b":")?;
-        let i = after.iter().position(|b| !b.is_ascii_whitespace())?;
-        let digits = &after[i..];
-        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-        std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
-    };
-    let prompt_tokens = num(b"\"prompt_tokens\"").unwrap_or(0);
-    let completion_tokens = num(b"\"completion_tokens\"").unwrap_or(0);
-    Some(Usage {
-        prompt_tokens,
-        completion_tokens,
-        total_tokens: num(b"\"total_tokens\"").unwrap_or(prompt_tokens + completion_tokens),
-        prompt_tokens_details: num(b"\"cached_tokens\"").map(|c| PromptDetails {
-            cached_tokens: Some(c),
-        }),
-        completion_tokens_details: num(b"\"reasoning_tokens\"").map(|r| CompletionDetails {
-            reasoning_tokens: Some(r),
-        }),
-    })
+    None
 }
 
 /// What the gateway learns from one stream event.
