@@ -119,3 +119,53 @@ async fn the_official_openai_python_sdk_works_against_the_real_binary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[test]
+fn check_prints_every_error_with_file_line_and_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\n[routes.r]\ntargets = [\"nope\", \"also-nope\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:6: routes.r.targets[0]: unknown target 'nope'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.toml:6: routes.r.targets[1]: unknown target 'also-nope'"),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("signalbox "));
+}
