@@ -19,6 +19,10 @@ pub struct Peeked {
     pub has_stream_options: bool,
     /// The body's `user` field, when it is a string.
     pub user: Option<String>,
+    /// Which of the endpoint-defining fields are present (`messages`, `input`, `prompt`).
+    pub has_messages: bool,
+    pub has_input: bool,
+    pub has_prompt: bool,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +36,12 @@ struct Peek<'a> {
     stream_options: Option<&'a RawValue>,
     #[serde(borrow, default)]
     user: Option<&'a RawValue>,
+    #[serde(default)]
+    messages: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    input: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    prompt: Option<serde::de::IgnoredAny>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -105,6 +115,9 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
         include_usage,
         has_stream_options,
         user,
+        has_messages: p.messages.is_some(),
+        has_input: p.input.is_some(),
+        has_prompt: p.prompt.is_some(),
     })
 }
 
@@ -242,4 +255,27 @@ mod tests {
             Some("stream")
         );
     }
+}
+
+/// The field an endpoint's JSON body cannot do without, checked before anything goes
+/// upstream (a chat body sent to `/v1/embeddings` names `input`).
+pub fn check_fits(path: &str, p: &Peeked) -> Result<(), ApiError> {
+    let (field, present) = match path {
+        "/chat/completions" => ("messages", p.has_messages),
+        "/embeddings" | "/audio/speech" => ("input", p.has_input),
+        "/images/generations" => ("prompt", p.has_prompt),
+        _ => return Ok(()),
+    };
+    if present {
+        return Ok(());
+    }
+    let hint = if path != "/chat/completions" && p.has_messages {
+        " (this looks like a chat body: chat goes to POST /v1/chat/completions)"
+    } else {
+        ""
+    };
+    Err(ApiError::bad_request(format!(
+        "you must provide `{field}` for POST /v1{path}{hint}"
+    ))
+    .with_param(field))
 }

@@ -11,7 +11,7 @@ use crate::headers::*;
 use crate::model::{EndpointKind, RetryPolicy, TargetAuth};
 use crate::plan::{Plan, PlannedTarget};
 use crate::providers::{self, BodyStream, FORWARDED_RESPONSE_HEADERS, Outbound, TransportError};
-use crate::sse::{EventInfo, SseFramer, Usage, inspect};
+use crate::sse::{EventInfo, Protocol, SseFramer, Usage, inspect_as};
 use crate::trace::{AttemptRecord, TraceRecord, TraceSink, cost};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -53,6 +53,17 @@ pub struct Exchange<'a> {
     pub shutdown: CancellationToken,
     /// `x-signalbox-route` value.
     pub route_label: HeaderValue,
+}
+
+impl Exchange<'_> {
+    /// The streaming protocol of this endpoint.
+    pub fn protocol(&self) -> Protocol {
+        if self.upstream_path == "/responses" {
+            Protocol::Responses
+        } else {
+            Protocol::ChatCompletions
+        }
+    }
 }
 
 fn hv(s: &str) -> Option<HeaderValue> {
@@ -378,7 +389,12 @@ fn respond(
                     *start = end;
                     Some(ev)
                 })
-                .find(|ev| matches!(inspect(ev), EventInfo::Chunk { .. }));
+                .find(|ev| {
+                    matches!(
+                        inspect_as(ex.protocol(), ev),
+                        EventInfo::Chunk { .. } | EventInfo::Terminal { .. }
+                    )
+                });
             let first_model = first
                 .and_then(crate::sse::event_data)
                 .and_then(|d| answer_meta(&d).1);
@@ -387,6 +403,7 @@ fn respond(
                 body,
                 framer,
                 out: VecDeque::new(),
+                protocol: ex.protocol(),
                 strip_usage: !ex.peeked.include_usage,
                 idle: entry.target.timeouts.idle,
                 deadline: ex.deadline,
@@ -513,8 +530,10 @@ fn timeout_failure(provider: &str, what: &str) -> Failure {
 async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Failure> {
     let t = &entry.target;
     let pid = t.provider.id.as_str();
-    let force_usage =
-        ex.peeked.stream && ex.endpoint == EndpointKind::Chat && !ex.peeked.include_usage;
+    let force_usage = ex.peeked.stream
+        && ex.protocol() == Protocol::ChatCompletions
+        && ex.endpoint == EndpointKind::Chat
+        && !ex.peeked.include_usage;
     let params = entry.variant.as_ref().map(|v| &v.params);
     let body =
         rewrite(&ex.body, &ex.peeked, &t.model, params, force_usage).map_err(|e| Failure {
@@ -588,7 +607,7 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
                         let mut start = 0;
                         let mut first = EventInfo::Empty;
                         for &end in &ends {
-                            first = inspect(&block[start..end]);
+                            first = inspect_as(ex.protocol(), &block[start..end]);
                             if first != EventInfo::Empty {
                                 break;
                             }
@@ -798,6 +817,7 @@ struct Forward {
     body: BodyStream,
     framer: SseFramer,
     out: VecDeque<Bytes>,
+    protocol: Protocol,
     strip_usage: bool,
     idle: Duration,
     deadline: Instant,
@@ -818,8 +838,17 @@ impl Forward {
         let mut start = 0;
         let mut keep_from = 0;
         for &end in ends {
-            let info = inspect(&block[start..end]);
+            let info = inspect_as(self.protocol, &block[start..end]);
             match info {
+                EventInfo::Terminal { usage } => {
+                    if usage.is_some() {
+                        self.usage = usage;
+                    }
+                    self.done = true;
+                    self.out.push_back(block.slice(keep_from..end));
+                    self.finished = true;
+                    return;
+                }
                 EventInfo::Done => {
                     self.done = true;
                     self.out.push_back(block.slice(keep_from..end));
@@ -908,7 +937,7 @@ impl Forward {
                         }
                         if self.finished {
                             // The last event was `[DONE]` or an error event.
-                        } else if self.finish_seen {
+                        } else if self.finish_seen && self.protocol == Protocol::ChatCompletions {
                             self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                             self.done = true;
                             self.finished = true;

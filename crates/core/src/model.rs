@@ -91,7 +91,7 @@ impl ProviderKind {
     pub fn serves(self, kind: EndpointKind) -> bool {
         match self {
             ProviderKind::OpenAi => true,
-            ProviderKind::Mock => matches!(kind, EndpointKind::Chat | EndpointKind::Embeddings),
+            ProviderKind::Mock => !matches!(kind, EndpointKind::AudioTranscription),
         }
     }
 }

@@ -190,8 +190,8 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
                     }
                     if i > n_start {
                         let slot = match key {
-                            b"prompt_tokens" => &mut prompt,
-                            b"completion_tokens" => &mut completion,
+                            b"prompt_tokens" | b"input_tokens" => &mut prompt,
+                            b"completion_tokens" | b"output_tokens" => &mut completion,
                             b"total_tokens" => &mut total,
                             b"cached_tokens" => &mut cached,
                             b"reasoning_tokens" => &mut reasoning,
@@ -209,6 +209,15 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
     None
 }
 
+/// Which streaming protocol an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Chat completions chunks, ended by `data: [DONE]`.
+    ChatCompletions,
+    /// Responses API named events, ended by `response.completed` (or `.incomplete`/`.failed`).
+    Responses,
+}
+
 /// What the gateway learns from one stream event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventInfo {
@@ -221,6 +230,11 @@ pub enum EventInfo {
     },
     /// An in-band error object from the upstream.
     Error,
+    /// A Responses API terminal event (`response.completed`, `.incomplete`, `.failed`): the
+    /// stream is complete; it carries the usage.
+    Terminal {
+        usage: Option<Usage>,
+    },
     /// Not JSON: passed through and counted.
     Invalid,
     /// A comment or an event without data.
@@ -241,6 +255,52 @@ struct ChunkPeek {
 struct ChoicePeek {
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct TypePeek<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Inspect an event of the given protocol.
+pub fn inspect_as(protocol: Protocol, event: &[u8]) -> EventInfo {
+    match protocol {
+        Protocol::ChatCompletions => inspect(event),
+        Protocol::Responses => inspect_responses(event),
+    }
+}
+
+fn inspect_responses(event: &[u8]) -> EventInfo {
+    let Some(data) = event_data(event) else {
+        return EventInfo::Empty;
+    };
+    let data = data.as_ref().trim_ascii();
+    if data == b"[DONE]" {
+        return EventInfo::Done;
+    }
+    if data.is_empty() {
+        return EventInfo::Empty;
+    }
+    match serde_json::from_slice::<TypePeek<'_>>(data) {
+        Ok(t) => match t.kind.as_deref() {
+            Some("response.completed" | "response.incomplete" | "response.failed") => {
+                let usage = memchr::memmem::rfind(data, b"\"usage\"").and_then(|i| {
+                    let after = &data[i + 7..];
+                    let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
+                    scan_usage(after[colon..].strip_prefix(b":")?)
+                });
+                EventInfo::Terminal { usage }
+            }
+            Some("error") => EventInfo::Error,
+            _ => EventInfo::Chunk {
+                finish: false,
+                usage: None,
+                usage_only: false,
+            },
+        },
+        Err(_) => EventInfo::Invalid,
+    }
 }
 
 pub fn inspect(event: &[u8]) -> EventInfo {
@@ -296,6 +356,28 @@ mod tests {
         assert_eq!(scan_usage(b"{\"prompt_tokens\":1"), None, "unterminated");
         let u = scan_usage(br#"{"prompt_tokens":3,"completion_tokens":4}"#).unwrap();
         assert_eq!((u.total_tokens, u.cached_tokens()), (7, 0));
+    }
+
+    #[test]
+    fn responses_events_end_on_completed_with_usage() {
+        let done = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{\"id\":\"resp_1\",\"usage\":{\"input_tokens\":5,\"input_tokens_details\":{\"cached_tokens\":2},\"output_tokens\":7,\"output_tokens_details\":{\"reasoning_tokens\":1},\"total_tokens\":12}}}\n\n";
+        match inspect_as(Protocol::Responses, done) {
+            EventInfo::Terminal { usage: Some(u) } => {
+                assert_eq!(
+                    (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+                    (5, 7, 12)
+                );
+                assert_eq!((u.cached_tokens(), u.reasoning_tokens()), (2, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let delta = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n";
+        assert!(matches!(
+            inspect_as(Protocol::Responses, delta),
+            EventInfo::Chunk { finish: false, .. }
+        ));
+        let err = b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"x\"}\n\n";
+        assert_eq!(inspect_as(Protocol::Responses, err), EventInfo::Error);
     }
 
     #[test]

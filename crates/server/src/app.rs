@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use signalbox_core::body::peek;
+use signalbox_core::body::{check_fits, peek};
 use signalbox_core::error::{ApiError, ErrorCode};
 use signalbox_core::execute::{Exchange, Outcome, Payload, error_outcome, execute};
 use signalbox_core::headers::*;
@@ -49,6 +49,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/images/generations", post(images))
         .route("/v1/audio/speech", post(speech))
@@ -108,6 +109,9 @@ fn into_response(
 
 async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     proxy(st, EndpointKind::Chat, "/chat/completions", headers, body).await
+}
+async fn responses(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(st, EndpointKind::Chat, "/responses", headers, body).await
 }
 async fn embeddings(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     proxy(st, EndpointKind::Embeddings, "/embeddings", headers, body).await
@@ -318,6 +322,10 @@ async fn proxy(
         Ok(r) => r,
         Err(e) => return fail(e, trace),
     };
+    // Routing errors first (a wrong endpoint names the right one), then the body's shape.
+    if let Err(e) = check_fits(upstream_path, &peeked) {
+        return fail(e, trace);
+    }
     trace.layer = Some(resolved.layer());
     let label = resolved.label();
     trace.route = Some(label.to_string());

@@ -23,7 +23,10 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
         .to_string();
     match out.path {
         "/chat/completions" => Ok(chat(&body, &model)),
+        "/responses" => Ok(responses(&body, &model)),
         "/embeddings" => Ok(embeddings(&body, &model)),
+        "/images/generations" => Ok(images(&body)),
+        "/audio/speech" => Ok(speech(&body)),
         other => Ok(error(
             404,
             &format!("the mock provider does not serve {other}"),
@@ -214,4 +217,186 @@ fn embeddings(body: &Value, model: &str) -> UpstreamResponse {
     let out = json!({"object": "list", "data": data, "model": model,
                      "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
     response(200, "application/json", vec![Bytes::from(out.to_string())])
+}
+
+fn responses(body: &Value, model: &str) -> UpstreamResponse {
+    let input = match body.get("input") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)))
+            .unwrap_or_default(),
+        _ => return error(400, "'input' is required"),
+    };
+    let echo: String = input.chars().take(200).collect();
+    let reply = format!("Hello from the Signalbox mock model {model}. You said: {echo}");
+    let input_tokens = tokens(input.len());
+    let output_tokens = reply.split_whitespace().count() as u64;
+    let id = format!(
+        "resp_mock{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let msg_id = format!(
+        "msg_mock{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let created = now();
+    let usage = json!({
+        "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens
+    });
+    let message = |text: &str, status: &str| {
+        json!({"type": "message", "id": msg_id, "status": status, "role": "assistant",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]})
+    };
+    let resp_obj = |status: &str, output: Value, usage: Value| {
+        json!({"id": id, "object": "response", "created_at": created, "status": status,
+               "model": model, "output": output, "usage": usage, "error": null,
+               "incomplete_details": null, "instructions": null, "metadata": {},
+               "parallel_tool_calls": true, "temperature": 1.0, "tool_choice": "auto",
+               "tools": [], "top_p": 1.0})
+    };
+    if !body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let out = resp_obj("completed", json!([message(&reply, "completed")]), usage);
+        return response_json(out);
+    }
+    let mut seq = 0u64;
+    let mut events = Vec::new();
+    let mut ev = |kind: &str, mut data: Value| {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(seq);
+        seq += 1;
+        events.push(Bytes::from(format!("event: {kind}\ndata: {data}\n\n")));
+    };
+    ev(
+        "response.created",
+        json!({"response": resp_obj("in_progress", json!([]), Value::Null)}),
+    );
+    ev(
+        "response.in_progress",
+        json!({"response": resp_obj("in_progress", json!([]), Value::Null)}),
+    );
+    ev(
+        "response.output_item.added",
+        json!({"output_index": 0, "item": message("", "in_progress")}),
+    );
+    ev(
+        "response.content_part.added",
+        json!({"item_id": msg_id, "output_index": 0, "content_index": 0,
+        "part": {"type": "output_text", "text": "", "annotations": []}}),
+    );
+    let words: Vec<&str> = reply.split_inclusive(' ').collect();
+    for piece in words.chunks(3) {
+        ev(
+            "response.output_text.delta",
+            json!({"item_id": msg_id, "output_index": 0,
+            "content_index": 0, "delta": piece.concat(), "logprobs": []}),
+        );
+    }
+    ev(
+        "response.output_text.done",
+        json!({"item_id": msg_id, "output_index": 0,
+        "content_index": 0, "text": reply, "logprobs": []}),
+    );
+    ev(
+        "response.content_part.done",
+        json!({"item_id": msg_id, "output_index": 0, "content_index": 0,
+        "part": {"type": "output_text", "text": reply, "annotations": []}}),
+    );
+    ev(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": message(&reply, "completed")}),
+    );
+    ev(
+        "response.completed",
+        json!({"response": resp_obj("completed", json!([message(&reply, "completed")]), usage)}),
+    );
+    response(200, "text/event-stream", events)
+}
+
+fn response_json(v: Value) -> UpstreamResponse {
+    response(200, "application/json", vec![Bytes::from(v.to_string())])
+}
+
+/// A 1x1 transparent PNG.
+const PNG_1X1_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+
+fn images(body: &Value) -> UpstreamResponse {
+    let Some(prompt) = body.get("prompt").and_then(Value::as_str) else {
+        return error(400, "'prompt' is required");
+    };
+    let n = body
+        .get("n")
+        .and_then(Value::as_u64)
+        .unwrap_or(1)
+        .clamp(1, 10);
+    let b64 = body.get("response_format").and_then(Value::as_str) == Some("b64_json");
+    let data: Vec<Value> = (0..n)
+        .map(|i| {
+            if b64 {
+                json!({"b64_json": PNG_1X1_B64, "revised_prompt": prompt})
+            } else {
+                json!({"url": format!("https://mock.signalbox.local/images/{i}.png"), "revised_prompt": prompt})
+            }
+        })
+        .collect();
+    response_json(json!({"created": now(), "data": data}))
+}
+
+/// A short, valid WAV (24 kHz, 16-bit mono silence) or, for other formats, bytes that start
+/// with the format's magic number; streamed in several chunks like a real speech endpoint.
+fn speech(body: &Value) -> UpstreamResponse {
+    let Some(input) = body.get("input").and_then(Value::as_str) else {
+        return error(400, "'input' is required");
+    };
+    let format = body
+        .get("response_format")
+        .and_then(Value::as_str)
+        .unwrap_or("mp3");
+    let samples = (2400 + input.len() * 240).min(240_000);
+    let (content_type, bytes): (&'static str, Vec<u8>) = match format {
+        "wav" | "pcm" => {
+            let data_len = (samples * 2) as u32;
+            let mut v = Vec::with_capacity(44 + samples * 2);
+            if format == "wav" {
+                v.extend_from_slice(b"RIFF");
+                v.extend_from_slice(&(36 + data_len).to_le_bytes());
+                v.extend_from_slice(b"WAVEfmt ");
+                v.extend_from_slice(&16u32.to_le_bytes());
+                v.extend_from_slice(&1u16.to_le_bytes());
+                v.extend_from_slice(&1u16.to_le_bytes());
+                v.extend_from_slice(&24_000u32.to_le_bytes());
+                v.extend_from_slice(&48_000u32.to_le_bytes());
+                v.extend_from_slice(&2u16.to_le_bytes());
+                v.extend_from_slice(&16u16.to_le_bytes());
+                v.extend_from_slice(b"data");
+                v.extend_from_slice(&data_len.to_le_bytes());
+            }
+            v.resize(v.len() + samples * 2, 0);
+            (
+                if format == "wav" {
+                    "audio/wav"
+                } else {
+                    "audio/pcm"
+                },
+                v,
+            )
+        }
+        other => {
+            let (ct, magic): (&'static str, &[u8]) = match other {
+                "opus" => ("audio/opus", b"OggS"),
+                "aac" => ("audio/aac", &[0xFF, 0xF1]),
+                "flac" => ("audio/flac", b"fLaC"),
+                _ => ("audio/mpeg", b"ID3"),
+            };
+            let mut v = magic.to_vec();
+            v.resize(samples / 4, 0);
+            (ct, v)
+        }
+    };
+    let chunks: Vec<Bytes> = bytes.chunks(4096).map(Bytes::copy_from_slice).collect();
+    response(200, content_type, chunks)
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod endpoints;
 mod failures;
 mod input_and_auth;
 mod lifecycle;

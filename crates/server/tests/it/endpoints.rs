@@ -1,0 +1,223 @@
+//! Every endpoint kind behind named routes: Responses API, speech, images, embeddings, and the
+//! wrong-endpoint matrix.
+
+use crate::common::*;
+use serde_json::json;
+
+const MOCK: &str = r#"
+[server]
+auth = "off"
+
+[providers.demo]
+kind = "mock"
+models = ["echo-1", "embed-1", "tts-1", "img-1"]
+
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+models = ["whisper-1"]
+
+[models.embed-1]
+endpoint = "embeddings"
+[models.tts-1]
+endpoint = "audio_speech"
+[models.img-1]
+endpoint = "image_generation"
+[models.whisper-1]
+endpoint = "audio_transcription"
+
+[targets.chat]
+model = "echo-1"
+[targets.embed]
+model = "embed-1"
+[targets.tts]
+model = "tts-1"
+[targets.img]
+model = "img-1"
+[targets.stt]
+model = "whisper-1"
+
+[routes.talk]
+targets = ["chat"]
+[routes.embed]
+endpoint = "embeddings"
+targets = ["embed"]
+[routes.speak]
+endpoint = "audio_speech"
+targets = ["tts"]
+[routes.draw]
+endpoint = "image_generation"
+targets = ["img"]
+[routes.listen]
+endpoint = "audio_transcription"
+targets = ["stt"]
+"#;
+
+#[tokio::test]
+async fn the_responses_api_is_a_chat_ingress_plain_and_streaming() {
+    let gw = Gw::start(MOCK).await;
+    let r = gw
+        .post("/v1/responses")
+        .json(&json!({"model": "route::talk", "input": "Hi there"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-signalbox-route"), Some("route:talk"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["model"], "echo-1");
+    assert!(
+        v["output"][0]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Hi there")
+    );
+
+    let r = gw
+        .post("/v1/responses")
+        .json(&json!({"model": "route::talk", "input": "Hi there", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.starts_with("event: response.created\n"), "{text}");
+    assert!(text.contains("event: response.output_text.delta\n"));
+    assert!(
+        text.trim_end().ends_with('}'),
+        "ends with the response.completed event: {text}"
+    );
+    assert!(text.contains("event: response.completed\n"));
+    assert!(!text.contains("[DONE]"), "the Responses API has no [DONE]");
+    assert!(!text.contains("stream_interrupted"));
+}
+
+#[tokio::test]
+async fn speech_streams_audio_with_the_upstream_content_type() {
+    let gw = Gw::start(MOCK).await;
+    let r = gw
+        .post("/v1/audio/speech")
+        .json(&json!({"model": "route::speak", "input": "Hello there", "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), Some("audio/wav"));
+    assert_eq!(header(&r, "x-signalbox-model"), Some("tts-1"));
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(&bytes[..4], b"RIFF");
+    assert_eq!(&bytes[8..12], b"WAVE");
+    let declared = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    assert_eq!(declared + 8, bytes.len(), "a complete WAV file");
+}
+
+#[tokio::test]
+async fn images_pass_url_and_b64_json_answers_through() {
+    let gw = Gw::start(MOCK).await;
+    for (format, key) in [("url", "url"), ("b64_json", "b64_json")] {
+        let r = gw
+            .post("/v1/images/generations")
+            .json(&json!({"model": "route::draw", "prompt": "a lighthouse", "response_format": format}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["data"][0][key].is_string(), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn embeddings_take_strings_arrays_and_token_arrays() {
+    let gw = Gw::start(MOCK).await;
+    for input in [
+        json!("one"),
+        json!(["a", "b"]),
+        json!([1, 2, 3]),
+        json!([[1, 2], [3]]),
+    ] {
+        let r = gw
+            .post("/v1/embeddings")
+            .json(&json!({"model": "route::embed", "input": input, "dimensions": 4}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{input}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 4);
+        assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_fit_its_endpoint_names_the_missing_field() {
+    let gw = Gw::start(MOCK).await;
+    let cases = [
+        (
+            "/v1/embeddings",
+            json!({"model": "route::embed", "messages": [{"role": "user", "content": "x"}]}),
+            "input",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "route::talk", "input": "x"}),
+            "messages",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "route::draw"}),
+            "prompt",
+        ),
+        (
+            "/v1/audio/speech",
+            json!({"model": "route::speak", "voice": "alloy"}),
+            "input",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let r = gw.post(path).json(&body).send().await.unwrap();
+        let (status, b) = error_of(r).await;
+        assert_eq!(
+            (status, b["error"]["param"].as_str()),
+            (400, Some(field)),
+            "{path}: {b}"
+        );
+        assert_eq!(b["error"]["code"], "bad_request");
+    }
+}
+
+#[tokio::test]
+async fn every_route_kind_called_on_another_endpoint_is_wrong_endpoint_naming_the_right_one() {
+    let gw = Gw::start(MOCK).await;
+    let routes = [
+        ("talk", "POST /v1/chat/completions"),
+        ("embed", "POST /v1/embeddings"),
+        ("speak", "POST /v1/audio/speech"),
+        ("draw", "POST /v1/images/generations"),
+        ("listen", "POST /v1/audio/transcriptions"),
+    ];
+    let paths = [
+        ("/v1/chat/completions", "talk"),
+        ("/v1/responses", "talk"),
+        ("/v1/embeddings", "embed"),
+        ("/v1/audio/speech", "speak"),
+        ("/v1/images/generations", "draw"),
+    ];
+    for (path, own) in paths {
+        for (route, right) in routes {
+            if route == own {
+                continue;
+            }
+            let body = json!({"model": format!("route::{route}"), "messages": [], "input": "x", "prompt": "x"});
+            let r = gw.post(path).json(&body).send().await.unwrap();
+            let (status, b) = error_of(r).await;
+            assert_eq!(status, 400, "{route} on {path}");
+            assert_eq!(b["error"]["code"], "wrong_endpoint", "{route} on {path}");
+            assert!(
+                b["error"]["message"].as_str().unwrap().contains(right),
+                "{route} on {path}: {b}"
+            );
+        }
+    }
+}
