@@ -176,6 +176,29 @@ pub fn rewrite(
     Ok(out.freeze())
 }
 
+/// The field an endpoint's JSON body cannot do without, checked before anything goes
+/// upstream (a chat body sent to `/v1/embeddings` names `input`).
+pub fn check_fits(path: &str, p: &Peeked) -> Result<(), ApiError> {
+    let (field, present) = match path {
+        "/chat/completions" => ("messages", p.has_messages),
+        "/embeddings" | "/audio/speech" => ("input", p.has_input),
+        "/images/generations" => ("prompt", p.has_prompt),
+        _ => return Ok(()),
+    };
+    if present {
+        return Ok(());
+    }
+    let hint = if path != "/chat/completions" && p.has_messages {
+        " (this looks like a chat body: chat goes to POST /v1/chat/completions)"
+    } else {
+        ""
+    };
+    Err(ApiError::bad_request(format!(
+        "you must provide `{field}` for POST /v1{path}{hint}"
+    ))
+    .with_param(field))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,27 +278,4 @@ mod tests {
             Some("stream")
         );
     }
-}
-
-/// The field an endpoint's JSON body cannot do without, checked before anything goes
-/// upstream (a chat body sent to `/v1/embeddings` names `input`).
-pub fn check_fits(path: &str, p: &Peeked) -> Result<(), ApiError> {
-    let (field, present) = match path {
-        "/chat/completions" => ("messages", p.has_messages),
-        "/embeddings" | "/audio/speech" => ("input", p.has_input),
-        "/images/generations" => ("prompt", p.has_prompt),
-        _ => return Ok(()),
-    };
-    if present {
-        return Ok(());
-    }
-    let hint = if path != "/chat/completions" && p.has_messages {
-        " (this looks like a chat body: chat goes to POST /v1/chat/completions)"
-    } else {
-        ""
-    };
-    Err(ApiError::bad_request(format!(
-        "you must provide `{field}` for POST /v1{path}{hint}"
-    ))
-    .with_param(field))
 }
