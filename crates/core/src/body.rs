@@ -59,6 +59,23 @@ fn offset_in(outer: &[u8], inner: &str) -> Range<usize> {
     start..start + inner.len()
 }
 
+impl Peeked {
+    /// For bodies that are not JSON (uploads): only the model is known.
+    pub fn for_model(model: String) -> Peeked {
+        Peeked {
+            model,
+            model_span: 0..0,
+            stream: false,
+            include_usage: false,
+            has_stream_options: false,
+            user: None,
+            has_messages: false,
+            has_input: false,
+            has_prompt: false,
+        }
+    }
+}
+
 /// Read `model`, `stream`, `stream_options` and `user` from a JSON object body.
 pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());

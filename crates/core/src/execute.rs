@@ -10,7 +10,9 @@ use crate::error::{ApiError, ErrorCode};
 use crate::headers::*;
 use crate::model::{EndpointKind, RetryPolicy, TargetAuth};
 use crate::plan::{Plan, PlannedTarget};
-use crate::providers::{self, BodyStream, FORWARDED_RESPONSE_HEADERS, Outbound, TransportError};
+use crate::providers::{
+    self, BodyStream, FORWARDED_RESPONSE_HEADERS, OutBody, Outbound, TransportError,
+};
 use crate::sse::{EventInfo, Protocol, SseFramer, Usage, inspect_as};
 use crate::trace::{AttemptRecord, TraceRecord, TraceSink, cost};
 use bytes::Bytes;
@@ -46,6 +48,8 @@ pub struct Exchange<'a> {
     pub upstream_path: &'static str,
     pub body: Bytes,
     pub peeked: Peeked,
+    /// For uploads: the body kept for replay (then `body` is empty and `peeked` synthetic).
+    pub multipart: Option<std::sync::Arc<crate::multipart::MultipartBody>>,
     pub inbound: &'a HeaderMap,
     pub caller_key: Option<String>,
     pub started: Instant,
@@ -535,13 +539,25 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
         && ex.endpoint == EndpointKind::Chat
         && !ex.peeked.include_usage;
     let params = entry.variant.as_ref().map(|v| &v.params);
-    let body =
-        rewrite(&ex.body, &ex.peeked, &t.model, params, force_usage).map_err(|e| Failure {
-            kind: FailKind::Answer,
-            error: e,
-            retry_after: None,
-            status: None,
-        })?;
+    let answer = |e| Failure {
+        kind: FailKind::Answer,
+        error: e,
+        retry_after: None,
+        status: None,
+    };
+    let body = match &ex.multipart {
+        None => OutBody::Json(
+            rewrite(&ex.body, &ex.peeked, &t.model, params, force_usage).map_err(answer)?,
+        ),
+        Some(m) => {
+            let (len, stream) = m.replay(&t.model).map_err(answer)?;
+            OutBody::Multipart {
+                content_type: m.content_type(),
+                len,
+                stream,
+            }
+        }
+    };
     let head_until = match t.timeouts.headers {
         Some(d) => (Instant::now() + d).min(ex.deadline),
         None => ex.deadline,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod execute;
 pub mod headers;
 pub mod model;
+pub mod multipart;
 pub mod plan;
 pub mod providers;
 pub mod resolve;

@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::audio::Task;
 use crate::body::{End, FakeBody, Guard};
 use crate::util::{
     base64, completion_id, fnv1a, json_str, push_json_str, request_id, splitmix64, unix_now,
@@ -26,10 +27,10 @@ use crate::util::{
 use crate::{Behaviour, RecordedRequest, Shared};
 
 const JSON: &str = "application/json";
-const EVENT_STREAM: &str = "text/event-stream";
+pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 const FINGERPRINT: &str = "fp_fake";
 const MODEL_CREATED: u64 = 1_686_935_002;
-const MAX_ECHO_CHARS: usize = 256;
+pub(crate) const MAX_ECHO_CHARS: usize = 256;
 const MAX_DIMENSIONS: u64 = 16_384;
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
@@ -37,7 +38,7 @@ static OPENAI_PROCESSING_MS: HeaderName = HeaderName::from_static("openai-proces
 static OPENAI_VERSION: HeaderName = HeaderName::from_static("openai-version");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-type Resp = Response<FakeBody>;
+pub(crate) type Resp = Response<FakeBody>;
 
 /// The hyper service. `Err` makes hyper close the connection without a response.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, io::Error> {
@@ -124,6 +125,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             cx.model(&p["/v1/models/".len()..], &behaviour)
         }
+        (&Method::POST, "/v1/responses") => cx.responses(&body, &behaviour),
+        (&Method::POST, "/v1/audio/speech") => cx.speech(&body, &behaviour),
+        (&Method::POST, "/v1/audio/transcriptions") => {
+            cx.transcription(&parts.headers, &body, &behaviour, Task::Transcribe)
+        }
+        (&Method::POST, "/v1/audio/translations") => {
+            cx.transcription(&parts.headers, &body, &behaviour, Task::Translate)
+        }
+        (&Method::POST, "/v1/images/generations") => cx.images(&body, &behaviour),
         (m, p) => cx.error(
             404,
             &format!("Invalid URL ({m} {p})"),
@@ -135,8 +145,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
     Ok(resp)
 }
 
-struct Cx<'a> {
-    shared: &'a Arc<Shared>,
+pub(crate) struct Cx<'a> {
+    pub(crate) shared: &'a Arc<Shared>,
     start: Instant,
 }
 
@@ -168,13 +178,22 @@ impl Cx<'_> {
     }
 
     /// A 200 JSON response shaped by the stream behaviours (see [`Behaviour`]).
-    fn json_ok(&self, body: String, behaviour: &Behaviour) -> Resp {
-        let body = Bytes::from(body);
+    pub(crate) fn json_ok(&self, body: String, behaviour: &Behaviour) -> Resp {
+        self.shaped_ok(JSON, Bytes::from(body), behaviour)
+    }
+
+    /// A 200 response of one body shaped by the stream behaviours (see [`Behaviour`]).
+    pub(crate) fn shaped_ok(
+        &self,
+        content_type: &'static str,
+        body: Bytes,
+        behaviour: &Behaviour,
+    ) -> Resp {
         let len = body.len();
         let paced = |events: Bytes, first_delay: Duration, end: End| {
             let mut resp = self.respond(
                 200,
-                JSON,
+                content_type,
                 FakeBody::paced(
                     VecDeque::from([events]),
                     first_delay,
@@ -191,8 +210,34 @@ impl Cx<'_> {
             Behaviour::SlowFirstEvent(d) => paced(body, *d, End::Complete),
             Behaviour::CutAfter(_) => paced(body.slice(..len / 2), Duration::ZERO, End::Cut),
             Behaviour::StallAfter(_) => paced(body.slice(..len / 2), Duration::ZERO, End::Stall),
-            _ => self.full(200, JSON, body),
+            _ => self.full(200, content_type, body),
         }
+    }
+
+    /// A 200 response sent as one frame per element of `events`: the first
+    /// after `first_delay`, the others `chunk_delay` apart, then ending as `end` says.
+    pub(crate) fn paced_ok(
+        &self,
+        content_type: &'static str,
+        events: VecDeque<Bytes>,
+        first_delay: Duration,
+        end: End,
+    ) -> Resp {
+        let body = FakeBody::paced(
+            events,
+            first_delay,
+            self.shared.chunk_delay,
+            end,
+            Guard::new(self.shared),
+        );
+        let mut resp = self.respond(200, content_type, body);
+        if content_type == EVENT_STREAM {
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+        }
+        resp
     }
 
     fn error(
@@ -225,11 +270,42 @@ impl Cx<'_> {
         resp
     }
 
-    fn bad_request(&self, message: &str, param: Option<&str>, code: Option<&str>) -> Resp {
+    /// 400 `Missing required parameter: '<param>'.`
+    pub(crate) fn missing(&self, param: &str) -> Resp {
+        self.bad_request(
+            &format!("Missing required parameter: '{param}'."),
+            Some(param),
+            Some("missing_required_parameter"),
+        )
+    }
+
+    /// 400 `Invalid value: '<value>'. Supported values are: ...`
+    pub(crate) fn invalid_value(&self, param: &str, value: &str, supported: &[&str]) -> Resp {
+        let list = match supported {
+            [] => String::new(),
+            [one] => format!("'{one}'"),
+            [init @ .., last] => {
+                let init: Vec<String> = init.iter().map(|s| format!("'{s}'")).collect();
+                format!("{}, and '{last}'", init.join(", "))
+            }
+        };
+        self.bad_request(
+            &format!("Invalid value: '{value}'. Supported values are: {list}."),
+            Some(param),
+            Some("invalid_value"),
+        )
+    }
+
+    pub(crate) fn bad_request(
+        &self,
+        message: &str,
+        param: Option<&str>,
+        code: Option<&str>,
+    ) -> Resp {
         self.error(400, message, "invalid_request_error", param, code)
     }
 
-    fn invalid_json(&self, err: &serde_json::Error) -> Resp {
+    pub(crate) fn invalid_json(&self, err: &serde_json::Error) -> Resp {
         if err.is_data() {
             self.bad_request(&format!("Invalid body: {err}"), None, None)
         } else {
@@ -566,7 +642,12 @@ fn default_error(status: u16) -> (&'static str, &'static str, Option<&'static st
     }
 }
 
-fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> String {
+pub(crate) fn error_json(
+    message: &str,
+    kind: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> String {
     let mut out = String::with_capacity(message.len() + 96);
     out.push_str("{\"error\":{\"message\":");
     push_json_str(&mut out, message);
@@ -594,7 +675,7 @@ fn usage_json(prompt: usize, completion: usize) -> String {
 }
 
 /// The text of a message's `content`: a string, or the `text` of its parts.
-fn content_text(content: Option<&Value>) -> Cow<'_, str> {
+pub(crate) fn content_text(content: Option<&Value>) -> Cow<'_, str> {
     match content {
         Some(Value::String(s)) => Cow::Borrowed(s),
         Some(Value::Array(parts)) => {
@@ -610,7 +691,7 @@ fn content_text(content: Option<&Value>) -> Cow<'_, str> {
 
 /// Splits `s` into `n` pieces of (nearly) equal character count; fewer if `s`
 /// has fewer than `n` characters, and one empty piece if `s` is empty.
-fn split_pieces(s: &str, n: usize) -> Vec<&str> {
+pub(crate) fn split_pieces(s: &str, n: usize) -> Vec<&str> {
     let bounds: Vec<usize> = s.char_indices().map(|(i, _)| i).collect();
     let total = bounds.len();
     if total == 0 {

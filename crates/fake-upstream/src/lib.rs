@@ -1,10 +1,14 @@
 //! A fake OpenAI-compatible upstream for Signalbox's tests and benchmarks.
 //!
 //! It speaks the OpenAI wire format for `POST /v1/chat/completions` (plain and
-//! SSE streaming), `POST /v1/embeddings` and `GET /v1/models[/{id}]`, and can be
-//! told to misbehave in the ways real providers do: error statuses, rate limits,
-//! connections reset without a response, hung requests, streams that are cut,
-//! stall, or end without `[DONE]`.
+//! SSE streaming), `POST /v1/embeddings`, `GET /v1/models[/{id}]`,
+//! `POST /v1/responses` (plain and SSE streaming with named events),
+//! `POST /v1/audio/speech` (binary audio: mp3, opus, aac, flac, wav, pcm),
+//! `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`
+//! (`multipart/form-data` in; json, text, srt, vtt or verbose_json out) and
+//! `POST /v1/images/generations`, and can be told to misbehave in the ways
+//! real providers do: error statuses, rate limits, connections reset without a
+//! response, hung requests, streams that are cut, stall, or end without `[DONE]`.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -24,8 +28,13 @@
 //! path; once the queue is empty every request gets the `always` behaviour
 //! (default [`Behaviour::Ok`]).
 
+mod audio;
 mod body;
 mod handler;
+mod images;
+mod media;
+mod multipart;
+mod responses;
 mod util;
 
 use std::collections::VecDeque;
@@ -52,6 +61,13 @@ pub use body::FakeBody;
 /// `CutAfter`/`StallAfter` send the headers and the first half of the body
 /// before aborting/stalling, and `EndWithoutDone`/`ErrorEventAfter` behave
 /// like `Ok`.
+///
+/// On a streamed Responses API request the events are the named SSE events
+/// (`response.created` first); `EndWithoutDone` stops after
+/// `response.output_item.done`, without `response.completed`, and
+/// `ErrorEventAfter` sends an `event: error`. On `/v1/audio/speech` the
+/// events are the body frames of the audio (see [`FakeUpstream::chunks`]),
+/// and `EndWithoutDone`/`ErrorEventAfter` behave like `Ok`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Behaviour {
     /// Answer normally.
@@ -115,6 +131,54 @@ impl RecordedRequest {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
+
+    /// The parts of a `multipart/form-data` body (empty if it is not one).
+    fn multipart_parts(&self) -> Vec<multipart::Part<'_>> {
+        multipart::parse(self.header("content-type"), &self.body).unwrap_or_default()
+    }
+
+    /// The value (lossy UTF-8) of the first `multipart/form-data` part named
+    /// `name`; `None` if the body is not multipart or has no such part.
+    pub fn multipart_field(&self, name: &str) -> Option<String> {
+        self.multipart_parts()
+            .iter()
+            .find(|p| p.name == name)
+            .map(multipart::Part::text)
+    }
+
+    /// The values of every `multipart/form-data` part named `name`, in order
+    /// (e.g. `timestamp_granularities[]`).
+    pub fn multipart_fields(&self, name: &str) -> Vec<String> {
+        self.multipart_parts()
+            .iter()
+            .filter(|p| p.name == name)
+            .map(multipart::Part::text)
+            .collect()
+    }
+
+    /// Length in bytes of the uploaded `file` part of a `multipart/form-data` body.
+    pub fn multipart_file_len(&self) -> Option<usize> {
+        self.multipart_parts()
+            .iter()
+            .find(|p| p.name == "file")
+            .map(|p| p.data.len())
+    }
+
+    /// The `filename` of the uploaded `file` part of a `multipart/form-data` body.
+    pub fn multipart_file_name(&self) -> Option<String> {
+        self.multipart_parts()
+            .into_iter()
+            .find(|p| p.name == "file")
+            .and_then(|p| p.filename)
+    }
+
+    /// The bytes of the uploaded `file` part (a slice of [`RecordedRequest::body`]).
+    pub fn multipart_file(&self) -> Option<Bytes> {
+        self.multipart_parts()
+            .iter()
+            .find(|p| p.name == "file")
+            .map(|p| self.body.slice_ref(p.data))
+    }
 }
 
 /// Builder for a fake OpenAI upstream.
@@ -155,8 +219,11 @@ impl FakeUpstream {
         }
     }
 
-    /// A fixed reply text. Default: `"fake reply to: <last user message>"`
-    /// (the message cut to 256 characters), or `"fake reply"` without one.
+    /// A fixed reply text for chat completions and the Responses API. Default:
+    /// `"fake reply to: <last user message>"` (the message cut to 256
+    /// characters), or `"fake reply"` without one. Transcriptions always say
+    /// `"fake transcript of <filename> (<n> bytes)"` (translations:
+    /// `"fake translation of ..."`).
     pub fn reply(mut self, text: impl Into<String>) -> Self {
         self.reply = Some(text.into());
         self
@@ -169,13 +236,14 @@ impl FakeUpstream {
     }
 
     /// Number of content pieces in a stream (default 4; fewer if the reply
-    /// has fewer characters; at least 1).
+    /// has fewer characters; at least 1), and of body frames of the audio
+    /// from `/v1/audio/speech`.
     pub fn chunks(mut self, n: usize) -> Self {
         self.chunks = n.max(1);
         self
     }
 
-    /// Delay between stream events (default 0).
+    /// Delay between stream events and audio body frames (default 0).
     pub fn chunk_delay(mut self, d: Duration) -> Self {
         self.chunk_delay = d;
         self
@@ -233,14 +301,12 @@ impl FakeUpstream {
         self
     }
 
-    /// Keep a copy of every request for [`FakeHandle::requests`] (default on).
-    /// The standalone binary turns it off so long benchmarks don't grow memory.
+    /// Serve HTTPS with this PEM certificate chain and private key (e.g. the bundled
+    /// `tls/localhost.crt` and `tls/localhost.key`, see [`test_tls_identity`]).
     #[expect(
         clippy::expect_used,
         reason = "test support: a bad test identity should fail loudly"
     )]
-    /// Serve HTTPS with this PEM certificate chain and private key (e.g. the bundled
-    /// `tls/localhost.crt` and `tls/localhost.key`, see [`test_tls_identity`]).
     pub fn tls(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -260,6 +326,8 @@ impl FakeUpstream {
         self
     }
 
+    /// Keep a copy of every request for [`FakeHandle::requests`] (default on).
+    /// The standalone binary turns it off so long benchmarks don't grow memory.
     pub fn record_requests(mut self, on: bool) -> Self {
         self.record = on;
         self

@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use fake_upstream::FakeUpstream;
 
-/// Fake OpenAI-compatible upstream (chat completions, embeddings, models).
+/// Fake OpenAI-compatible upstream (chat completions, embeddings, models,
+/// responses, audio speech/transcriptions/translations, image generations).
 #[derive(Debug, Parser)]
 #[command(name = "fake-upstream", version)]
 struct Args {

@@ -9,11 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
-use signalbox_core::body::{check_fits, peek};
+use signalbox_core::body::{Peeked, check_fits, peek};
 use signalbox_core::error::{ApiError, ErrorCode};
 use signalbox_core::execute::{Exchange, Outcome, Payload, error_outcome, execute};
 use signalbox_core::headers::*;
 use signalbox_core::model::{AuthMode, EndpointKind, Snapshot, TargetAuth, hash_key};
+use signalbox_core::multipart;
 use signalbox_core::plan::{StickyIds, plan};
 use signalbox_core::resolve::{Resolution, resolve};
 use signalbox_core::trace::{TraceRecord, TraceSink};
@@ -53,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/images/generations", post(images))
         .route("/v1/audio/speech", post(speech))
+        .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/translations", post(translations))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route("/health", get(health))
@@ -121,6 +124,26 @@ async fn images(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
         st,
         EndpointKind::ImageGeneration,
         "/images/generations",
+        headers,
+        body,
+    )
+    .await
+}
+async fn transcriptions(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(
+        st,
+        EndpointKind::AudioTranscription,
+        "/audio/transcriptions",
+        headers,
+        body,
+    )
+    .await
+}
+async fn translations(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    proxy(
+        st,
+        EndpointKind::AudioTranscription,
+        "/audio/translations",
         headers,
         body,
     )
@@ -292,23 +315,41 @@ async fn proxy(
     };
     trace.project = caller.project.clone();
     trace.key_id = caller.key_id.clone();
-    if let Some(ct) = header_str(&headers, &http::header::CONTENT_TYPE)
-        && ct.starts_with("multipart/")
-    {
-        let err = ApiError::bad_request(format!(
-            "{} takes a JSON body, not {ct}",
-            endpoint.endpoint_hint()
-        ))
-        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        return fail(err, trace);
-    }
-    let bytes = match read_limited(body, snap.server.max_body_bytes, &headers).await {
-        Ok(b) => b,
-        Err(e) => return fail(e, trace),
-    };
-    let peeked = match peek(&bytes) {
-        Ok(p) => p,
-        Err(e) => return fail(e, trace),
+    let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
+        // An upload: read once into a replay store (memory, then a temporary file).
+        let ct = header_str(&headers, &http::header::CONTENT_TYPE);
+        let boundary = match multipart::boundary_of(ct, &format!("POST /v1{upstream_path}")) {
+            Ok(b) => b,
+            Err(e) => return fail(e, trace),
+        };
+        let limit = snap.server.max_upload_bytes;
+        match multipart::ingest(body.into_data_stream(), boundary, limit).await {
+            Ok(m) => (
+                bytes::Bytes::new(),
+                Peeked::for_model(m.model.clone()),
+                Some(Arc::new(m)),
+            ),
+            Err(e) => return fail(e, trace),
+        }
+    } else {
+        if let Some(ct) = header_str(&headers, &http::header::CONTENT_TYPE)
+            && ct.starts_with("multipart/")
+        {
+            let err = ApiError::bad_request(format!(
+                "{} takes a JSON body, not {ct}",
+                endpoint.endpoint_hint()
+            ))
+            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            return fail(err, trace);
+        }
+        let bytes = match read_limited(body, snap.server.max_body_bytes, &headers).await {
+            Ok(b) => b,
+            Err(e) => return fail(e, trace),
+        };
+        match peek(&bytes) {
+            Ok(p) => (bytes, p, None),
+            Err(e) => return fail(e, trace),
+        }
     };
     trace.requested_model = Some(peeked.model.clone());
     trace.stream = peeked.stream;
@@ -355,6 +396,7 @@ async fn proxy(
         upstream_path,
         body: bytes,
         peeked,
+        multipart,
         inbound: &headers,
         caller_key: caller.caller_key,
         started,

@@ -12,7 +12,10 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let body: Value = match serde_json::from_slice(&out.body) {
+    let super::OutBody::Json(raw) = &out.body else {
+        return Ok(error(415, "the mock provider does not serve uploads"));
+    };
+    let body: Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
         Err(_) => return Ok(error(400, "invalid JSON body")),
     };

@@ -33,12 +33,24 @@ pub enum TransportError {
     Reset(String),
 }
 
+/// A request body as it goes upstream.
+pub enum OutBody {
+    /// JSON, built in memory (the `model` spliced in).
+    Json(Bytes),
+    /// A replayed multipart upload, streamed with its exact length.
+    Multipart {
+        content_type: String,
+        len: u64,
+        stream: crate::multipart::UploadStream,
+    },
+}
+
 /// What one attempt sends.
 pub struct Outbound<'a> {
     pub target: &'a Target,
     /// Path under the provider's base URL, e.g. `/chat/completions`.
     pub path: &'a str,
-    pub body: Bytes,
+    pub body: OutBody,
     pub inbound: &'a HeaderMap,
     /// The caller's own provider key, for passthrough `caller_key` targets.
     pub caller_key: Option<&'a str>,

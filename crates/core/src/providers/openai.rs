@@ -1,7 +1,7 @@
 //! The `openai` kind: OpenAI and any OpenAI-compatible API. Bodies pass through as they are.
 
 use super::transport::Transport;
-use super::{FORWARDED_REQUEST_HEADERS, Outbound, TransportError, UpstreamResponse};
+use super::{FORWARDED_REQUEST_HEADERS, OutBody, Outbound, TransportError, UpstreamResponse};
 use crate::model::{AuthType, TargetAuth};
 use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, header};
@@ -16,10 +16,22 @@ fn request_headers(
     let t = out.target;
     let p = &t.provider;
     let mut h = HeaderMap::with_capacity(8);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    match &out.body {
+        OutBody::Json(_) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        OutBody::Multipart {
+            content_type, len, ..
+        } => {
+            if let Ok(v) = HeaderValue::from_str(content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(*len));
+        }
+    }
     h.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     h.insert(
         header::ACCEPT,
@@ -84,7 +96,17 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
                         .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
                 }
             };
-            let mut req = http::Request::new(http_body_util::Full::new(out.body));
+            use http_body_util::BodyExt;
+            let body = match out.body {
+                OutBody::Json(b) => http_body_util::Full::new(b)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+                OutBody::Multipart { stream, .. } => {
+                    http_body_util::StreamBody::new(stream.map_ok(hyper::body::Frame::data))
+                        .boxed_unsync()
+                }
+            };
+            let mut req = http::Request::new(body);
             *req.method_mut() = http::Method::POST;
             *req.uri_mut() = uri;
             *req.headers_mut() = headers;
@@ -105,7 +127,11 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
             if let Some((name, key)) = &query {
                 rb = rb.query(&[(name.as_str(), key.as_str())]);
             }
-            let resp = rb.body(out.body).send().await.map_err(classify_reqwest)?;
+            let body = match out.body {
+                OutBody::Json(b) => reqwest::Body::from(b),
+                OutBody::Multipart { stream, .. } => reqwest::Body::wrap_stream(stream),
+            };
+            let resp = rb.body(body).send().await.map_err(classify_reqwest)?;
             // Take the head apart instead of cloning its headers.
             let (parts, body) = http::Response::from(resp).into_parts();
             let body = http_body_util::BodyDataStream::new(body)

@@ -7,7 +7,6 @@
 //!   provider's base URL, reqwest, which implements proxying (CONNECT tunnels, proxy auth).
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +15,9 @@ use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub type DirectClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Request bodies: JSON in one piece, or a streamed upload.
+pub type OutgoingBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+pub type DirectClient = Client<HttpsConnector<HttpConnector>, OutgoingBody>;
 
 #[derive(Clone, Debug)]
 pub enum Transport {

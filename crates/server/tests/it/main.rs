@@ -10,3 +10,4 @@ mod sdk;
 mod secrets;
 mod streaming;
 mod tls;
+mod uploads;
