@@ -221,3 +221,81 @@ async fn every_route_kind_called_on_another_endpoint_is_wrong_endpoint_naming_th
         }
     }
 }
+
+async fn fake_gateway(fake: &fake_upstream::FakeHandle) -> Gw {
+    let toml = format!(
+        "[server]\nauth = \"off\"\n{}\n{FAST_RETRY}\n[models.tts-1]\nendpoint = \"audio_speech\"\n[targets.t]\nprovider = \"up\"\nmodel = \"gpt-4o\"\n[targets.s]\nprovider = \"up\"\nmodel = \"tts-1\"\n[routes.r]\ntargets = [\"t\"]\n[routes.speak]\nendpoint = \"audio_speech\"\ntargets = [\"s\"]\n",
+        provider("up", &fake.base_url(), &["gpt-4o", "tts-1"])
+    );
+    Gw::start_with_env(&toml, &[("UP_KEY", "k")]).await
+}
+
+async fn responses_stream(gw: &Gw) -> (u16, String) {
+    let r = gw
+        .post("/v1/responses")
+        .json(&json!({"model": "route::r", "input": "Hello", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_responses_stream_cut_after_the_first_byte_ends_with_stream_interrupted() {
+    use fake_upstream::{Behaviour, FakeUpstream};
+    for b in [
+        Behaviour::CutAfter(3),
+        Behaviour::EndWithoutDone,
+        Behaviour::ErrorEventAfter(3),
+    ] {
+        let fake = FakeUpstream::openai().always(b.clone()).start().await;
+        let gw = fake_gateway(&fake).await;
+        let (status, text) = responses_stream(&gw).await;
+        assert_eq!(status, 200, "{b:?}");
+        assert!(text.starts_with("event: response.created"), "{b:?}: {text}");
+        assert!(!text.contains("event: response.completed"), "{b:?}");
+        assert!(text.contains("stream_interrupted"), "{b:?}: {text}");
+        assert!(!text.contains("[DONE]"), "{b:?}");
+        assert_eq!(fake.hits(), 1, "no retry after the first byte: {b:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_responses_stream_that_fails_before_its_first_event_is_retried_cleanly() {
+    use fake_upstream::FakeUpstream;
+    let fake = FakeUpstream::openai().fail_first(1, 503).start().await;
+    let gw = fake_gateway(&fake).await;
+    let (status, text) = responses_stream(&gw).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("event: response.completed"), "{text}");
+    assert!(!text.contains("stream_interrupted"));
+    assert_eq!(fake.hits(), 2);
+    let sent = fake.requests().pop().unwrap().json();
+    assert_eq!(sent["model"], "gpt-4o");
+    assert!(
+        sent.get("stream_options").is_none(),
+        "the Responses API gets no chat-only stream_options"
+    );
+}
+
+#[tokio::test]
+async fn speech_cut_mid_body_aborts_the_response_instead_of_ending_cleanly() {
+    use fake_upstream::{Behaviour, FakeUpstream};
+    let fake = FakeUpstream::openai()
+        .chunks(8)
+        .always(Behaviour::CutAfter(2))
+        .start()
+        .await;
+    let gw = fake_gateway(&fake).await;
+    let r = gw
+        .post("/v1/audio/speech")
+        .json(&json!({"model": "route::speak", "input": "Hello there", "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "a truncated audio body must not look complete"
+    );
+}
