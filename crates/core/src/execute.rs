@@ -550,7 +550,7 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
             rewrite(&ex.body, &ex.peeked, &t.model, params, force_usage).map_err(answer)?,
         ),
         Some(m) => {
-            let (len, stream) = m.replay(&t.model).map_err(answer)?;
+            let (len, stream) = m.replay(&t.model).await.map_err(answer)?;
             OutBody::Multipart {
                 content_type: m.content_type(),
                 len,

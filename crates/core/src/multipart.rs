@@ -6,11 +6,11 @@
 //! attempt — a retry or a fallback — sends a fresh copy: the target's `model` part first,
 //! then the stored parts, with an exact `Content-Length`.
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use http::StatusCode;
-use std::io::{Seek, SeekFrom, Write};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 /// A replayed upload as it streams upstream.
 pub type UploadStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -20,14 +20,14 @@ pub const SPILL_THRESHOLD: usize = 1024 * 1024;
 
 enum Store {
     Memory(Vec<Bytes>),
-    File(std::fs::File),
+    File(tokio::fs::File),
 }
 
 /// An upload kept for replay.
 pub struct MultipartBody {
     pub model: String,
     boundary: String,
-    store: std::sync::Mutex<Store>,
+    store: Store,
     len: u64,
     pub file_name: Option<String>,
 }
@@ -70,21 +70,26 @@ struct Writer {
 }
 
 impl Writer {
-    fn push(&mut self, b: Bytes) -> Result<(), ApiError> {
+    /// Keep a piece of the body; past the threshold, move everything to a temporary file.
+    /// File work goes through tokio's blocking pool, never on the request's thread.
+    async fn push(&mut self, b: Bytes) -> Result<(), ApiError> {
         self.len += b.len() as u64;
-        if let Store::Memory(parts) = &mut self.store {
-            parts.push(b);
-            if self.len as usize > SPILL_THRESHOLD {
-                let mut file = tempfile::tempfile().map_err(spill_error)?;
-                for part in parts.iter() {
-                    file.write_all(part).map_err(spill_error)?;
+        match &mut self.store {
+            Store::Memory(parts) => {
+                parts.push(b);
+                if self.len as usize > SPILL_THRESHOLD {
+                    let f = tokio::task::spawn_blocking(tempfile::tempfile)
+                        .await
+                        .map_err(|e| spill_error(std::io::Error::other(e)))?
+                        .map_err(spill_error)?;
+                    let mut f = tokio::fs::File::from_std(f);
+                    for part in parts.iter() {
+                        f.write_all(part).await.map_err(spill_error)?;
+                    }
+                    self.store = Store::File(f);
                 }
-                self.store = Store::File(file);
             }
-            return Ok(());
-        }
-        if let Store::File(f) = &mut self.store {
-            f.write_all(&b).map_err(spill_error)?;
+            Store::File(f) => f.write_all(&b).await.map_err(spill_error)?,
         }
         Ok(())
     }
@@ -146,13 +151,13 @@ where
             head.push_str(&format!("Content-Type: {ct}\r\n"));
         }
         head.push_str("\r\n");
-        w.push(Bytes::from(head))?;
+        w.push(Bytes::from(head)).await?;
         while let Some(chunk) = field.chunk().await.map_err(bad)? {
-            w.push(chunk)?;
+            w.push(chunk).await?;
         }
-        w.push(Bytes::from_static(b"\r\n"))?;
+        w.push(Bytes::from_static(b"\r\n")).await?;
     }
-    w.push(Bytes::from(format!("--{boundary}--\r\n")))?;
+    w.push(Bytes::from(format!("--{boundary}--\r\n"))).await?;
     let Some(model) = model.filter(|m| !m.is_empty()) else {
         return Err(ApiError::bad_request("you must provide a `model` field").with_param("model"));
     };
@@ -163,12 +168,12 @@ where
         );
     }
     if let Store::File(f) = &mut w.store {
-        f.flush().map_err(spill_error)?;
+        f.flush().await.map_err(spill_error)?;
     }
     Ok(MultipartBody {
         model,
         boundary,
-        store: std::sync::Mutex::new(w.store),
+        store: w.store,
         len: w.len,
         file_name,
     })
@@ -180,33 +185,29 @@ impl MultipartBody {
     }
 
     pub fn spilled(&self) -> bool {
-        matches!(
-            *self.store.lock().unwrap_or_else(|e| e.into_inner()),
-            Store::File(_)
-        )
+        matches!(self.store, Store::File(_))
     }
 
     /// A fresh copy of the upload with `model` set, and its exact length.
-    pub fn replay(&self, model: &str) -> Result<(u64, UploadStream), ApiError> {
+    pub async fn replay(&self, model: &str) -> Result<(u64, UploadStream), ApiError> {
         let head = Bytes::from(format!(
             "--{}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n",
             self.boundary
         ));
         let len = head.len() as u64 + self.len;
         let first = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) });
-        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        match &*store {
+        match &self.store {
             Store::Memory(parts) => {
                 let rest = futures_util::stream::iter(parts.clone().into_iter().map(Ok));
                 Ok((len, Box::pin(first.chain(rest))))
             }
             Store::File(f) => {
-                let mut f = f.try_clone().map_err(spill_error)?;
-                f.seek(SeekFrom::Start(0)).map_err(spill_error)?;
-                let reader = tokio_util::io::ReaderStream::with_capacity(
-                    tokio::fs::File::from_std(f),
-                    64 * 1024,
-                );
+                // Attempts are sequential, so sharing the file offset with the clone is fine.
+                let mut f = f.try_clone().await.map_err(spill_error)?;
+                f.seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(spill_error)?;
+                let reader = tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024);
                 Ok((
                     len,
                     Box::pin(first.chain(reader.map_err(std::io::Error::other))),
@@ -216,7 +217,51 @@ impl MultipartBody {
     }
 }
 
-/// An upstream error for a multipart body that could not be replayed.
-pub fn replay_failed() -> ApiError {
-    ApiError::new(ErrorCode::Internal, "the upload could not be replayed")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upload(size: usize) -> (String, Vec<u8>) {
+        let boundary = "XyZ123".to_string();
+        let mut body = Vec::new();
+        body.extend_from_slice(b"--XyZ123\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n");
+        body.extend((0..size).map(|i| (i % 251) as u8));
+        body.extend_from_slice(b"\r\n--XyZ123\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nroute::listen\r\n--XyZ123--\r\n");
+        (boundary, body)
+    }
+
+    async fn collect(mut s: UploadStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = s.next().await {
+            out.extend_from_slice(&b.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn large_uploads_spill_and_every_replay_is_identical_with_its_own_model() {
+        for (size, spills) in [(1000usize, false), (3 * SPILL_THRESHOLD, true)] {
+            let (boundary, body) = upload(size);
+            let chunks: Vec<Result<Bytes, std::io::Error>> = body
+                .chunks(7000)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let m = ingest(futures_util::stream::iter(chunks), boundary, 64 << 20)
+                .await
+                .unwrap();
+            assert_eq!(m.model, "route::listen");
+            assert_eq!(m.spilled(), spills, "size {size}");
+            let (len_a, a) = m.replay("whisper-1").await.unwrap();
+            let a = collect(a).await;
+            let (_, b) = m.replay("whisper-2").await.unwrap();
+            let b = collect(b).await;
+            assert_eq!(a.len() as u64, len_a, "Content-Length is exact");
+            assert_eq!(a.len(), b.len());
+            assert!(String::from_utf8_lossy(&a[..120]).contains("whisper-1"));
+            assert!(String::from_utf8_lossy(&b[..120]).contains("whisper-2"));
+            let file_a = &a[a.len() - size - 20..];
+            let file_b = &b[b.len() - size - 20..];
+            assert_eq!(file_a, file_b, "the same file bytes on every replay");
+        }
+    }
 }
