@@ -4,10 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pip() { python3 -c "import $1" 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "$2"; }
-
 echo "== installing test dependencies"
-need_pip openai "openai>=1.40"
+# The client SDKs of the black-box compatibility suite (crates/server/tests/it/sdk.rs), pinned:
+# the OpenAI Python SDK in tests/sdk/requirements.txt, the OpenAI Node SDK and the Vercel AI SDK
+# in tests/sdk/node/package-lock.json. Each is installed only when missing or not the pinned one.
+openai_pin="$(sed -n 's/^openai==//p' tests/sdk/requirements.txt)"
+if ! python3 -c "import sys, openai; sys.exit(openai.__version__ != '$openai_pin')" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+fi
+if ! node tests/sdk/node/check_install.mjs 2>/dev/null; then
+  npm ci --prefix tests/sdk/node --no-audit --no-fund
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -151,6 +151,27 @@ impl ApiError {
         bytes::Bytes::from(serde_json::to_vec(&env).unwrap_or_default())
     }
 
+    /// The same error as a Responses API `error` event: the documented flat fields
+    /// (`code`, `message`, `param`, `sequence_number`) plus the nested `error` object, so
+    /// every client raises it.
+    pub fn responses_error_event(&self, sequence_number: u64) -> bytes::Bytes {
+        let inner = serde_json::json!({
+            "type": self.code.openai_type(),
+            "code": self.code.as_str(),
+            "message": self.message,
+            "param": self.param,
+        });
+        let ev = serde_json::json!({
+            "type": "error",
+            "sequence_number": sequence_number,
+            "code": self.code.as_str(),
+            "message": self.message,
+            "param": self.param,
+            "error": inner,
+        });
+        bytes::Bytes::from(format!("event: error\ndata: {ev}\n\n"))
+    }
+
     /// The same error as one SSE event, for failures after a stream has started.
     pub fn sse_event(&self) -> bytes::Bytes {
         let body = self.body();

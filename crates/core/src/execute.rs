@@ -408,6 +408,7 @@ fn respond(
                 framer,
                 out: VecDeque::new(),
                 protocol: ex.protocol(),
+                events: 0,
                 strip_usage: !ex.peeked.include_usage,
                 idle: entry.target.timeouts.idle,
                 deadline: ex.deadline,
@@ -834,6 +835,8 @@ struct Forward {
     framer: SseFramer,
     out: VecDeque<Bytes>,
     protocol: Protocol,
+    /// Events passed through so far (the next Responses API `sequence_number`).
+    events: u64,
     strip_usage: bool,
     idle: Duration,
     deadline: Instant,
@@ -855,6 +858,9 @@ impl Forward {
         let mut keep_from = 0;
         for &end in ends {
             let info = inspect_as(self.protocol, &block[start..end]);
+            if info != EventInfo::Empty {
+                self.events += 1;
+            }
             match info {
                 EventInfo::Terminal { usage } => {
                     if usage.is_some() {
@@ -911,7 +917,10 @@ impl Forward {
             ErrorCode::StreamInterrupted,
             format!("the stream was interrupted: {why}"),
         );
-        self.out.push_back(err.sse_event());
+        self.out.push_back(match self.protocol {
+            Protocol::ChatCompletions => err.sse_event(),
+            Protocol::Responses => err.responses_error_event(self.events),
+        });
         self.failed = Some(why);
         self.finished = true;
     }
