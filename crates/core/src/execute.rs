@@ -540,6 +540,18 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
         && ex.endpoint == EndpointKind::Chat
         && !ex.peeked.include_usage;
     let params = entry.variant.as_ref().map(|v| &v.params);
+    if ex.protocol() == Protocol::Responses && !t.provider.kind.serves_responses_api() {
+        return Err(Failure {
+            kind: FailKind::Answer,
+            error: ApiError::bad_request(format!(
+                "POST /v1/responses reaches only openai-kind providers for now; provider '{pid}' is {} (use POST /v1/chat/completions)",
+                t.provider.kind.as_str()
+            ))
+            .with_param("model"),
+            retry_after: None,
+            status: None,
+        });
+    }
     let answer = |e| Failure {
         kind: FailKind::Answer,
         error: e,

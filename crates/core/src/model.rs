@@ -88,6 +88,13 @@ impl ProviderKind {
             ProviderKind::Mock => "mock",
         }
     }
+    /// Whether `POST /v1/responses` can go to this kind as it is (no translation yet).
+    pub fn serves_responses_api(self) -> bool {
+        match self {
+            ProviderKind::OpenAi | ProviderKind::Mock => true,
+        }
+    }
+
     pub fn serves(self, kind: EndpointKind) -> bool {
         match self {
             ProviderKind::OpenAi => true,
