@@ -1,5 +1,12 @@
 //! The built-in `mock` kind: offline, deterministic answers derived from the prompt,
 //! with realistic usage and streaming in several chunks.
+//!
+//! Failure scenarios, for trying routes offline, are asked for in the request text:
+//! `mock:status=503` (an OpenAI-shaped error with that status; `mock:retry_after=2` adds
+//! `Retry-After` to a 429), `mock:hang` (never answers), `mock:cut=3` (three stream events or
+//! body pieces, then the connection breaks), `mock:stall=3` (three, then silence). A directive
+//! may name the model it is for, `mock:status=503@echo-1`, so that one target of a fallback
+//! chain fails and the next answers.
 
 use super::{Outbound, TransportError, UpstreamResponse};
 use bytes::Bytes;
@@ -15,6 +22,20 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
     let super::OutBody::Json(raw) = &out.body else {
         return Ok(error(415, "the mock provider does not serve uploads"));
     };
+    let scenario = Scenario::from_request(raw, &out.target.model);
+    if let Some(status) = scenario.status {
+        let mut resp = error(status, &format!("mock failure: status {status}"));
+        if let Some(ra) = scenario
+            .retry_after
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            resp.headers.insert(http::header::RETRY_AFTER, ra);
+        }
+        return Ok(resp);
+    }
+    if scenario.hang {
+        std::future::pending::<()>().await;
+    }
     let body: Value = match serde_json::from_slice(raw) {
         Ok(v) => v,
         Err(_) => return Ok(error(400, "invalid JSON body")),
@@ -24,16 +45,76 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
         .and_then(Value::as_str)
         .unwrap_or("mock")
         .to_string();
-    match out.path {
-        "/chat/completions" => Ok(chat(&body, &model)),
-        "/responses" => Ok(responses(&body, &model)),
-        "/embeddings" => Ok(embeddings(&body, &model)),
-        "/images/generations" => Ok(images(&body)),
-        "/audio/speech" => Ok(speech(&body)),
-        other => Ok(error(
-            404,
-            &format!("the mock provider does not serve {other}"),
-        )),
+    let resp = match out.path {
+        "/chat/completions" => chat(&body, &model),
+        "/responses" => responses(&body, &model),
+        "/embeddings" => embeddings(&body, &model),
+        "/images/generations" => images(&body),
+        "/audio/speech" => speech(&body),
+        other => error(404, &format!("the mock provider does not serve {other}")),
+    };
+    Ok(scenario.apply(resp))
+}
+
+/// A failure the request asked the mock for.
+#[derive(Default)]
+struct Scenario {
+    status: Option<u16>,
+    retry_after: Option<u64>,
+    hang: bool,
+    cut: Option<usize>,
+    stall: Option<usize>,
+}
+
+impl Scenario {
+    fn from_request(raw: &[u8], model: &str) -> Scenario {
+        let text = String::from_utf8_lossy(raw);
+        // `mock:KEY` or `mock:KEY=VALUE`, optionally `@MODEL`; the first that applies wins.
+        let find = |key: &str| -> Option<String> {
+            let pat = format!("mock:{key}");
+            let mut rest = text.as_ref();
+            while let Some(i) = rest.find(&pat) {
+                let after = &rest[i + pat.len()..];
+                let token: String = after
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || "=@-_.:/".contains(*c))
+                    .collect();
+                let (value, only_for) = match token.split_once('@') {
+                    Some((v, m)) => (v.to_string(), Some(m.to_string())),
+                    None => (token.clone(), None),
+                };
+                if only_for.is_none_or(|m| m == model) {
+                    return Some(value.trim_start_matches('=').to_string());
+                }
+                rest = after;
+            }
+            None
+        };
+        let num = |key: &str| find(key).and_then(|v| v.parse::<u64>().ok());
+        Scenario {
+            status: num("status")
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (400..600).contains(s)),
+            retry_after: num("retry_after"),
+            hang: find("hang").is_some(),
+            cut: num("cut").map(|n| n as usize),
+            stall: num("stall").map(|n| n as usize),
+        }
+    }
+
+    /// Cut or stall the body after the asked number of pieces.
+    fn apply(&self, mut resp: UpstreamResponse) -> UpstreamResponse {
+        use futures_util::StreamExt;
+        if let Some(n) = self.cut {
+            let broken = futures_util::stream::once(async {
+                Err(TransportError::Reset("mock: connection cut".into()))
+            });
+            resp.body = Box::pin(resp.body.take(n).chain(broken));
+        } else if let Some(n) = self.stall {
+            let silent = futures_util::stream::pending();
+            resp.body = Box::pin(resp.body.take(n).chain(silent));
+        }
+        resp
     }
 }
 

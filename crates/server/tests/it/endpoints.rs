@@ -299,3 +299,45 @@ async fn speech_cut_mid_body_aborts_the_response_instead_of_ending_cleanly() {
         "a truncated audio body must not look complete"
     );
 }
+
+#[tokio::test]
+async fn the_mock_provider_fails_on_request_so_routes_can_be_tried_offline() {
+    let gw = Gw::start(
+        "[server]\nauth = \"off\"\n[routing.retry]\nmax_retries = 1\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\", \"echo-2\"]\n[targets.a]\nmodel = \"echo-1\"\n[targets.b]\nmodel = \"echo-2\"\n[routes.chain]\nstrategy = \"fallback\"\ntargets = [\"a\", \"b\"]\n[routes.solo]\ntargets = [\"a\"]\n",
+    )
+    .await;
+    let ask = |model: &'static str, text: &'static str, stream: bool| {
+        gw.post("/v1/chat/completions")
+            .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    // A directive for one model: that target fails (and is retried), the next one answers.
+    let r = ask("route::chain", "hi mock:status=503@echo-1", false)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-signalbox-model"), Some("echo-2"));
+    assert_eq!(header(&r, "x-signalbox-attempts"), Some("3"));
+    // For every model: the last failure reaches the caller as the contract says.
+    let r = ask(
+        "route::solo",
+        "hi mock:status=429 mock:retry_after=7",
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(header(&r, "retry-after"), Some("7"));
+    let (status, b) = error_of(r).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (429, Some("rate_limit"))
+    );
+    // A stream cut after its first events.
+    let r = ask("route::solo", "hi mock:cut=2", true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("stream_interrupted") && !text.contains("[DONE]"),
+        "{text}"
+    );
+}
