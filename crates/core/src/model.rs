@@ -78,6 +78,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     OpenAi,
+    /// OpenAI's wire format at deployment-based URLs with an `api-key` header.
+    AzureOpenAi,
     Mock,
 }
 
@@ -85,6 +87,7 @@ impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::AzureOpenAi => "azure-openai",
             ProviderKind::Mock => "mock",
         }
     }
@@ -92,12 +95,13 @@ impl ProviderKind {
     pub fn serves_responses_api(self) -> bool {
         match self {
             ProviderKind::OpenAi | ProviderKind::Mock => true,
+            ProviderKind::AzureOpenAi => false,
         }
     }
 
     pub fn serves(self, kind: EndpointKind) -> bool {
         match self {
-            ProviderKind::OpenAi => true,
+            ProviderKind::OpenAi | ProviderKind::AzureOpenAi => true,
             ProviderKind::Mock => !matches!(kind, EndpointKind::AudioTranscription),
         }
     }
@@ -239,10 +243,56 @@ pub struct Target {
     pub timeouts: Timeouts,
     pub price: Price,
     pub transport: Transport,
+    /// Upstream URLs of this target when they depend on it (Azure deployments); empty means
+    /// the provider's.
+    pub urls: Vec<(&'static str, reqwest::Url, http::Uri)>,
     /// `x-signalbox-model` when the upstream does not name the model that answered.
     pub model_header: http::HeaderValue,
     /// True when reached by passthrough (the caller's failures stay the caller's).
     pub passthrough: bool,
+}
+
+impl Target {
+    pub fn url(&self, path: &str) -> Result<reqwest::Url, String> {
+        match self.urls.iter().find(|(p, _, _)| *p == path) {
+            Some((_, u, _)) => Ok(u.clone()),
+            None if self.urls.is_empty() => self.provider.url(path),
+            None => Err(format!("no upstream URL for {path}")),
+        }
+    }
+
+    pub fn uri(&self, path: &str) -> Result<http::Uri, String> {
+        match self.urls.iter().find(|(p, _, _)| *p == path) {
+            Some((_, _, u)) => Ok(u.clone()),
+            None if self.urls.is_empty() => self.provider.uri(path),
+            None => Err(format!("no upstream URL for {path}")),
+        }
+    }
+}
+
+/// URLs of an Azure OpenAI deployment: `{base}/openai/deployments/{deployment}{path}?api-version=V`,
+/// the deployment name escaped as a path segment.
+pub fn azure_urls(
+    base_url: &str,
+    deployment: &str,
+    api_version: &str,
+) -> Vec<(&'static str, reqwest::Url, http::Uri)> {
+    UPSTREAM_PATHS
+        .iter()
+        .filter_map(|path| {
+            let mut url = reqwest::Url::parse(base_url).ok()?;
+            {
+                let mut segs = url.path_segments_mut().ok()?;
+                segs.pop_if_empty()
+                    .extend(["openai", "deployments", deployment]);
+                segs.extend(path.trim_start_matches('/').split('/'));
+            }
+            url.query_pairs_mut()
+                .append_pair("api-version", api_version);
+            let uri = url.as_str().parse::<http::Uri>().ok()?;
+            Some((*path, url, uri))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,8 +93,39 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
         _ => {}
     }
 
+    // Azure OpenAI: `/openai/deployments/{deployment}/...?api-version=...`, key in `api-key`.
+    let azure_path = parts
+        .uri
+        .path()
+        .strip_prefix("/openai/deployments/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, tail)| format!("/v1/{tail}"));
+    if azure_path.is_some()
+        && !parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("api-version=")))
+    {
+        return Ok(cx.error(
+            404,
+            "Resource not found",
+            "invalid_request_error",
+            None,
+            Some("404"),
+        ));
+    }
+    let azure_key = parts
+        .headers
+        .get("api-key")
+        .map(|v| format!("Bearer {}", String::from_utf8_lossy(v.as_bytes())));
     if let Some(expected) = &shared.auth_header {
-        match parts.headers.get(AUTHORIZATION) {
+        let given = match &azure_key {
+            Some(k) => {
+                Some(http::HeaderValue::from_str(k).unwrap_or(http::HeaderValue::from_static("x")))
+            }
+            None => parts.headers.get(AUTHORIZATION).cloned(),
+        };
+        match given.as_ref() {
             Some(v) if v.as_bytes() == expected.as_bytes() => {}
             Some(_) => {
                 return Ok(cx.error(
@@ -117,7 +148,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
         }
     }
 
-    let path = parts.uri.path();
+    let path = azure_path.as_deref().unwrap_or(parts.uri.path());
     let resp = match (&parts.method, path) {
         (&Method::POST, "/v1/chat/completions") => cx.chat(&body, &behaviour),
         (&Method::POST, "/v1/embeddings") => cx.embeddings(&body, &behaviour),

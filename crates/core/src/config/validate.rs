@@ -94,8 +94,25 @@ const WELL_KNOWN: &[WellKnown] = &[
     },
 ];
 
+/// The Azure OpenAI API version used when a provider does not set `api_version`.
+pub const AZURE_DEFAULT_API_VERSION: &str = "2024-10-21";
+
+/// Upstream URLs that depend on the target (Azure deployments), else empty.
+fn target_urls(
+    provider: &Provider,
+    deployment: Option<&str>,
+    model: &str,
+) -> Vec<(&'static str, reqwest::Url, http::Uri)> {
+    match (provider.kind, provider.api_version.as_deref()) {
+        (ProviderKind::AzureOpenAi, Some(v)) => {
+            azure_urls(&provider.base_url, deployment.unwrap_or(model), v)
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Kinds the SPEC names that this build does not serve yet.
-const PLANNED_KINDS: &[&str] = &["anthropic", "gemini", "azure-openai"];
+const PLANNED_KINDS: &[&str] = &["anthropic", "gemini"];
 
 fn k(s: &str) -> Seg {
     Seg::Key(s.to_string())
@@ -370,7 +387,7 @@ pub fn build_snapshot(
                 None => TargetAuth::None,
             },
         };
-        if rt.deployment.is_some() {
+        if rt.deployment.is_some() && provider.kind != ProviderKind::AzureOpenAi {
             cx.err(
                 with(path.clone(), k("deployment")),
                 format!(
@@ -402,6 +419,7 @@ pub fn build_snapshot(
         );
         let Some(transport) = transport else { continue };
         let target = Target {
+            urls: target_urls(&provider, rt.deployment.as_deref(), &model),
             model_header: header_value(&model),
             name: name.clone(),
             provider,
@@ -461,6 +479,7 @@ pub fn build_snapshot(
                 }
             };
             let target = Arc::new(Target {
+                urls: target_urls(prov, None, m),
                 model_header: header_value(m),
                 name: format!("{}::{}", prov.id, m),
                 provider: prov.clone(),
@@ -915,6 +934,7 @@ fn build_provider(
     let known = WELL_KNOWN.iter().find(|w| w.id == id);
     let kind = match rp.kind.as_deref() {
         Some("openai") => ProviderKind::OpenAi,
+        Some("azure-openai") => ProviderKind::AzureOpenAi,
         Some("mock") => ProviderKind::Mock,
         Some(other) if PLANNED_KINDS.contains(&other) => {
             cx.err(with(path, k("kind")), format!("provider kind '{other}' is not supported by this build yet (supported: openai, mock)"));
@@ -926,7 +946,7 @@ fn build_provider(
         }
         None => match known {
             Some(w) => w.kind,
-            None if PLANNED_KINDS.contains(&id) || id == "google" || id == "azure" => {
+            None if PLANNED_KINDS.contains(&id) || id == "google" => {
                 cx.err(path, format!("provider '{id}' needs a native adapter that this build does not have yet (supported kinds: openai, mock)"));
                 return None;
             }
@@ -1017,6 +1037,7 @@ fn build_provider(
         );
     }
     let auth_type = match rp.auth_type.as_deref() {
+        None if kind == ProviderKind::AzureOpenAi => AuthType::ApiKeyHeader,
         None | Some("bearer") => AuthType::Bearer,
         Some("api_key_header") => AuthType::ApiKeyHeader,
         Some("query_param") => AuthType::QueryParam,
@@ -1063,12 +1084,20 @@ fn build_provider(
             "`latency_ms` is only for mock providers",
         );
     }
-    if rp.api_version.is_some() {
+    if rp.api_version.is_some() && kind != ProviderKind::AzureOpenAi {
         cx.err(
             with(path.clone(), k("api_version")),
             "`api_version` is for azure-openai providers",
         );
     }
+    let api_version = match kind {
+        ProviderKind::AzureOpenAi => Some(
+            rp.api_version
+                .clone()
+                .unwrap_or_else(|| AZURE_DEFAULT_API_VERSION.to_string()),
+        ),
+        _ => None,
+    };
     let timeouts = PartialTimeouts::from_ms(
         rp.connect_timeout_ms,
         rp.timeout_ms,
@@ -1101,7 +1130,7 @@ fn build_provider(
             passthrough,
             auth_type,
             auth_header_name,
-            api_version: rp.api_version.clone(),
+            api_version,
             headers,
             mock_latency: Duration::from_millis(rp.latency_ms.unwrap_or(0)),
             transport,
@@ -1486,6 +1515,7 @@ impl BodyBuilder<'_> {
             .over(bp.timeouts)
             .finish();
         Some(Target {
+            urls: target_urls(&bp.provider, None, model),
             model_header: header_value(model),
             name: name.to_string(),
             transport: provider.transport.clone(),

@@ -81,7 +81,9 @@ pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 8] = [
 
 pub async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
     match out.target.provider.kind {
-        ProviderKind::OpenAi => openai::send(out).await,
+        // Azure OpenAI speaks OpenAI's format; only its URLs and auth header differ, and
+        // those are set when the config loads.
+        ProviderKind::OpenAi | ProviderKind::AzureOpenAi => openai::send(out).await,
         ProviderKind::Mock => mock::send(out).await,
     }
 }

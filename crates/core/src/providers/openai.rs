@@ -82,14 +82,13 @@ fn request_headers(
 
 pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
     let t = out.target;
-    let p = &t.provider;
     let (headers, query) = request_headers(&out)?;
     match &t.transport {
         Transport::Direct(client) => {
             let uri = match &query {
-                None => p.uri(out.path).map_err(TransportError::Connect)?,
+                None => t.uri(out.path).map_err(TransportError::Connect)?,
                 Some((name, key)) => {
-                    let mut url = p.url(out.path).map_err(TransportError::Connect)?;
+                    let mut url = t.url(out.path).map_err(TransportError::Connect)?;
                     url.query_pairs_mut().append_pair(name, key);
                     url.as_str()
                         .parse()
@@ -122,7 +121,7 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, Transpor
         }
         Transport::Proxied(client) => {
             let mut rb = client
-                .post(p.url(out.path).map_err(TransportError::Connect)?)
+                .post(t.url(out.path).map_err(TransportError::Connect)?)
                 .headers(headers);
             if let Some((name, key)) = &query {
                 rb = rb.query(&[(name.as_str(), key.as_str())]);

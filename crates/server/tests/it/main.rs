@@ -1,6 +1,7 @@
 //! One integration test binary (fast links on small machines); modules by topic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod azure;
 mod common;
 mod endpoints;
 mod failures;
