@@ -62,10 +62,11 @@ pub struct Exchange<'a> {
 impl Exchange<'_> {
     /// The streaming protocol of this endpoint.
     pub fn protocol(&self) -> Protocol {
-        if self.upstream_path == "/responses" {
-            Protocol::Responses
-        } else {
-            Protocol::ChatCompletions
+        match self.upstream_path {
+            "/chat/completions" => Protocol::ChatCompletions,
+            "/responses" => Protocol::Responses,
+            // Image and speech streams: passed through, complete when the upstream closes.
+            _ => Protocol::Passthrough,
         }
     }
 }
@@ -409,7 +410,7 @@ fn respond(
                 out: VecDeque::new(),
                 protocol: ex.protocol(),
                 events: 0,
-                strip_usage: !ex.peeked.include_usage,
+                strip_usage: ex.protocol() == Protocol::ChatCompletions && !ex.peeked.include_usage,
                 idle: entry.target.timeouts.idle,
                 deadline: ex.deadline,
                 shutdown: ex.shutdown.clone(),
@@ -632,6 +633,19 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
                 }
                 Ok(Some(Err(e))) => return Err(transport_failure(e, pid)),
                 Ok(Some(Ok(chunk))) => {
+                    if framer.pending().len() + chunk.len() > MAX_EVENT_BYTES {
+                        return Err(Failure {
+                            kind: FailKind::Target,
+                            error: ApiError::new(
+                                ErrorCode::Upstream,
+                                format!(
+                                    "provider '{pid}' sent a first event larger than the gateway accepts"
+                                ),
+                            ),
+                            retry_after: None,
+                            status: Some(status.as_u16()),
+                        });
+                    }
                     if let Some((block, ends)) = framer.push(&chunk) {
                         let mut start = 0;
                         let mut first = EventInfo::Empty;
@@ -680,7 +694,16 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
             body: resp.body,
         });
     }
-    match read_body(&mut resp.body, usize::MAX, head_until).await {
+    match read_body(&mut resp.body, MAX_ANSWER_BYTES + 1, head_until).await {
+        Ok(body) if body.len() > MAX_ANSWER_BYTES => Err(Failure {
+            kind: FailKind::Target,
+            error: ApiError::new(
+                ErrorCode::Upstream,
+                format!("provider '{pid}' sent an answer larger than {MAX_ANSWER_BYTES} bytes"),
+            ),
+            retry_after: None,
+            status: Some(status.as_u16()),
+        }),
         Ok(body) => Ok(Success::Full {
             status,
             headers: resp.headers,
@@ -691,6 +714,11 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
     }
 }
 
+/// The largest buffered (non-streamed) answer the gateway accepts from an upstream.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+/// The largest single SSE event (image streams carry whole partial images in one event).
+pub const MAX_EVENT_BYTES: usize = 32 * 1024 * 1024;
+
 fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
     let v = headers
         .get(http::header::RETRY_AFTER)?
@@ -698,7 +726,10 @@ fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
         .ok()?
         .trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        // A value too large for a Duration is "longer than any backoff": move on.
+        return Duration::try_from_secs_f64(secs)
+            .ok()
+            .or((secs.is_finite() && secs > 0.0).then_some(Duration::MAX));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(
@@ -930,7 +961,7 @@ impl Forward {
             format!("the stream was interrupted: {why}"),
         );
         self.out.push_back(match self.protocol {
-            Protocol::ChatCompletions => err.sse_event(),
+            Protocol::ChatCompletions | Protocol::Passthrough => err.sse_event(),
             Protocol::Responses => err.responses_error_event(self.events),
         });
         self.failed = Some(why);
@@ -959,6 +990,9 @@ impl Forward {
                         if let Some((block, ends)) = self.framer.push(&chunk) {
                             self.take_block(block, &ends);
                         }
+                        if self.framer.pending().len() > MAX_EVENT_BYTES {
+                            self.interrupt("the provider sent an event larger than the gateway accepts");
+                        }
                     }
                     Ok(None) => {
                         // A last event without its blank line is completed and inspected like
@@ -974,6 +1008,9 @@ impl Forward {
                         }
                         if self.finished {
                             // The last event was `[DONE]` or an error event.
+                        } else if self.protocol == Protocol::Passthrough {
+                            self.done = true;
+                            self.finished = true;
                         } else if self.finish_seen && self.protocol == Protocol::ChatCompletions {
                             self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
                             self.done = true;
@@ -1077,6 +1114,22 @@ impl Drop for RawForward {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_of_any_size_never_panics() {
+        let mut h = HeaderMap::new();
+        for (v, want) in [
+            ("2", Some(Duration::from_secs(2))),
+            ("0.5", Some(Duration::from_millis(500))),
+            ("1e20", Some(Duration::MAX)),
+            ("18446744073709551615", Some(Duration::MAX)),
+            ("-3", None),
+            ("soon", None),
+        ] {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static(v));
+            assert_eq!(retry_after_of(&h), want, "{v}");
+        }
+    }
 
     #[test]
     fn answer_meta_reads_usage_and_model_without_being_fooled_by_content() {

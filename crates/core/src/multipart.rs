@@ -8,9 +8,9 @@
 
 use crate::error::ApiError;
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use http::StatusCode;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A replayed upload as it streams upstream.
 pub type UploadStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -20,7 +20,11 @@ pub const SPILL_THRESHOLD: usize = 1024 * 1024;
 
 enum Store {
     Memory(Vec<Bytes>),
-    File(tokio::fs::File),
+    /// While the upload is being read.
+    Spilling(tokio::fs::File),
+    /// Read back with positional reads, so an abandoned attempt still reading its copy can
+    /// never move another attempt's position.
+    File(std::sync::Arc<std::fs::File>),
 }
 
 /// An upload kept for replay.
@@ -86,10 +90,11 @@ impl Writer {
                     for part in parts.iter() {
                         f.write_all(part).await.map_err(spill_error)?;
                     }
-                    self.store = Store::File(f);
+                    self.store = Store::Spilling(f);
                 }
             }
-            Store::File(f) => f.write_all(&b).await.map_err(spill_error)?,
+            Store::Spilling(f) => f.write_all(&b).await.map_err(spill_error)?,
+            Store::File(_) => return Err(spill_error(std::io::Error::other("store is closed"))),
         }
         Ok(())
     }
@@ -167,9 +172,13 @@ where
                 .with_param("file"),
         );
     }
-    if let Store::File(f) = &mut w.store {
-        f.flush().await.map_err(spill_error)?;
-    }
+    w.store = match w.store {
+        Store::Spilling(mut f) => {
+            f.flush().await.map_err(spill_error)?;
+            Store::File(std::sync::Arc::new(f.into_std().await))
+        }
+        other => other,
+    };
     Ok(MultipartBody {
         model,
         boundary,
@@ -185,7 +194,7 @@ impl MultipartBody {
     }
 
     pub fn spilled(&self) -> bool {
-        matches!(self.store, Store::File(_))
+        matches!(self.store, Store::File(_) | Store::Spilling(_))
     }
 
     /// A fresh copy of the upload with `model` set, and its exact length.
@@ -202,17 +211,45 @@ impl MultipartBody {
                 Ok((len, Box::pin(first.chain(rest))))
             }
             Store::File(f) => {
-                // Attempts are sequential, so sharing the file offset with the clone is fine.
-                let mut f = f.try_clone().await.map_err(spill_error)?;
-                f.seek(std::io::SeekFrom::Start(0))
-                    .await
-                    .map_err(spill_error)?;
-                let reader = tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024);
-                Ok((
-                    len,
-                    Box::pin(first.chain(reader.map_err(std::io::Error::other))),
-                ))
+                let file = f.clone();
+                let total = self.len;
+                let rest = futures_util::stream::unfold(0u64, move |offset| {
+                    let file = file.clone();
+                    async move {
+                        if offset >= total {
+                            return None;
+                        }
+                        let want = (total - offset).min(64 * 1024) as usize;
+                        let read = tokio::task::spawn_blocking(move || {
+                            use std::os::unix::fs::FileExt;
+                            let mut buf = vec![0u8; want];
+                            let n = file.read_at(&mut buf, offset)?;
+                            buf.truncate(n);
+                            Ok::<_, std::io::Error>(buf)
+                        })
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                        match read {
+                            Ok(buf) if buf.is_empty() => Some((
+                                Err(std::io::Error::other(
+                                    "spilled upload is shorter than written",
+                                )),
+                                total,
+                            )),
+                            Ok(buf) => {
+                                let next = offset + buf.len() as u64;
+                                Some((Ok(Bytes::from(buf)), next))
+                            }
+                            Err(e) => Some((Err(e), total)),
+                        }
+                    }
+                });
+                Ok((len, Box::pin(first.chain(rest))))
             }
+            Store::Spilling(_) => Err(spill_error(std::io::Error::other(
+                "upload still being read",
+            ))),
         }
     }
 }

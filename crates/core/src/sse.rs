@@ -216,6 +216,9 @@ pub enum Protocol {
     ChatCompletions,
     /// Responses API named events, ended by `response.completed` (or `.incomplete`/`.failed`).
     Responses,
+    /// Any other event stream (image generation): passed through untouched, complete when
+    /// the upstream closes it.
+    Passthrough,
 }
 
 /// What the gateway learns from one stream event.
@@ -268,6 +271,14 @@ pub fn inspect_as(protocol: Protocol, event: &[u8]) -> EventInfo {
     match protocol {
         Protocol::ChatCompletions => inspect(event),
         Protocol::Responses => inspect_responses(event),
+        Protocol::Passthrough => match event_data(event) {
+            None => EventInfo::Empty,
+            Some(_) => EventInfo::Chunk {
+                finish: false,
+                usage: None,
+                usage_only: false,
+            },
+        },
     }
 }
 

@@ -102,8 +102,8 @@ fn into_response(
     }
     if let Some(inb) = inbound {
         for name in [TRACEPARENT, TRACESTATE] {
-            if let Some(v) = inb.get(&name) {
-                resp.headers_mut().insert(name, v.clone());
+            for v in inb.get_all(&name) {
+                resp.headers_mut().append(name.clone(), v.clone());
             }
         }
     }
@@ -207,7 +207,7 @@ pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> 
         return Ok(Caller {
             project,
             key_id: None,
-            caller_key: caller_key.map(str::to_string),
+            caller_key: not_a_gateway_key(snap, caller_key),
         });
     }
     let Some(key) = gateway_key.filter(|k| !k.is_empty()) else {
@@ -229,8 +229,23 @@ pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> 
     Ok(Caller {
         project: entry.project.clone(),
         key_id: Some(entry.id.clone()),
-        caller_key: caller_key.map(str::to_string),
+        caller_key: not_a_gateway_key(snap, caller_key),
     })
+}
+
+/// The client did not finish sending its body within the request deadline.
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        ErrorCode::Timeout,
+        "the request body did not arrive within the request deadline",
+    )
+    .with_status(StatusCode::REQUEST_TIMEOUT)
+}
+
+/// A caller key equal to a gateway key is never forwarded: the gateway key must not leave.
+fn not_a_gateway_key(snap: &Snapshot, key: Option<&str>) -> Option<String> {
+    key.filter(|k| !snap.keys.contains_key(&hash_key(k)))
+        .map(str::to_string)
 }
 
 fn now_ms() -> u64 {
@@ -323,7 +338,13 @@ async fn proxy(
             Err(e) => return fail(e, trace),
         };
         let limit = snap.server.max_upload_bytes;
-        match multipart::ingest(body.into_data_stream(), boundary, limit).await {
+        let read = multipart::ingest(body.into_data_stream(), boundary, limit);
+        let read = async {
+            tokio::time::timeout_at(started + snap.server.request_timeout, read)
+                .await
+                .unwrap_or_else(|_| Err(body_timeout()))
+        };
+        match read.await {
             Ok(m) => (
                 bytes::Bytes::new(),
                 Peeked::for_model(m.model.clone()),
@@ -342,7 +363,9 @@ async fn proxy(
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
             return fail(err, trace);
         }
-        let bytes = match read_limited(body, snap.server.max_body_bytes, &headers).await {
+        let read = read_limited(body, snap.server.max_body_bytes, &headers);
+        let read = tokio::time::timeout_at(started + snap.server.request_timeout, read);
+        let bytes = match read.await.unwrap_or_else(|_| Err(body_timeout())) {
             Ok(b) => b,
             Err(e) => return fail(e, trace),
         };

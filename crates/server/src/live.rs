@@ -16,6 +16,8 @@ pub struct Live {
     env: EnvFn,
     path: Option<PathBuf>,
     version: AtomicU64,
+    /// Hash of the file text last applied: a change event with the same text is a no-op.
+    text_digest: AtomicU64,
     /// The address actually bound (CLI flags may override the file's).
     bind_host: String,
 }
@@ -47,6 +49,11 @@ impl Live {
                 env,
                 path: path.map(Path::to_path_buf),
                 version: AtomicU64::new(1),
+                text_digest: AtomicU64::new(
+                    path.and_then(|p| std::fs::read_to_string(p).ok())
+                        .map(|t| digest(&t))
+                        .unwrap_or(0),
+                ),
                 bind_host: host,
             },
             loaded.warnings,
@@ -62,6 +69,7 @@ impl Live {
             env,
             path,
             version: AtomicU64::new(version),
+            text_digest: AtomicU64::new(0),
             bind_host: host,
         }
     }
@@ -86,8 +94,21 @@ impl Live {
             return Ok(self.version.load(Ordering::SeqCst));
         };
         let next = self.version.load(Ordering::SeqCst) + 1;
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read config file: {e}"),
+                file: Some(file.clone()),
+                line: None,
+            }])
+        })?;
+        let digest = digest(&text);
+        if digest == self.text_digest.load(Ordering::SeqCst) {
+            return Ok(self.version.load(Ordering::SeqCst));
+        }
         let lookup = |n: &str| (self.env)(n);
-        let loaded = signalbox_core::load_file(path, &lookup, next)?;
+        let loaded = signalbox_core::load_str(&text, Some(&file), &lookup, next)?;
         check_bind(&loaded.snapshot, &self.bind_host)?;
         for w in &loaded.warnings {
             tracing::warn!("{w}");
@@ -102,12 +123,20 @@ impl Live {
         }
         self.current.store(Arc::new(loaded.snapshot));
         self.version.store(next, Ordering::SeqCst);
+        self.text_digest.store(digest, Ordering::SeqCst);
         Ok(next)
     }
 
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::SeqCst)
     }
+}
+
+fn digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 fn check_bind(s: &Snapshot, host: &str) -> Result<(), ConfigErrors> {
@@ -122,27 +151,21 @@ fn check_bind(s: &Snapshot, host: &str) -> Result<(), ConfigErrors> {
     Ok(())
 }
 
-/// Watch the config file and reload on change (debounced). Editors that replace the file
-/// are handled by watching its directory.
+/// Watch the config file and reload on change (debounced). The directory of the path as
+/// given is watched (not the target of a symlink), and any change in it triggers a reload
+/// that is skipped when the file's text did not change: editors that replace the file and
+/// Kubernetes ConfigMaps (which swap a `..data` symlink) are both followed.
 pub fn watch(live: Arc<Live>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let path = live.path()?.to_path_buf();
-    let abs = std::fs::canonicalize(&path).unwrap_or(path.clone());
+    let abs = std::path::absolute(&path).unwrap_or(path.clone());
     let dir = abs.parent()?.to_path_buf();
-    let name = abs.file_name()?.to_os_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if ev.kind.is_access() {
-                return;
-            }
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(name.as_os_str()))
-            {
-                let _ = tx.send(());
-            }
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+        {
+            let _ = tx.send(());
         }
     })
     .map_err(|e| tracing::warn!("cannot watch the config file: {e}"))

@@ -187,3 +187,44 @@ fn the_spec_example_config_loads() {
     assert!(p.functions.contains_key("summarise"));
     assert_eq!(p.route_models.len(), 1);
 }
+
+#[test]
+fn secrets_are_trimmed_and_must_fit_in_a_header() {
+    let env = |n: &str| match n {
+        "WITH_NEWLINE" => Some("sk-abc\n".to_string()),
+        "BROKEN" => Some("sk-a\u{7}b".to_string()),
+        _ => None,
+    };
+    let src = "[providers.up]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\ncredential = \"env::WITH_NEWLINE\"\n";
+    let loaded = load_str(src, None, &env, 1).unwrap();
+    let p = &loaded.snapshot.project("default").unwrap().providers["up"];
+    assert_eq!(p.credential.as_ref().unwrap().expose(), "sk-abc");
+    let err = load_str(&src.replace("WITH_NEWLINE", "BROKEN"), None, &env, 1).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot be sent in an HTTP header"),
+        "{err}"
+    );
+}
+
+#[test]
+fn zero_timeouts_framing_headers_and_reserved_provider_ids_are_refused() {
+    let e = one("[targets.c]\nmodel = \"gpt-4o\"\ntimeout_ms = 0\n");
+    assert!(
+        e.contains("targets.c.timeout_ms: a timeout must be greater than zero"),
+        "{e}"
+    );
+    let errs = errors(&format!(
+        "{BASE}[providers.up.headers]\ncontent-length = \"5\"\n"
+    ));
+    assert!(
+        errs.iter().any(|e| e.contains("cannot be a static header")),
+        "{errs:?}"
+    );
+    let errs = errors(
+        "[providers.route]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\n",
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("'route' is reserved")),
+        "{errs:?}"
+    );
+}

@@ -159,7 +159,19 @@ impl Ctx<'_> {
             return None;
         }
         match (self.env)(var) {
-            Some(v) if !v.is_empty() => Some(Secret::new(v)),
+            Some(v) if !v.trim().is_empty() => {
+                // Secrets mounted from files often end with a newline: trim it, and refuse
+                // anything that still cannot travel in an HTTP header.
+                let v = v.trim();
+                if http::HeaderValue::from_str(v).is_err() {
+                    self.err(
+                        path,
+                        format!("environment variable {var} holds characters that cannot be sent in an HTTP header"),
+                    );
+                    return None;
+                }
+                Some(Secret::new(v))
+            }
             _ => {
                 self.err(path, format!("environment variable {var} is not set"));
                 None
@@ -182,6 +194,7 @@ struct PartialTimeouts {
 
 impl PartialTimeouts {
     fn from_ms(c: Option<u64>, t: Option<u64>, f: Option<u64>, i: Option<u64>) -> Self {
+        // Zero is rejected by `check_timeouts`; it never reaches a request.
         PartialTimeouts {
             connect: ms(c),
             headers: ms(t),
@@ -270,6 +283,15 @@ pub fn build_snapshot(
         },
         None => ExtraRoots::default(),
     };
+    if let Some(t) = &raw.defaults.provider {
+        let keys = timeout_keys(
+            t.connect_timeout_ms,
+            t.timeout_ms,
+            t.first_byte_timeout_ms,
+            t.idle_timeout_ms,
+        );
+        check_timeouts(&mut cx, &p(&["defaults", "provider"]), keys);
+    }
     let defaults = raw
         .defaults
         .provider
@@ -309,6 +331,13 @@ pub fn build_snapshot(
                 );
             }
         }
+        let keys = timeout_keys(
+            m.connect_timeout_ms,
+            m.timeout_ms,
+            m.first_byte_timeout_ms,
+            m.idle_timeout_ms,
+        );
+        check_timeouts(&mut cx, &path, keys);
         models.insert(
             name.clone(),
             ModelInfo {
@@ -398,6 +427,16 @@ pub fn build_snapshot(
             );
         }
         let info = models.get(&model);
+        check_timeouts(
+            &mut cx,
+            &path,
+            timeout_keys(
+                rt.connect_timeout_ms,
+                rt.timeout_ms,
+                rt.first_byte_timeout_ms,
+                rt.idle_timeout_ms,
+            ),
+        );
         let own = PartialTimeouts::from_ms(
             rt.connect_timeout_ms,
             rt.timeout_ms,
@@ -807,6 +846,32 @@ fn parse_endpoint(cx: &mut Ctx<'_>, v: Option<&str>, path: Vec<Seg>) -> Endpoint
     }
 }
 
+/// A zero timeout would fail every attempt: refuse it where it is written.
+fn check_timeouts(cx: &mut Ctx<'_>, path: &[Seg], values: [(&str, Option<u64>); 4]) {
+    for (key, v) in values {
+        if v == Some(0) {
+            cx.err(
+                with(path.to_vec(), k(key)),
+                "a timeout must be greater than zero",
+            );
+        }
+    }
+}
+
+fn timeout_keys(
+    c: Option<u64>,
+    t: Option<u64>,
+    f: Option<u64>,
+    i: Option<u64>,
+) -> [(&'static str, Option<u64>); 4] {
+    [
+        ("connect_timeout_ms", c),
+        ("timeout_ms", t),
+        ("first_byte_timeout_ms", f),
+        ("idle_timeout_ms", i),
+    ]
+}
+
 fn check_retry(cx: &mut Ctx<'_>, path: Vec<Seg>, r: RetryPolicy) {
     if r.backoff_base > r.backoff_max {
         cx.err(
@@ -931,6 +996,12 @@ fn build_provider(
             "names may use letters, digits and - _ . / : @, and no \"::\"",
         );
     }
+    if id == "route" || id == "function" {
+        cx.err(
+            path.clone(),
+            format!("'{id}' is reserved: `{id}::NAME` always means a {id}"),
+        );
+    }
     let known = WELL_KNOWN.iter().find(|w| w.id == id);
     let kind = match rp.kind.as_deref() {
         Some("openai") => ProviderKind::OpenAi,
@@ -1005,7 +1076,9 @@ fn build_provider(
             Some(w) if w.needs_key => {
                 let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
                 match (cx.env)(&var) {
-                    Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                    Some(v) if !v.trim().is_empty() => {
+                        cx.secret_ref(&format!("env::{var}"), with(path.clone(), k("credential")))
+                    }
                     _ => {
                         cx.warnings.push(format!(
                             "provider '{id}': {var} is not set; it serves passthrough calls with the caller's own key only, and its targets without a credential of their own go upstream unauthenticated"
@@ -1068,6 +1141,25 @@ fn build_provider(
     let mut headers = http::HeaderMap::new();
     for (name, value) in &rp.headers {
         let hp = with(with(path.clone(), k("headers")), k(name));
+        const FRAMING: &[&str] = &[
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "host",
+            "upgrade",
+            "te",
+            "trailer",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+        ];
+        if FRAMING.contains(&name.to_ascii_lowercase().as_str()) {
+            cx.err(
+                hp,
+                format!("`{name}` is set by Signalbox itself and cannot be a static header"),
+            );
+            continue;
+        }
         match (
             http::HeaderName::from_bytes(name.as_bytes()),
             http::HeaderValue::from_str(value),
@@ -1098,6 +1190,16 @@ fn build_provider(
         ),
         _ => None,
     };
+    check_timeouts(
+        cx,
+        &path,
+        timeout_keys(
+            rp.connect_timeout_ms,
+            rp.timeout_ms,
+            rp.first_byte_timeout_ms,
+            rp.idle_timeout_ms,
+        ),
+    );
     let timeouts = PartialTimeouts::from_ms(
         rp.connect_timeout_ms,
         rp.timeout_ms,

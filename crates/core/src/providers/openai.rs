@@ -46,8 +46,8 @@ fn request_headers(
         HeaderValue::from_static("identity"),
     );
     for name in &FORWARDED_REQUEST_HEADERS {
-        if let Some(v) = out.inbound.get(name) {
-            h.insert(name.clone(), v.clone());
+        for v in out.inbound.get_all(name) {
+            h.append(name.clone(), v.clone());
         }
     }
     for (name, value) in &p.headers {

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 const CANARY: &str = "sk-CANARY-7f3a9e51c2";
+/// The caller's own provider key for passthrough (a gateway key is never forwarded).
+const CALLER: &str = "sk-CANARY-caller-42aa";
 
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -81,8 +83,8 @@ async fn a_canary_secret_never_reaches_logs_errors_or_headers() {
         ("route::r", false, None),
         ("route::r", true, None),
         ("route::rq", false, None),
-        ("pt::pm", false, Some(CANARY)),
-        ("pt::pm", true, Some(CANARY)),
+        ("pt::pm", false, Some(CALLER)),
+        ("pt::pm", true, Some(CALLER)),
     ] {
         let r = send(model, stream, CANARY, caller).await.unwrap();
         assert_eq!(r.status(), 200, "{model}");
@@ -102,7 +104,7 @@ async fn a_canary_secret_never_reaches_logs_errors_or_headers() {
         Behaviour::Status { status: 400, retry_after: None, body: Some(r#"{"error":{"message":"bad messages","type":"invalid_request_error","param":"messages","code":null}}"#.into()) },
         Behaviour::Reset,
     ] {
-        for (model, caller) in [("route::r", None), ("route::rq", None), ("pt::pm", Some(CANARY))] {
+        for (model, caller) in [("route::r", None), ("route::rq", None), ("pt::pm", Some(CALLER))] {
             fake.push(b.clone());
             let r = send(model, false, CANARY, caller).await.unwrap();
             assert_ne!(r.status(), 200, "{model} {b:?}");

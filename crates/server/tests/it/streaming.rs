@@ -744,3 +744,27 @@ async fn leading_comments_are_passed_on_once_the_stream_commits() {
         [b": ping\n\n" as &[u8], ROLE, HELLO, STOP, DONE].concat()
     );
 }
+
+#[tokio::test]
+async fn an_image_generation_stream_passes_through_untouched_and_ends_cleanly() {
+    let pieces: Vec<&'static [u8]> = vec![
+        b"event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"b64_json\":\"AAAA\",\"partial_image_index\":0}\n\n",
+        b"event: image_generation.completed\ndata: {\"type\":\"image_generation.completed\",\"b64_json\":\"BBBB\",\"usage\":{\"input_tokens\":5,\"output_tokens\":9,\"total_tokens\":14}}\n\n",
+    ];
+    let expected: Vec<u8> = pieces.concat();
+    let (url, _) = scripted_upstream(pieces).await;
+    let rest = "[models.model-a]\nendpoint = \"image_generation\"\n[routes.img]\nendpoint = \"image_generation\"\ntargets = [\"ta\"]\n";
+    let gw = gateway_at(&[(url, "")], rest).await;
+    let r = gw
+        .post("/v1/images/generations")
+        .json(&serde_json::json!({"model": "route::img", "prompt": "a lighthouse", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&expected)
+    );
+}
