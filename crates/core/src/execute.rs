@@ -167,7 +167,19 @@ pub async fn execute(
             }
             attempts += 1;
             let t0 = Instant::now();
-            let result = attempt(&ex, entry).await;
+            // At the end of a shutdown's drain, requests still waiting on an upstream stop
+            // with a clear error (and their trace) instead of being cut off with the process.
+            let result = tokio::select! {
+                r = attempt(&ex, entry) => r,
+                _ = ex.shutdown.cancelled() => Err(shutting_down()),
+            };
+            if ex.shutdown.is_cancelled()
+                && let Err(f) = &result
+                && f.error.code == ErrorCode::Overloaded
+            {
+                last = result.err().map(|f| (idx, f));
+                break 'plan;
+            }
             let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
             let (status, code) = match &result {
                 Ok(s) => (Some(s.status().as_u16()), None),
@@ -207,7 +219,13 @@ pub async fn execute(
                     if Instant::now() + delay >= ex.deadline {
                         continue 'plan;
                     }
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = ex.shutdown.cancelled() => {
+                            last = Some((idx, shutting_down()));
+                            break 'plan;
+                        }
+                    }
                     retry += 1;
                 }
             }
@@ -231,11 +249,24 @@ pub async fn execute(
             ),
         ),
     };
-    err.plan_spent = true;
+    // A shutdown is not the plan being spent: the client may well retry elsewhere.
+    err.plan_spent = !ex.shutdown.is_cancelled();
     if let Some(e) = entry {
         err.upstream_provider = Some(e.target.provider.id.clone());
     }
     finish_error(&ex, entry, plan, attempts, err, trace, &sink)
+}
+
+fn shutting_down() -> Failure {
+    Failure {
+        kind: FailKind::Target,
+        error: ApiError::new(
+            ErrorCode::Overloaded,
+            "the gateway is shutting down; retry on another instance",
+        ),
+        retry_after: None,
+        status: None,
+    }
 }
 
 /// Exponential backoff with equal jitter: half the step fixed, half random.

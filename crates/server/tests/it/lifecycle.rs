@@ -124,3 +124,30 @@ async fn shutdown_drains_then_closes_and_interrupts_streams_after_the_timeout() 
         .unwrap();
     let _ = Behaviour::Ok;
 }
+
+#[tokio::test]
+async fn a_request_still_waiting_on_its_upstream_at_the_end_of_the_drain_gets_a_clear_503() {
+    let fake = FakeUpstream::openai().always(Behaviour::Hang).start().await;
+    let toml = format!(
+        "{}\n[server]\nauth = \"off\"\ndrain_delay_ms = 50\nshutdown_timeout_ms = 300\n[targets.t]\nprovider = \"up\"\nmodel = \"m\"\n[routes.slow]\ntargets = [\"t\"]\n",
+        provider("up", &fake.base_url(), &["m"])
+    );
+    let gw = Gw::start_with_env(&toml, &[("UP_KEY", "k")]).await;
+    let pending = gw.chat("route::slow", None);
+    let trigger = gw.running.shutdown.clone();
+    let (r, _) = tokio::join!(pending, async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let (status, body) = error_of(r).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("overloaded"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down")
+    );
+}
