@@ -3,7 +3,7 @@
 use crate::live::Live;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,55 +110,32 @@ fn into_response(
     resp
 }
 
-async fn chat(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(st, EndpointKind::Chat, "/chat/completions", headers, body).await
+/// One handler per endpoint path. The request is taken whole, so its headers move into the
+/// pipeline instead of being cloned by a `HeaderMap` extractor.
+macro_rules! endpoint {
+    ($name:ident, $kind:expr, $path:literal) => {
+        async fn $name(State(st): State<AppState>, req: Request) -> Response {
+            let (parts, body) = req.into_parts();
+            proxy(st, $kind, $path, parts.headers, body).await
+        }
+    };
 }
-async fn responses(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(st, EndpointKind::Chat, "/responses", headers, body).await
-}
-async fn embeddings(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(st, EndpointKind::Embeddings, "/embeddings", headers, body).await
-}
-async fn images(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(
-        st,
-        EndpointKind::ImageGeneration,
-        "/images/generations",
-        headers,
-        body,
-    )
-    .await
-}
-async fn transcriptions(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(
-        st,
-        EndpointKind::AudioTranscription,
-        "/audio/transcriptions",
-        headers,
-        body,
-    )
-    .await
-}
-async fn translations(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(
-        st,
-        EndpointKind::AudioTranscription,
-        "/audio/translations",
-        headers,
-        body,
-    )
-    .await
-}
-async fn speech(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    proxy(
-        st,
-        EndpointKind::AudioSpeech,
-        "/audio/speech",
-        headers,
-        body,
-    )
-    .await
-}
+
+endpoint!(chat, EndpointKind::Chat, "/chat/completions");
+endpoint!(responses, EndpointKind::Chat, "/responses");
+endpoint!(embeddings, EndpointKind::Embeddings, "/embeddings");
+endpoint!(images, EndpointKind::ImageGeneration, "/images/generations");
+endpoint!(speech, EndpointKind::AudioSpeech, "/audio/speech");
+endpoint!(
+    transcriptions,
+    EndpointKind::AudioTranscription,
+    "/audio/transcriptions"
+);
+endpoint!(
+    translations,
+    EndpointKind::AudioTranscription,
+    "/audio/translations"
+);
 
 fn header_str<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
     h.get(name)
