@@ -186,9 +186,7 @@ pub async fn execute(
                 Err(f) => (f.status, Some(f.error.code.as_str())),
             };
             trace.attempts.push(AttemptRecord {
-                provider: entry.target.provider.id.clone(),
-                target: entry.target.name.clone(),
-                model: entry.target.model.clone(),
+                target: entry.target.clone(),
                 status,
                 error_code: code,
                 retry,

@@ -8,16 +8,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Serialize)]
+/// One attempt. It holds the target itself (an `Arc` from the snapshot), so recording an
+/// attempt copies no strings; provider, target and model names are written out when the
+/// record is serialised.
+#[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub provider: String,
-    pub target: String,
-    pub model: String,
+    pub target: Arc<crate::model::Target>,
     pub status: Option<u16>,
     pub error_code: Option<&'static str>,
     pub retry: u32,
     pub degraded: bool,
     pub latency_ms: f64,
+}
+
+impl Serialize for AttemptRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("AttemptRecord", 8)?;
+        st.serialize_field("provider", &self.target.provider.id)?;
+        st.serialize_field("target", &self.target.name)?;
+        st.serialize_field("model", &self.target.model)?;
+        st.serialize_field("status", &self.status)?;
+        st.serialize_field("error_code", &self.error_code)?;
+        st.serialize_field("retry", &self.retry)?;
+        st.serialize_field("degraded", &self.degraded)?;
+        st.serialize_field("latency_ms", &self.latency_ms)?;
+        st.end()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -138,4 +155,38 @@ pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
             + usage.completion_tokens as f64 * output)
             / 1e6,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_serialises_with_provider_target_and_model_names() {
+        let env = |_: &str| None;
+        let loaded = crate::config::load_str(
+            "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\"]\n[targets.t]\nmodel = \"echo-1\"\n",
+            None,
+            &env,
+            1,
+        )
+        .unwrap();
+        let route = &loaded.snapshot.project("default").unwrap().implicit["echo-1"];
+        let crate::model::RouteBody::Steps(steps) = &*route.body else {
+            panic!()
+        };
+        let rec = AttemptRecord {
+            target: steps[0].targets[0].target.clone(),
+            status: Some(200),
+            error_code: None,
+            retry: 0,
+            degraded: false,
+            latency_ms: 1.5,
+        };
+        let v = serde_json::to_value(&rec).unwrap();
+        assert_eq!(v["provider"], "demo");
+        assert_eq!(v["target"], "t");
+        assert_eq!(v["model"], "echo-1");
+        assert_eq!(v["status"], 200);
+    }
 }
