@@ -919,3 +919,50 @@ async fn openai_python_sdk_parses_the_wire_formats() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("openai sdk check: ok"));
     assert!(up.hits() >= 9, "{}", up.hits());
 }
+
+/// The SDK's Azure client (deployment URLs, `api-version`, `api-key`) against the fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_sdks_azure_client_parses_the_fakes_azure_paths() {
+    let has_sdk = std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_sdk {
+        println!("note: skipping the Azure SDK check: `python3 -c \"import openai\"` failed");
+        return;
+    }
+    let up = FakeUpstream::openai().require_key("az-key").start().await;
+    let endpoint = up.base_url().trim_end_matches("/v1").to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/azure_sdk_check.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(endpoint)
+            .arg("az-key")
+            .env("NO_PROXY", "*")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths: Vec<String> = up.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/openai/deployments/prod-gpt-4o/chat/completions"),
+        "{paths:?}"
+    );
+    assert!(up.requests().iter().all(|r| {
+        r.query
+            .as_deref()
+            .is_some_and(|q| q.contains("api-version=2024-10-21"))
+    }));
+}
