@@ -5,6 +5,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod execute;
+pub mod explain;
 pub mod headers;
 pub mod model;
 pub mod multipart;

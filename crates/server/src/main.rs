@@ -37,6 +37,19 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Show how a model string resolves and the ordered attempt plan, calling no provider.
+    Explain {
+        /// The model string, e.g. route::summarize or gpt-4o.
+        model: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Endpoint kind: chat, embeddings, audio_speech, audio_transcription, image_generation.
+        #[arg(long, default_value = "chat")]
+        endpoint: String,
+        /// Project (default: default).
+        #[arg(long, default_value = "default")]
+        project: String,
+    },
 }
 
 fn init_logs() {
@@ -86,6 +99,42 @@ fn main() -> std::process::ExitCode {
                         eprintln!("error: {e}");
                     }
                     eprintln!("{}: {} error(s)", path.display(), errs.0.len());
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Explain {
+            model,
+            config,
+            endpoint,
+            project,
+        } => {
+            let path = config.unwrap_or_else(|| PathBuf::from("signalbox.toml"));
+            let env = |n: &str| std::env::var(n).ok();
+            let loaded = match signalbox_core::load_file(&path, &env, 1) {
+                Ok(l) => l,
+                Err(errs) => {
+                    for e in &errs.0 {
+                        eprintln!("error: {e}");
+                    }
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            let Some(kind) = signalbox_core::model::EndpointKind::parse(&endpoint) else {
+                eprintln!("error: unknown endpoint kind '{endpoint}'");
+                return std::process::ExitCode::FAILURE;
+            };
+            let Some(ps) = loaded.snapshot.project(&project) else {
+                eprintln!("error: unknown project '{project}'");
+                return std::process::ExitCode::FAILURE;
+            };
+            match signalbox_core::explain::explain(ps, kind, &model) {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {} ({})", e.message, e.code.as_str());
                     std::process::ExitCode::FAILURE
                 }
             }
