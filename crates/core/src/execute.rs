@@ -471,15 +471,10 @@ fn respond(
 /// `"usage"` key, `model` the first `"model"` key. Inside JSON strings quotes are escaped,
 /// so these byte patterns only match real keys.
 fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<String>) {
-    use memchr::memmem::{Finder, FinderRev};
+    use memchr::memmem::Finder;
     use std::sync::LazyLock;
-    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
     static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
-    let usage = USAGE.rfind(body).and_then(|i| {
-        let after = &body[i + 7..];
-        let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
-        crate::sse::scan_usage(after[colon..].strip_prefix(b":")?)
-    });
+    let usage = crate::sse::last_usage(body);
     let model = MODEL
         .find(body)
         .and_then(|i| value_after_key::<String>(&body[i + 7..]));

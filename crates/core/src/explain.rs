@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::model::*;
-use crate::resolve::{Resolution, resolve};
+use crate::resolve::{Resolution, bare_matches, resolve};
 use serde_json::{Value, json};
 
 fn target_json(t: &Target, weight: Option<u32>) -> Value {
@@ -29,33 +29,6 @@ fn retry_json(r: &RetryPolicy) -> Value {
     })
 }
 
-/// What else a bare name would have matched, lower in the order (what the match shadows).
-fn candidates(ps: &ProjectSnapshot, endpoint: EndpointKind, model: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if ps
-        .functions
-        .get(model)
-        .is_some_and(|f| f.endpoint == endpoint)
-    {
-        out.push(format!("function:{model}"));
-    }
-    if ps.routes.get(model).is_some_and(|r| r.endpoint == endpoint) {
-        out.push(format!("route:{model}"));
-    }
-    if let Some(r) = ps.route_models.get(&(endpoint, model.to_string())) {
-        out.push(format!("route:{} (its `models` list)", r.name));
-    }
-    if let Some(r) = ps.implicit.get(model).filter(|r| r.endpoint == endpoint) {
-        out.push(r.label.clone());
-    }
-    if ps.model_kind(model) == endpoint {
-        for p in ps.provider_models.get(model).into_iter().flatten() {
-            out.push(format!("passthrough:{}", p.id));
-        }
-    }
-    out
-}
-
 pub fn explain(
     ps: &ProjectSnapshot,
     endpoint: EndpointKind,
@@ -66,9 +39,9 @@ pub fn explain(
     let shadowed: Vec<String> = if model.contains("::") {
         Vec::new()
     } else {
-        candidates(ps, endpoint, model)
-            .into_iter()
+        bare_matches(ps, endpoint, model)
             .skip(1)
+            .map(|r| r.label().to_string())
             .collect()
     };
     let plan = match &resolved.resolution {

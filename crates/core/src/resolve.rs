@@ -155,44 +155,67 @@ pub fn resolve(
             ))),
         };
     }
-    // Bare name, top-down.
-    if let Some(f) = ps.functions.get(model).filter(|f| f.endpoint == endpoint) {
-        return Ok(Resolved {
-            resolution: Resolution::Route(f.clone()),
-            matched_by: MatchedBy::BareFunction,
-        });
-    }
-    if let Some(r) = ps.routes.get(model).filter(|r| r.endpoint == endpoint) {
-        return Ok(Resolved {
-            resolution: Resolution::Route(r.clone()),
-            matched_by: MatchedBy::BareRoute,
-        });
-    }
-    if let Some(r) = ps.route_models.get(&(endpoint, model.to_string())) {
-        return Ok(Resolved {
-            resolution: Resolution::Route(r.clone()),
-            matched_by: MatchedBy::RouteModels,
-        });
-    }
-    if let Some(r) = ps.implicit.get(model).filter(|r| r.endpoint == endpoint) {
-        return Ok(Resolved {
-            resolution: Resolution::Route(r.clone()),
-            matched_by: MatchedBy::ImplicitTarget,
-        });
-    }
-    if ps.model_kind(model) == endpoint
-        && let Some(p) = ps.provider_models.get(model).and_then(|ps| ps.first())
-        && let Some(t) = ps.passthrough.get(&(p.id.clone(), model.to_string()))
-    {
-        return Ok(Resolved {
-            resolution: Resolution::Passthrough(t.clone()),
-            matched_by: MatchedBy::ProviderModel,
-        });
+    // Bare name, top-down: the first match wins.
+    if let Some(found) = bare_matches(ps, endpoint, model).next() {
+        return Ok(found);
     }
     Err(not_found(format!(
         "model '{model}' not found{}",
         hint(ps, endpoint, model)
     )))
+}
+
+/// Every match of a bare name for an endpoint, in the resolution order of SPEC section 3:
+/// function, route, a route's `models`, a bare target's implicit route, a provider model.
+/// Lazy, so `resolve` pays only for the first; `explain` lists the rest as shadowed.
+pub fn bare_matches<'a>(
+    ps: &'a ProjectSnapshot,
+    endpoint: EndpointKind,
+    model: &'a str,
+) -> impl Iterator<Item = Resolved> + 'a {
+    let route = |r: &Arc<Route>, matched_by| Resolved {
+        resolution: Resolution::Route(r.clone()),
+        matched_by,
+    };
+    let mut stage = 0;
+    std::iter::from_fn(move || {
+        while stage < 5 {
+            stage += 1;
+            let found = match stage {
+                1 => ps
+                    .functions
+                    .get(model)
+                    .filter(|f| f.endpoint == endpoint)
+                    .map(|f| route(f, MatchedBy::BareFunction)),
+                2 => ps
+                    .routes
+                    .get(model)
+                    .filter(|r| r.endpoint == endpoint)
+                    .map(|r| route(r, MatchedBy::BareRoute)),
+                3 => ps
+                    .route_models
+                    .get(&(endpoint, model.to_string()))
+                    .map(|r| route(r, MatchedBy::RouteModels)),
+                4 => ps
+                    .implicit
+                    .get(model)
+                    .filter(|r| r.endpoint == endpoint)
+                    .map(|r| route(r, MatchedBy::ImplicitTarget)),
+                _ => (ps.model_kind(model) == endpoint)
+                    .then(|| ps.provider_models.get(model).and_then(|ps| ps.first()))
+                    .flatten()
+                    .and_then(|p| ps.passthrough.get(&(p.id.clone(), model.to_string())))
+                    .map(|t| Resolved {
+                        resolution: Resolution::Passthrough(t.clone()),
+                        matched_by: MatchedBy::ProviderModel,
+                    }),
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    })
 }
 
 fn hint(ps: &ProjectSnapshot, endpoint: EndpointKind, model: &str) -> String {

@@ -126,6 +126,18 @@ impl Usage {
     }
 }
 
+/// The last `"usage"` object in a JSON document (an answer or an event), read with
+/// [`scan_usage`]. Inside JSON strings quotes are escaped, so the key pattern only matches
+/// real keys; the last one is the top-level usage in OpenAI's and the Responses API's shapes.
+pub fn last_usage(json: &[u8]) -> Option<Usage> {
+    use memchr::memmem::FinderRev;
+    use std::sync::LazyLock;
+    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+    let after = &json[USAGE.rfind(json)? + 7..];
+    let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
+    scan_usage(after[colon..].strip_prefix(b":")?)
+}
+
 /// Read a `usage` object from the bytes right after its key's colon, without serde: the
 /// object is delimited by brace matching (skipping strings), then each counter is found by
 /// its quoted key. Unknown fields cost nothing. `None` for `null` or anything malformed.
@@ -282,26 +294,28 @@ pub fn inspect_as(protocol: Protocol, event: &[u8]) -> EventInfo {
     }
 }
 
+/// The event's data, or what an event without JSON data means (`[DONE]`, a comment, empty).
+fn json_data(event: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, EventInfo> {
+    let data = event_data(event).ok_or(EventInfo::Empty)?;
+    match data.as_ref().trim_ascii() {
+        b"[DONE]" => Err(EventInfo::Done),
+        b"" => Err(EventInfo::Empty),
+        _ => Ok(data),
+    }
+}
+
 fn inspect_responses(event: &[u8]) -> EventInfo {
-    let Some(data) = event_data(event) else {
-        return EventInfo::Empty;
+    let data = match json_data(event) {
+        Ok(d) => d,
+        Err(info) => return info,
     };
     let data = data.as_ref().trim_ascii();
-    if data == b"[DONE]" {
-        return EventInfo::Done;
-    }
-    if data.is_empty() {
-        return EventInfo::Empty;
-    }
     match serde_json::from_slice::<TypePeek<'_>>(data) {
         Ok(t) => match t.kind.as_deref() {
             Some("response.completed" | "response.incomplete" | "response.failed") => {
-                let usage = memchr::memmem::rfind(data, b"\"usage\"").and_then(|i| {
-                    let after = &data[i + 7..];
-                    let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
-                    scan_usage(after[colon..].strip_prefix(b":")?)
-                });
-                EventInfo::Terminal { usage }
+                EventInfo::Terminal {
+                    usage: last_usage(data),
+                }
             }
             Some("error") => EventInfo::Error,
             _ => EventInfo::Chunk {
@@ -315,17 +329,11 @@ fn inspect_responses(event: &[u8]) -> EventInfo {
 }
 
 pub fn inspect(event: &[u8]) -> EventInfo {
-    let Some(data) = event_data(event) else {
-        return EventInfo::Empty;
+    let data = match json_data(event) {
+        Ok(d) => d,
+        Err(info) => return info,
     };
-    let data = data.as_ref();
-    let trimmed = data.trim_ascii();
-    if trimmed == b"[DONE]" {
-        return EventInfo::Done;
-    }
-    if trimmed.is_empty() {
-        return EventInfo::Empty;
-    }
+    let trimmed = data.as_ref().trim_ascii();
     match serde_json::from_slice::<ChunkPeek>(trimmed) {
         Ok(c) if c.error.is_some() && c.choices.is_none() => EventInfo::Error,
         Ok(c) => {

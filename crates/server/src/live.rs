@@ -95,14 +95,7 @@ impl Live {
         };
         let next = self.version.load(Ordering::SeqCst) + 1;
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                key: String::new(),
-                message: format!("cannot read config file: {e}"),
-                file: Some(file.clone()),
-                line: None,
-            }])
-        })?;
+        let text = signalbox_core::config::read_file(path)?;
         let digest = digest(&text);
         if digest == self.text_digest.load(Ordering::SeqCst) {
             return Ok(self.version.load(Ordering::SeqCst));

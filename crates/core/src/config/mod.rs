@@ -64,22 +64,26 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Read a config file's text; an unreadable file is a config error naming it.
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+            file: Some(path.display().to_string()),
+            line: None,
+        }])
+    })
+}
+
 /// Read and validate a config file. `env` looks up environment variables.
 pub fn load_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     version: u64,
 ) -> Result<Loaded, ConfigErrors> {
-    let file = path.display().to_string();
-    let src = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            key: String::new(),
-            message: format!("cannot read config file: {e}"),
-            file: Some(file.clone()),
-            line: None,
-        }])
-    })?;
-    load_str(&src, Some(&file), env, version)
+    let src = read_file(path)?;
+    load_str(&src, Some(&path.display().to_string()), env, version)
 }
 
 /// Parse and validate config text.

@@ -161,25 +161,23 @@ fn is_tls(text: &str) -> bool {
     lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
 }
 
-fn classify_direct(e: hyper_util::client::legacy::Error) -> TransportError {
-    let text = chain(&e);
+/// TLS failures are target failures; other connect errors and resets are transient.
+fn classify(e: &dyn std::error::Error, is_connect: bool) -> TransportError {
+    let text = chain(e);
     if is_tls(&text) {
         TransportError::Tls(text)
-    } else if e.is_connect() {
+    } else if is_connect {
         TransportError::Connect(text)
     } else {
         TransportError::Reset(text)
     }
 }
 
+fn classify_direct(e: hyper_util::client::legacy::Error) -> TransportError {
+    classify(&e, e.is_connect())
+}
+
 fn classify_reqwest(e: reqwest::Error) -> TransportError {
     let e = e.without_url();
-    let text = chain(&e);
-    if is_tls(&text) {
-        TransportError::Tls(text)
-    } else if e.is_connect() {
-        TransportError::Connect(text)
-    } else {
-        TransportError::Reset(text)
-    }
+    classify(&e, e.is_connect())
 }
