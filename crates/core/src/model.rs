@@ -464,6 +464,54 @@ pub struct ServerSettings {
 pub struct KeyEntry {
     pub id: String,
     pub project: String,
+    /// Unix seconds after which the key no longer works (expiry, or the end of a rotation's grace).
+    pub expires_at: Option<i64>,
+}
+
+impl KeyEntry {
+    pub fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|t| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(i64::MAX);
+            now >= t
+        })
+    }
+}
+
+/// Keyed hash of gateway keys (HMAC-SHA256): a leaked table of hashes cannot be checked
+/// offline against guesses without the key, which the store keeps encrypted.
+/// Holds the keyed state prepared once, so a request pays two compressions, not four.
+#[derive(Clone)]
+pub struct KeyHasher(hmac::Hmac<sha2::Sha256>);
+
+impl KeyHasher {
+    pub fn new(key: [u8; 32]) -> KeyHasher {
+        use hmac::digest::KeyInit;
+        // HMAC pads a short key with zeros to the block size; doing it here makes `new` infallible.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&key);
+        KeyHasher(hmac::Hmac::<sha2::Sha256>::new(&block.into()))
+    }
+
+    /// A key of this process only: for a config without a store.
+    pub fn random() -> KeyHasher {
+        KeyHasher::new(rand::random())
+    }
+
+    pub fn hash(&self, key: &str) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = self.0.clone();
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHasher(***)")
+    }
 }
 
 /// The whole live configuration. Requests load one `Arc<Snapshot>` and never a lock.
@@ -471,8 +519,9 @@ pub struct KeyEntry {
 pub struct Snapshot {
     pub server: ServerSettings,
     pub projects: HashMap<String, ProjectSnapshot>,
-    /// SHA-256 of a gateway key -> its entry.
+    /// Keyed hash of a gateway key -> its entry.
     pub keys: HashMap<[u8; 32], KeyEntry>,
+    pub key_hasher: KeyHasher,
     pub version: u64,
     /// `[routing.retry]`: the policy of passthrough calls and the base of every route's.
     pub default_retry: RetryPolicy,
@@ -484,7 +533,11 @@ impl Snapshot {
     }
 }
 
-pub fn hash_key(key: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(key.as_bytes()).into()
+impl Snapshot {
+    /// The entry of a gateway key that works now (known, not expired).
+    pub fn key(&self, key: &str) -> Option<&KeyEntry> {
+        self.keys
+            .get(&self.key_hasher.hash(key))
+            .filter(|e| !e.expired())
+    }
 }

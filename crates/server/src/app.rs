@@ -13,7 +13,7 @@ use signalbox_core::body::{Peeked, check_fits, peek};
 use signalbox_core::error::{ApiError, ErrorCode};
 use signalbox_core::execute::{Exchange, Outcome, Payload, error_outcome, execute};
 use signalbox_core::headers::*;
-use signalbox_core::model::{AuthMode, EndpointKind, Snapshot, TargetAuth, hash_key};
+use signalbox_core::model::{AuthMode, EndpointKind, Snapshot, TargetAuth};
 use signalbox_core::multipart;
 use signalbox_core::plan::{StickyIds, plan};
 use signalbox_core::resolve::{Resolution, resolve};
@@ -192,7 +192,7 @@ pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> 
             "missing gateway key: send it as `Authorization: Bearer <key>` or `x-signalbox-authorization: Bearer <key>`",
         ));
     };
-    let Some(entry) = snap.keys.get(&hash_key(key)) else {
+    let Some(entry) = snap.key(key) else {
         return Err(ApiError::auth("invalid gateway key"));
     };
     if let Some(p) = project_header
@@ -221,7 +221,7 @@ fn body_timeout() -> ApiError {
 
 /// A caller key equal to a gateway key is never forwarded: the gateway key must not leave.
 fn not_a_gateway_key(snap: &Snapshot, key: Option<&str>) -> Option<String> {
-    key.filter(|k| !snap.keys.contains_key(&hash_key(k)))
+    key.filter(|k| !snap.keys.contains_key(&snap.key_hasher.hash(k)))
         .map(str::to_string)
 }
 

@@ -1,6 +1,7 @@
 //! Loading the config file: parse (`raw`), then validate into a [`Snapshot`] (`validate`).
 //! The file, and later the admin API, go through the same validation.
 
+pub mod catalog;
 pub mod raw;
 mod validate;
 
@@ -11,6 +12,7 @@ use crate::model::Snapshot;
 use std::fmt;
 use std::path::Path;
 
+pub use catalog::{Catalog, CatalogCredential, CatalogObject, ObjectKind};
 pub use validate::{ConfigSource, build_snapshot, is_loopback_host};
 
 /// One problem in a config, located as precisely as the source allows.
@@ -93,7 +95,28 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
     version: u64,
 ) -> Result<Loaded, ConfigErrors> {
-    let raw: raw::RawConfig = toml::from_str(src).map_err(|e| {
+    load_with_catalog(src, file, env, version, &Catalog::file_only())
+}
+
+/// Parse config text (may be empty) and validate it together with the store's catalog.
+pub fn load_with_catalog(
+    src: &str,
+    file: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+    version: u64,
+    catalog: &Catalog,
+) -> Result<Loaded, ConfigErrors> {
+    let raw = parse(src, file)?;
+    let source = ConfigSource {
+        text: Some(src),
+        file,
+    };
+    build_snapshot(raw, &source, env, version, catalog)
+}
+
+/// Parse config text into its raw tables (unknown keys rejected), without validating.
+pub fn parse(src: &str, file: Option<&str>) -> Result<raw::RawConfig, ConfigErrors> {
+    toml::from_str(src).map_err(|e| {
         let line = e.span().map(|s| line_of(src, s.start));
         ConfigErrors(vec![ConfigError {
             key: String::new(),
@@ -101,12 +124,7 @@ pub fn load_str(
             file: file.map(str::to_string),
             line,
         }])
-    })?;
-    let source = ConfigSource {
-        text: Some(src),
-        file,
-    };
-    build_snapshot(raw, &source, env, version)
+    })
 }
 
 pub(crate) fn line_of(src: &str, offset: usize) -> usize {

@@ -1,6 +1,7 @@
 //! Raw config -> [`Snapshot`]: every reference resolved, every rule checked, all errors collected.
 
 use super::raw::*;
+use super::catalog::{Catalog, CatalogObject, ObjectKind};
 use super::{ConfigError, ConfigErrors, Loaded, Seg, display_path, locate};
 use crate::model::*;
 use crate::providers::transport::{ExtraRoots, Transport, load_ca_bundle};
@@ -130,27 +131,62 @@ fn with(mut base: Vec<Seg>, more: Seg) -> Vec<Seg> {
 struct Ctx<'a> {
     src: &'a ConfigSource<'a>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    catalog: &'a Catalog,
+    /// `(table, name)` of objects that came from the store: their errors name no file line.
+    from_store: BTreeSet<(&'static str, String)>,
     errors: Vec<ConfigError>,
     warnings: Vec<String>,
 }
 
 impl Ctx<'_> {
     fn err(&mut self, path: Vec<Seg>, message: impl Into<String>) {
-        let line = self.src.text.and_then(|t| locate(t, &path));
+        let stored = match (path.first(), path.get(1)) {
+            (Some(Seg::Key(t)), Some(Seg::Key(n))) => {
+                self.from_store.iter().any(|(st, sn)| st == t && sn == n)
+            }
+            _ => false,
+        };
+        let (file, line) = if stored {
+            (None, None)
+        } else {
+            (
+                self.src.file.map(str::to_string),
+                self.src.text.and_then(|t| locate(t, &path)),
+            )
+        };
         self.errors.push(ConfigError {
             key: display_path(&path),
             message: message.into(),
-            file: self.src.file.map(str::to_string),
+            file,
             line,
         });
     }
 
-    /// An `env::VAR` reference that must be set.
-    fn secret_ref(&mut self, value: &str, path: Vec<Seg>) -> Option<Secret> {
+    /// An `env::VAR` reference that must be set, or a `credential::NAME` of the store
+    /// belonging to `project` (None: any project, for server-wide secrets).
+    fn secret_ref(&mut self, value: &str, path: Vec<Seg>, project: Option<&str>) -> Option<Secret> {
+        if let Some(name) = value.strip_prefix("credential::") {
+            return match self.catalog.credentials.get(name) {
+                Some(c) if project.is_none_or(|p| p == c.project) => Some(c.secret.clone()),
+                Some(c) => {
+                    let msg = format!(
+                        "credential '{name}' belongs to project '{}', not '{}'",
+                        c.project,
+                        project.unwrap_or_default()
+                    );
+                    self.err(path, msg);
+                    None
+                }
+                None => {
+                    self.err(path, format!("no stored credential named '{name}'"));
+                    None
+                }
+            };
+        }
         let Some(var) = value.strip_prefix("env::") else {
             self.err(
                 path,
-                "must be a reference like \"env::VAR\"; raw secrets are not allowed in the config file",
+                "must be a reference like \"env::VAR\" or \"credential::NAME\"; raw secrets are not allowed in the config file",
             );
             return None;
         };
@@ -257,17 +293,21 @@ struct BuiltProvider {
 
 /// Validate a raw config into a snapshot, collecting every error.
 pub fn build_snapshot(
-    raw: RawConfig,
+    mut raw: RawConfig,
     src: &ConfigSource<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     version: u64,
+    catalog: &Catalog,
 ) -> Result<Loaded, ConfigErrors> {
     let mut cx = Ctx {
         src,
         env,
+        catalog,
+        from_store: BTreeSet::new(),
         errors: Vec::new(),
         warnings: Vec::new(),
     };
+    merge_catalog(&mut cx, &mut raw);
 
     let server = build_server(&mut cx, &raw.server);
     let default_retry = merge_retry(RetryPolicy::default(), raw.routing.retry.as_ref());
@@ -407,7 +447,7 @@ pub fn build_snapshot(
         };
         let provider = bp.provider.clone();
         let auth = match rt.credential.as_deref() {
-            Some(c) => match cx.secret_ref(c, with(path.clone(), k("credential"))) {
+            Some(c) => match cx.secret_ref(c, with(path.clone(), k("credential")), Some(&project)) {
                 Some(s) => TargetAuth::Credential(s),
                 None => continue,
             },
@@ -772,12 +812,12 @@ pub fn build_snapshot(
             cx.err(path, "an API key needs `key = \"env::VAR\"`");
             continue;
         };
-        let Some(secret) = cx.secret_ref(key, with(path.clone(), k("key"))) else {
+        let proj = rk.project.clone().unwrap_or_else(|| "default".into());
+        let Some(secret) = cx.secret_ref(key, with(path.clone(), k("key")), Some(&proj)) else {
             continue;
         };
-        let proj = rk.project.clone().unwrap_or_else(|| "default".into());
         proj_mut(&mut projects, &proj);
-        let h = hash_key(secret.expose());
+        let h = catalog.key_hasher.hash(secret.expose());
         if let Some(other) = keys.get(&h) {
             let msg = format!(
                 "the same key value is already used by api_keys.{}",
@@ -791,8 +831,16 @@ pub fn build_snapshot(
             KeyEntry {
                 id: name.clone(),
                 project: proj,
+                expires_at: None,
             },
         );
+    }
+    for (h, entry) in &catalog.keys {
+        proj_mut(&mut projects, &entry.project);
+        keys.entry(*h).or_insert_with(|| entry.clone());
+    }
+    for name in &catalog.projects {
+        proj_mut(&mut projects, name);
     }
 
     if !cx.errors.is_empty() {
@@ -803,11 +851,58 @@ pub fn build_snapshot(
             server,
             projects: projects.into_iter().collect(),
             keys,
+            key_hasher: catalog.key_hasher.clone(),
             version,
             default_retry,
         },
         warnings: cx.warnings,
     })
+}
+
+/// Store objects join the file's tables; a name in both is an error naming both.
+fn merge_catalog(cx: &mut Ctx<'_>, raw: &mut RawConfig) {
+    fn put<T: serde::de::DeserializeOwned + HasProject>(
+        cx: &mut Ctx<'_>,
+        table: &'static str,
+        map: &mut BTreeMap<String, T>,
+        o: &CatalogObject,
+    ) {
+        if let Some(existing) = map.get(&o.name) {
+            let file = cx.src.file.unwrap_or("the config file");
+            let line = cx
+                .src
+                .text
+                .and_then(|t| locate(t, &p(&[table, &o.name])))
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
+            let msg = format!(
+                "defined both in {file}{line} (project '{}') and in the store (project '{}'); rename or remove one",
+                existing.project().unwrap_or("default"),
+                o.project
+            );
+            cx.from_store.insert((table, o.name.clone()));
+            cx.err(p(&[table, &o.name]), msg);
+            return;
+        }
+        cx.from_store.insert((table, o.name.clone()));
+        match serde_json::from_value::<T>(o.body.clone()) {
+            Ok(mut v) => {
+                v.set_project(o.project.clone());
+                map.insert(o.name.clone(), v);
+            }
+            Err(e) => cx.err(p(&[table, &o.name]), e.to_string()),
+        }
+    }
+    let catalog = cx.catalog;
+    for o in &catalog.objects {
+        match o.kind {
+            ObjectKind::Provider => put(cx, "providers", &mut raw.providers, o),
+            ObjectKind::Model => put(cx, "models", &mut raw.models, o),
+            ObjectKind::Target => put(cx, "targets", &mut raw.targets, o),
+            ObjectKind::Route => put(cx, "routes", &mut raw.routes, o),
+            ObjectKind::Function => put(cx, "functions", &mut raw.functions, o),
+        }
+    }
 }
 
 fn proj_mut<'m>(
@@ -912,7 +1007,7 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
     }
     let metrics_token = s.metrics_token.as_deref().and_then(|t| {
         if t.starts_with("env::") {
-            cx.secret_ref(t, p(&["server", "metrics_token"]))
+            cx.secret_ref(t, p(&["server", "metrics_token"]), None)
         } else {
             Some(Secret::new(t))
         }
@@ -1071,13 +1166,13 @@ fn build_provider(
         }
     }
     let credential = match rp.credential.as_deref() {
-        Some(c) => cx.secret_ref(c, with(path.clone(), k("credential"))),
+        Some(c) => cx.secret_ref(c, with(path.clone(), k("credential")), rp.project.as_deref().or(Some("default"))),
         None => match known {
             Some(w) if w.needs_key => {
                 let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
                 match (cx.env)(&var) {
                     Some(v) if !v.trim().is_empty() => {
-                        cx.secret_ref(&format!("env::{var}"), with(path.clone(), k("credential")))
+                        cx.secret_ref(&format!("env::{var}"), with(path.clone(), k("credential")), None)
                     }
                     _ => {
                         cx.warnings.push(format!(
