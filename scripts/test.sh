@@ -19,6 +19,12 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# A real PostgreSQL on loopback: the store tests run against it and against SQLite.
+echo "== starting PostgreSQL (scripts/pg.sh)"
+SIGNALBOX_TEST_PG_URL="$(scripts/pg.sh start)"
+export SIGNALBOX_TEST_PG_URL
+trap 'scripts/pg.sh stop' EXIT
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -1,5 +1,8 @@
 //! The `signalbox` binary's library: HTTP surface, live config and serving.
 
+pub mod admin;
 pub mod app;
 pub mod live;
 pub mod serve;
+pub mod setup;
+pub mod transfer;

@@ -1,11 +1,11 @@
 //! The live configuration: one `ArcSwap<Snapshot>`, replaced whole by a reload.
 
 use arc_swap::ArcSwap;
-use signalbox_core::config::{ConfigError, ConfigErrors};
+use signalbox_core::config::{Catalog, ConfigError, ConfigErrors};
 use signalbox_core::model::{AuthMode, Snapshot};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Looks up an environment variable (injectable for tests and embedding).
@@ -16,10 +16,18 @@ pub struct Live {
     env: EnvFn,
     path: Option<PathBuf>,
     version: AtomicU64,
-    /// Hash of the file text last applied: a change event with the same text is a no-op.
-    text_digest: AtomicU64,
+    /// What the live snapshot was built from; locked only to rebuild, never by requests.
+    sources: Mutex<Sources>,
     /// The address actually bound (CLI flags may override the file's).
     bind_host: String,
+}
+
+struct Sources {
+    /// The file text last applied ("" without a file).
+    file_text: String,
+    /// The store's catalog last applied, and its version (0: no store).
+    catalog: Arc<Catalog>,
+    store_version: i64,
 }
 
 /// The process environment.
@@ -28,17 +36,36 @@ pub fn process_env() -> EnvFn {
 }
 
 impl Live {
-    /// Load the first config. `path` None: an empty config (nothing routed yet).
+    /// Load the first config from the file alone. `path` None: an empty config.
     pub fn load(
         path: Option<&Path>,
         bind_host: Option<&str>,
         env: EnvFn,
     ) -> Result<(Live, Vec<String>), ConfigErrors> {
-        let lookup = |n: &str| env(n);
-        let loaded = match path {
-            Some(p) => signalbox_core::load_file(p, &lookup, 1)?,
-            None => signalbox_core::load_str("", None, &lookup, 1)?,
+        Live::load_with_catalog(path, bind_host, env, Catalog::file_only(), 0)
+    }
+
+    /// Load the first config from the file and the store's catalog.
+    pub fn load_with_catalog(
+        path: Option<&Path>,
+        bind_host: Option<&str>,
+        env: EnvFn,
+        catalog: Catalog,
+        store_version: i64,
+    ) -> Result<(Live, Vec<String>), ConfigErrors> {
+        let text = match path {
+            Some(p) => signalbox_core::config::read_file(p)?,
+            None => String::new(),
         };
+        let file = path.map(|p| p.display().to_string());
+        let lookup = |n: &str| env(n);
+        let loaded = signalbox_core::config::load_with_catalog(
+            &text,
+            file.as_deref(),
+            &lookup,
+            1,
+            &catalog,
+        )?;
         let host = bind_host
             .map(str::to_string)
             .unwrap_or_else(|| loaded.snapshot.server.host.clone());
@@ -49,11 +76,11 @@ impl Live {
                 env,
                 path: path.map(Path::to_path_buf),
                 version: AtomicU64::new(1),
-                text_digest: AtomicU64::new(
-                    path.and_then(|p| std::fs::read_to_string(p).ok())
-                        .map(|t| digest(&t))
-                        .unwrap_or(0),
-                ),
+                sources: Mutex::new(Sources {
+                    file_text: text,
+                    catalog: Arc::new(catalog),
+                    store_version,
+                }),
                 bind_host: host,
             },
             loaded.warnings,
@@ -69,7 +96,11 @@ impl Live {
             env,
             path,
             version: AtomicU64::new(version),
-            text_digest: AtomicU64::new(0),
+            sources: Mutex::new(Sources {
+                file_text: String::new(),
+                catalog: Arc::new(Catalog::file_only()),
+                store_version: 0,
+            }),
             bind_host: host,
         }
     }
@@ -87,49 +118,101 @@ impl Live {
         self.path.as_deref()
     }
 
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn build(&self, text: &str, catalog: &Catalog, version: u64) -> Result<Snapshot, ConfigErrors> {
+        let file = self.path.as_ref().map(|p| p.display().to_string());
+        let lookup = |n: &str| (self.env)(n);
+        let loaded = signalbox_core::config::load_with_catalog(
+            text,
+            file.as_deref(),
+            &lookup,
+            version,
+            catalog,
+        )?;
+        check_bind(&loaded.snapshot, &self.bind_host)?;
+        for w in &loaded.warnings {
+            tracing::debug!("{w}");
+        }
+        Ok(loaded.snapshot)
+    }
+
     /// Re-read the file; a valid config replaces the live one whole, an invalid one is
     /// rejected whole and the last good config keeps serving.
     pub fn reload(&self) -> Result<u64, ConfigErrors> {
         let Some(path) = self.path.as_deref() else {
-            return Ok(self.version.load(Ordering::SeqCst));
+            return Ok(self.version());
         };
-        let next = self.version.load(Ordering::SeqCst) + 1;
-        let file = path.display().to_string();
         let text = signalbox_core::config::read_file(path)?;
-        let digest = digest(&text);
-        if digest == self.text_digest.load(Ordering::SeqCst) {
-            return Ok(self.version.load(Ordering::SeqCst));
+        let mut src = self.sources();
+        if text == src.file_text {
+            return Ok(self.version());
         }
-        let lookup = |n: &str| (self.env)(n);
-        let loaded = signalbox_core::load_str(&text, Some(&file), &lookup, next)?;
-        check_bind(&loaded.snapshot, &self.bind_host)?;
-        for w in &loaded.warnings {
-            tracing::warn!("{w}");
-        }
+        let next = self.version() + 1;
+        let snapshot = self.build(&text, &src.catalog, next)?;
         let old = self.snapshot();
-        if old.server.host != loaded.snapshot.server.host
-            || old.server.port != loaded.snapshot.server.port
-        {
+        if old.server.host != snapshot.server.host || old.server.port != snapshot.server.port {
             tracing::warn!(
                 "[server] host/port changed in the config file: restart Signalbox to listen on the new address"
             );
         }
-        self.current.store(Arc::new(loaded.snapshot));
+        self.current.store(Arc::new(snapshot));
         self.version.store(next, Ordering::SeqCst);
-        self.text_digest.store(digest, Ordering::SeqCst);
+        src.file_text = text;
         Ok(next)
+    }
+
+    /// Validate the file as last applied together with a candidate catalog: the check an
+    /// admin write must pass before it commits.
+    pub fn check_catalog(&self, catalog: &Catalog) -> Result<Snapshot, ConfigErrors> {
+        let text = self.sources().file_text.clone();
+        self.build(&text, catalog, self.version() + 1)
+    }
+
+    /// Serve a snapshot built by [`Live::check_catalog`] from the store's catalog at
+    /// `store_version`, unless a newer store version is already live.
+    pub fn install(&self, snapshot: Snapshot, catalog: Catalog, store_version: i64) -> bool {
+        let mut src = self.sources();
+        if store_version <= src.store_version {
+            return false;
+        }
+        let next = self.version() + 1;
+        let mut snapshot = snapshot;
+        snapshot.version = next;
+        self.current.store(Arc::new(snapshot));
+        self.version.store(next, Ordering::SeqCst);
+        src.catalog = Arc::new(catalog);
+        src.store_version = store_version;
+        true
+    }
+
+    /// The store changed (another node, or a write here): rebuild from its catalog.
+    pub fn apply_catalog(
+        &self,
+        catalog: Catalog,
+        store_version: i64,
+    ) -> Result<bool, ConfigErrors> {
+        if store_version <= self.store_version() {
+            return Ok(false);
+        }
+        let snapshot = self.check_catalog(&catalog)?;
+        Ok(self.install(snapshot, catalog, store_version))
+    }
+
+    pub fn store_version(&self) -> i64 {
+        self.sources().store_version
+    }
+
+    /// Names of the objects the file defines, per table: they are read-only through the API.
+    pub fn file_text(&self) -> String {
+        self.sources().file_text.clone()
     }
 
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::SeqCst)
     }
-}
-
-fn digest(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
 }
 
 fn check_bind(s: &Snapshot, host: &str) -> Result<(), ConfigErrors> {
@@ -154,9 +237,21 @@ pub fn watch(live: Arc<Live>) -> Option<notify::RecommendedWatcher> {
     let abs = std::path::absolute(&path).unwrap_or(path.clone());
     let dir = abs.parent()?.to_path_buf();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let name = abs.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Only the config file, or the `..data`-style entries a Kubernetes ConfigMap swaps;
+        // not the store's files when the data directory sits beside the config.
+        let relevant = |ev: &notify::Event| {
+            ev.paths.is_empty()
+                || ev.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|f| {
+                        Some(f) == name.as_deref() || f.to_string_lossy().starts_with("..")
+                    })
+                })
+        };
         if let Ok(ev) = res
             && !ev.kind.is_access()
+            && relevant(&ev)
         {
             let _ = tx.send(());
         }
@@ -173,8 +268,10 @@ pub fn watch(live: Arc<Live>) -> Option<notify::RecommendedWatcher> {
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
             let l = live.clone();
+            let before = live.version();
             match tokio::task::spawn_blocking(move || l.reload()).await {
-                Ok(Ok(v)) => tracing::info!(version = v, "config reloaded"),
+                Ok(Ok(v)) if v != before => tracing::info!(version = v, "config file reloaded"),
+                Ok(Ok(_)) => {}
                 Ok(Err(errs)) => {
                     tracing::error!(
                         "config change rejected; the previous config keeps serving:\n{errs}"

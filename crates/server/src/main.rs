@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signalbox::live::{self, Live};
-use signalbox::serve;
+use signalbox::{admin, serve, setup};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,19 +18,32 @@ struct Cli {
     command: Command,
 }
 
+/// Where the store is: `--db URL` (sqlite://PATH or postgres://...) and `--data-dir`.
+#[derive(clap::Args, Clone, Default)]
+struct StoreFlags {
+    /// Store database URL (default: SQLite in the data directory; also `[store] url`).
+    #[arg(long, global = true)]
+    db: Option<String>,
+    /// Data directory (default ./signalbox-data; also SIGNALBOX_DATA_DIR, `[store] data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Config file (default ./signalbox.toml when present): its `[store]` table and objects.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway.
+    /// Run the gateway, the admin API and the store.
     Serve {
-        /// Config file (default ./signalbox.toml).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
         /// Address to listen on (overrides [server] host).
         #[arg(long)]
         host: Option<String>,
         /// Port to listen on (overrides [server] port).
         #[arg(long)]
         port: Option<u16>,
+        #[command(flatten)]
+        store: StoreFlags,
     },
     /// Validate a config file: print every error and exit non-zero, or exit 0.
     Check {
@@ -41,14 +54,108 @@ enum Command {
     Explain {
         /// The model string, e.g. route::summarize or gpt-4o.
         model: String,
-        #[arg(long, short)]
-        config: Option<PathBuf>,
         /// Endpoint kind: chat, embeddings, audio_speech, audio_transcription, image_generation.
         #[arg(long, default_value = "chat")]
         endpoint: String,
         /// Project (default: default).
         #[arg(long, default_value = "default")]
         project: String,
+        /// Explain from the config file alone, without the store.
+        #[arg(long)]
+        file_only: bool,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Apply the store's pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Gateway keys in the store.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Export a project as TOML, or import TOML into the store.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Account administration.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+    /// Re-encrypt every stored credential under a new master key, in one transaction.
+    RotateMasterKey {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key and print it, alone, on standard output (shown once).
+    Create {
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[arg(long)]
+        name: String,
+        /// Seconds until the key stops working.
+        #[arg(long)]
+        expires_in: Option<i64>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// List a project's keys (prefixes only).
+    List {
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Write a project's store objects as config-file TOML.
+    Export {
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Apply a TOML file's objects to the store, all or nothing.
+    Import {
+        file: PathBuf,
+        /// Project for objects that name none.
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Set a new password (read from SIGNALBOX_NEW_PASSWORD, else generated and printed)
+    /// and revoke the user's tokens.
+    ResetPassword {
+        #[arg(long, default_value = "admin")]
+        user: String,
+        #[command(flatten)]
+        store: StoreFlags,
     },
 }
 
@@ -80,104 +187,100 @@ fn config_path(given: Option<PathBuf>) -> Option<PathBuf> {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } => {
-            let path = config.unwrap_or_else(|| PathBuf::from("signalbox.toml"));
-            let env = |n: &str| std::env::var(n).ok();
-            match signalbox_core::load_file(&path, &env, 1) {
-                Ok(loaded) => {
-                    for w in &loaded.warnings {
-                        eprintln!("warning: {w}");
-                    }
-                    println!("{}: ok", path.display());
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(errs) => {
-                    for e in &errs.0 {
-                        eprintln!("error: {e}");
-                    }
-                    eprintln!("{}: {} error(s)", path.display(), errs.0.len());
-                    std::process::ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Explain {
-            model,
-            config,
-            endpoint,
-            project,
-        } => {
-            let path = config.unwrap_or_else(|| PathBuf::from("signalbox.toml"));
-            let env = |n: &str| std::env::var(n).ok();
-            let loaded = match signalbox_core::load_file(&path, &env, 1) {
-                Ok(l) => l,
-                Err(errs) => {
-                    for e in &errs.0 {
-                        eprintln!("error: {e}");
-                    }
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            let Some(kind) = signalbox_core::model::EndpointKind::parse(&endpoint) else {
-                eprintln!("error: unknown endpoint kind '{endpoint}'");
-                return std::process::ExitCode::FAILURE;
-            };
-            let Some(ps) = loaded.snapshot.project(&project) else {
-                eprintln!("error: unknown project '{project}'");
-                return std::process::ExitCode::FAILURE;
-            };
-            match signalbox_core::explain::explain(ps, kind, &model) {
-                Ok(v) => {
-                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {} ({})", e.message, e.code.as_str());
-                    std::process::ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Serve { config, host, port } => {
+    let result = match cli.command {
+        Command::Check { config } => return check(config),
+        Command::Serve { host, port, store } => {
             init_logs();
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run(config, host, port)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            runtime().and_then(|rt| rt.block_on(run(store, host, port)))
+        }
+        other => {
+            init_cli_logs();
+            runtime().and_then(|rt| rt.block_on(cli::run(other)))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
 
-async fn run(
-    config: Option<PathBuf>,
-    host: Option<String>,
-    port: Option<u16>,
-) -> anyhow::Result<()> {
-    let explicit = config.is_some();
-    let path = config_path(config);
+/// Commands other than `serve` log warnings only, to standard error.
+fn init_cli_logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SIGNALBOX_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(config: Option<PathBuf>) -> std::process::ExitCode {
+    let path = config.unwrap_or_else(|| PathBuf::from("signalbox.toml"));
+    let env = |n: &str| std::env::var(n).ok();
+    match signalbox_core::load_file(&path, &env, 1) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{}: ok", path.display());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errs.0.len());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {
+    let explicit = flags.config.is_some();
+    let path = config_path(flags.config.clone());
     if let Some(p) = &path {
         if explicit && !p.exists() {
             anyhow::bail!("config file {} does not exist", p.display());
         }
     } else {
-        tracing::warn!("no signalbox.toml here and no --config: starting with an empty config");
+        tracing::warn!(
+            "no signalbox.toml here and no --config: starting with an empty config file"
+        );
     }
-    let (live, warnings) = Live::load(path.as_deref(), host.as_deref(), live::process_env())
-        .map_err(|errs| anyhow::anyhow!("the config is invalid:\n{errs}"))?;
+    let env = live::process_env();
+    let lookup = |n: &str| env(n);
+    let loc = setup::locate(
+        &setup::StoreArgs {
+            db: flags.db.clone(),
+            data_dir: flags.data_dir.clone(),
+        },
+        path.as_deref(),
+        &lookup,
+    )?;
+    let store = Arc::new(setup::open(&loc, &lookup).await?);
+    setup::first_start(&store, &loc, &lookup).await?;
+    let (catalog, store_version) = store.load_catalog().await?;
+    let (live, warnings) = Live::load_with_catalog(
+        path.as_deref(),
+        host.as_deref(),
+        env.clone(),
+        catalog,
+        store_version,
+    )
+    .map_err(|errs| anyhow::anyhow!("the config is invalid:\n{errs}"))?;
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -191,12 +294,31 @@ async fn run(
         );
     }
     let _watcher = live::watch(live.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pg_url = (store.backend() == signalbox_store::Backend::Postgres).then(|| loc.url.clone());
+    admin::sync::follow(store.clone(), live.clone(), pg_url, stop.clone());
+    let admin_router = admin::router(admin::AdminState::new(store.clone(), live.clone()));
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    let running = serve::start(live, listener)?;
+    let admin_listen = snap.server.admin_listen.clone();
+    let (same, separate) = match admin_listen.as_str() {
+        "same" | "" => (Some(admin_router), None),
+        "off" => (None, None),
+        addr => (None, Some((addr.to_string(), admin_router))),
+    };
+    let mut admin_task = None;
+    if let Some((addr, router)) = separate {
+        let l = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .with_context(|| format!("cannot listen on admin_listen {addr}"))?;
+        tracing::info!("admin API listening on http://{}/admin/v1", l.local_addr()?);
+        admin_task = Some(serve::start_admin(l, router, stop.clone()));
+    }
+    let running = serve::start_with(live, listener, same)?;
     tracing::info!(
         config_version = snap.version,
+        store = %signalbox_store::redact_url(&loc.url),
         "Signalbox listening on http://{}",
         running.addr
     );
@@ -206,6 +328,13 @@ async fn run(
         trigger.cancel();
     });
     running.done.await.context("server task failed")?;
+    stop.cancel();
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+mod cli;

@@ -22,21 +22,37 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// Serve on an already bound listener.
+/// Serve on an already bound listener (the data plane alone).
 pub fn start(live: Arc<Live>, listener: TcpListener) -> std::io::Result<Running> {
+    start_with(live, listener, None)
+}
+
+/// Serve the data plane, and the admin API on the same listener when `admin` is given.
+pub fn start_with(
+    live: Arc<Live>,
+    listener: TcpListener,
+    admin: Option<axum::Router>,
+) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let flush = CancellationToken::new();
     let (sink, writer) = TraceSink::start(16_384, flush.clone());
     let state = AppState::new(live, sink);
     let shutdown = CancellationToken::new();
-    let app = router(state.clone());
+    let app = match admin {
+        Some(a) => a.merge(router(state.clone())),
+        None => router(state.clone()),
+    };
     let st = state.clone();
     let trigger = shutdown.clone();
     let done = tokio::spawn(async move {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(drain(st.clone(), trigger));
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(drain(st.clone(), trigger));
         // The graceful phase is bounded: hard stop after the timeout, then a short grace.
         let bounded = async {
             let _ = serve.await;
@@ -100,4 +116,21 @@ pub async fn signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Serve the admin API alone on its own listener (`[server] admin_listen = "ADDR"`),
+/// until `stop` is cancelled.
+pub fn start_admin(
+    listener: TcpListener,
+    admin: axum::Router,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            admin.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
+    })
 }

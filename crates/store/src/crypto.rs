@@ -128,7 +128,9 @@ pub(crate) fn open(key: &MasterKey, aad: &str, sealed: &str) -> Result<Vec<u8>, 
         .decode(sealed)
         .map_err(|_| StoreError::Crypto(format!("{aad}: stored value is not base64")))?;
     if raw.len() < 12 + 16 {
-        return Err(StoreError::Crypto(format!("{aad}: stored value is truncated")));
+        return Err(StoreError::Crypto(format!(
+            "{aad}: stored value is truncated"
+        )));
     }
     let (nonce, ct) = raw.split_at(12);
     key.cipher()

@@ -2,9 +2,7 @@
 
 use crate::StoreError;
 use crate::crypto::{self, MasterKey};
-use signalbox_core::config::{
-    Catalog, CatalogCredential, CatalogObject, ConfigErrors, ObjectKind,
-};
+use signalbox_core::config::{Catalog, CatalogCredential, CatalogObject, ConfigErrors, ObjectKind};
 use signalbox_core::model::{KeyEntry, KeyHasher, Secret};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -19,6 +17,11 @@ pub const NOTIFY_CHANNEL: &str = "signalbox_config";
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+/// Now, in Unix milliseconds (the store's unit of time).
+pub fn now_millis() -> i64 {
+    now_ms()
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -398,12 +401,10 @@ impl Store {
     }
 
     pub async fn config_version(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query("SELECT config_version FROM meta WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?,
-        )
+        Ok(sqlx::query("SELECT config_version FROM meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     /// The whole catalog and the version it belongs to, read in one transaction.
@@ -504,6 +505,16 @@ impl Store {
         change: Change,
         check: impl FnOnce(&Catalog, i64) -> Result<T, ConfigErrors>,
     ) -> Result<(T, Committed), StoreError> {
+        self.write_all(actor, vec![change], check).await
+    }
+
+    /// Apply several changes in one transaction: all of them commit, or none.
+    pub async fn write_all<T>(
+        &self,
+        actor: &Actor,
+        changes: Vec<Change>,
+        check: impl FnOnce(&Catalog, i64) -> Result<T, ConfigErrors>,
+    ) -> Result<(T, Committed), StoreError> {
         let mut tx = self.pool.begin().await?;
         // First statement a write: takes SQLite's write lock / PostgreSQL's row lock, so
         // concurrent writers queue here instead of validating against a stale catalog.
@@ -513,7 +524,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        let mut committed = self.apply(&mut tx, actor, &change).await?;
+        let mut committed = Committed::default();
+        for change in &changes {
+            committed = self.apply(&mut tx, actor, change).await?;
+        }
         committed.config_version = version;
         let (catalog, _) = self.read_catalog(&mut tx).await?;
         let out = match check(&catalog, version) {
@@ -571,7 +585,9 @@ impl Store {
         if Self::project_exists(tx, project).await? {
             Ok(())
         } else {
-            Err(StoreError::NotFound(format!("no project named '{project}'")))
+            Err(StoreError::NotFound(format!(
+                "no project named '{project}'"
+            )))
         }
     }
 
@@ -599,7 +615,16 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
                 let after = serde_json::json!({"name": name, "description": description});
-                Self::audit(tx, actor, Some(name), "create", &format!("project:{name}"), None, Some(&after)).await?;
+                Self::audit(
+                    tx,
+                    actor,
+                    Some(name),
+                    "create",
+                    &format!("project:{name}"),
+                    None,
+                    Some(&after),
+                )
+                .await?;
             }
             Change::DeleteProject { name } => {
                 Self::need_project(tx, name).await?;
@@ -623,7 +648,16 @@ impl Store {
                     .bind(name.clone())
                     .execute(&mut **tx)
                     .await?;
-                Self::audit(tx, actor, Some(name), "delete", &format!("project:{name}"), None, None).await?;
+                Self::audit(
+                    tx,
+                    actor,
+                    Some(name),
+                    "delete",
+                    &format!("project:{name}"),
+                    None,
+                    None,
+                )
+                .await?;
             }
             Change::PutObject {
                 kind,
@@ -658,7 +692,12 @@ impl Store {
                         kind.as_str()
                     )));
                 }
-                check_if_match(kind.as_str(), name, *if_match, existing.as_ref().map(|e| e.version))?;
+                check_if_match(
+                    kind.as_str(),
+                    name,
+                    *if_match,
+                    existing.as_ref().map(|e| e.version),
+                )?;
                 let version = existing.as_ref().map(|e| e.version).unwrap_or(0) + 1;
                 let text = body.to_string();
                 sqlx::query(
@@ -674,12 +713,17 @@ impl Store {
                 .bind(actor.0.clone())
                 .execute(&mut **tx)
                 .await?;
-                Self::record_version(tx, *kind, name, version, project, Some(&text), actor, now).await?;
+                Self::record_version(tx, *kind, name, version, project, Some(&text), actor, now)
+                    .await?;
                 Self::audit(
                     tx,
                     actor,
                     Some(project),
-                    if existing.is_some() { "update" } else { "create" },
+                    if existing.is_some() {
+                        "update"
+                    } else {
+                        "create"
+                    },
                     &format!("{}:{name}", kind.as_str()),
                     existing.as_ref().map(|e| &e.body),
                     Some(body),
@@ -721,17 +765,20 @@ impl Store {
             } => {
                 Self::need_project(tx, project).await?;
                 if value.trim().is_empty() {
-                    return Err(StoreError::Invalid("a credential's value may not be empty".into()));
+                    return Err(StoreError::Invalid(
+                        "a credential's value may not be empty".into(),
+                    ));
                 }
                 if http_header_unsafe(value) {
                     return Err(StoreError::Invalid(
                         "a credential's value must be printable text that can travel in an HTTP header".into(),
                     ));
                 }
-                let existing = sqlx::query("SELECT project, version FROM credentials WHERE name = $1")
-                    .bind(name.clone())
-                    .fetch_optional(&mut **tx)
-                    .await?;
+                let existing =
+                    sqlx::query("SELECT project, version FROM credentials WHERE name = $1")
+                        .bind(name.clone())
+                        .fetch_optional(&mut **tx)
+                        .await?;
                 let version = match &existing {
                     Some(r) => {
                         let p: String = r.try_get(0)?;
@@ -745,7 +792,11 @@ impl Store {
                     None => 1,
                 };
                 let value = value.trim();
-                let sealed = crypto::seal(&self.master, &format!("credential:{name}"), value.as_bytes())?;
+                let sealed = crypto::seal(
+                    &self.master,
+                    &format!("credential:{name}"),
+                    value.as_bytes(),
+                )?;
                 let hint = crypto::hint_of(value);
                 sqlx::query(
                     "INSERT INTO credentials (name, project, ciphertext, hint, version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -765,7 +816,11 @@ impl Store {
                     tx,
                     actor,
                     Some(project),
-                    if existing.is_some() { "update" } else { "create" },
+                    if existing.is_some() {
+                        "update"
+                    } else {
+                        "create"
+                    },
                     &format!("credential:{name}"),
                     None,
                     Some(&after),
@@ -785,7 +840,16 @@ impl Store {
                         "no credential named '{name}' in project '{project}'"
                     )));
                 }
-                Self::audit(tx, actor, Some(project), "delete", &format!("credential:{name}"), None, None).await?;
+                Self::audit(
+                    tx,
+                    actor,
+                    Some(project),
+                    "delete",
+                    &format!("credential:{name}"),
+                    None,
+                    None,
+                )
+                .await?;
             }
             Change::CreateKey {
                 project,
@@ -795,14 +859,18 @@ impl Store {
             } => {
                 Self::need_project(tx, project).await?;
                 let secret = value.clone().unwrap_or_else(crypto::new_gateway_key);
-                let info = self.insert_key(tx, actor, project, name, &secret, *expires_at, now).await?;
+                let info = self
+                    .insert_key(tx, actor, project, name, &secret, *expires_at, now)
+                    .await?;
                 out.revealed = Some(secret);
                 out.key = Some(info);
             }
             Change::RevokeKey { project, id } => {
                 let info = self.key_in(tx, project, id).await?;
                 if info.revoked_at.is_some() {
-                    return Err(StoreError::Conflict(format!("key '{id}' is already revoked")));
+                    return Err(StoreError::Conflict(format!(
+                        "key '{id}' is already revoked"
+                    )));
                 }
                 sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2")
                     .bind(now)
@@ -810,7 +878,16 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 let before = serde_json::to_value(&info).ok();
-                Self::audit(tx, actor, Some(project), "revoke", &format!("api_key:{id}"), before.as_ref(), None).await?;
+                Self::audit(
+                    tx,
+                    actor,
+                    Some(project),
+                    "revoke",
+                    &format!("api_key:{id}"),
+                    before.as_ref(),
+                    None,
+                )
+                .await?;
             }
             Change::RotateKey {
                 project,
@@ -819,7 +896,9 @@ impl Store {
             } => {
                 let old = self.key_in(tx, project, id).await?;
                 if old.revoked_at.is_some() {
-                    return Err(StoreError::Conflict(format!("key '{id}' is revoked and cannot be rotated")));
+                    return Err(StoreError::Conflict(format!(
+                        "key '{id}' is revoked and cannot be rotated"
+                    )));
                 }
                 let grace_end = now + grace_secs.max(&0) * 1000;
                 let new_expiry = match old.expires_at {
@@ -836,8 +915,18 @@ impl Store {
                     .insert_key(tx, actor, project, &old.name, &secret, None, now)
                     .await?;
                 let before = serde_json::to_value(&old).ok();
-                let after = serde_json::json!({"replaced_by": info.id, "old_key_expires_at": new_expiry});
-                Self::audit(tx, actor, Some(project), "rotate", &format!("api_key:{id}"), before.as_ref(), Some(&after)).await?;
+                let after =
+                    serde_json::json!({"replaced_by": info.id, "old_key_expires_at": new_expiry});
+                Self::audit(
+                    tx,
+                    actor,
+                    Some(project),
+                    "rotate",
+                    &format!("api_key:{id}"),
+                    before.as_ref(),
+                    Some(&after),
+                )
+                .await?;
                 out.revealed = Some(secret);
                 out.key = Some(info);
             }
@@ -863,7 +952,9 @@ impl Store {
             .await?
             .is_some();
         if exists {
-            return Err(StoreError::Conflict("that key value is already in use".into()));
+            return Err(StoreError::Conflict(
+                "that key value is already in use".into(),
+            ));
         }
         let info = ApiKeyInfo {
             id: format!("key_{}", uuid::Uuid::now_v7().simple()),
@@ -889,11 +980,25 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         let after = serde_json::to_value(&info).ok();
-        Self::audit(tx, actor, Some(project), "create", &format!("api_key:{}", info.id), None, after.as_ref()).await?;
+        Self::audit(
+            tx,
+            actor,
+            Some(project),
+            "create",
+            &format!("api_key:{}", info.id),
+            None,
+            after.as_ref(),
+        )
+        .await?;
         Ok(info)
     }
 
-    async fn key_in(&self, tx: &mut Tx<'_>, project: &str, id: &str) -> Result<ApiKeyInfo, StoreError> {
+    async fn key_in(
+        &self,
+        tx: &mut Tx<'_>,
+        project: &str,
+        id: &str,
+    ) -> Result<ApiKeyInfo, StoreError> {
         let r = sqlx::query("SELECT * FROM api_keys WHERE id = $1 AND project = $2")
             .bind(id.to_string())
             .bind(project.to_string())
@@ -971,7 +1076,11 @@ impl Store {
         Ok(self.projects().await?.into_iter().find(|p| p.name == name))
     }
 
-    pub async fn objects(&self, kind: ObjectKind, project: &str) -> Result<Vec<ObjectRecord>, StoreError> {
+    pub async fn objects(
+        &self,
+        kind: ObjectKind,
+        project: &str,
+    ) -> Result<Vec<ObjectRecord>, StoreError> {
         sqlx::query(
             "SELECT kind, project, name, body, version, updated_at, updated_by FROM objects WHERE kind = $1 AND project = $2 ORDER BY name",
         )
@@ -984,14 +1093,24 @@ impl Store {
         .collect()
     }
 
-    pub async fn object(&self, kind: ObjectKind, project: &str, name: &str) -> Result<ObjectRecord, StoreError> {
+    pub async fn object(
+        &self,
+        kind: ObjectKind,
+        project: &str,
+        name: &str,
+    ) -> Result<ObjectRecord, StoreError> {
         let mut tx = self.pool.begin().await?;
         let r = self.object_in(&mut tx, kind, project, name).await;
         tx.rollback().await?;
         r
     }
 
-    pub async fn history(&self, kind: ObjectKind, project: &str, name: &str) -> Result<Vec<VersionRecord>, StoreError> {
+    pub async fn history(
+        &self,
+        kind: ObjectKind,
+        project: &str,
+        name: &str,
+    ) -> Result<Vec<VersionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT version, author, created_at, body FROM object_versions WHERE kind = $1 AND name = $2 AND project = $3 ORDER BY version DESC",
         )
@@ -1048,7 +1167,11 @@ impl Store {
             .collect()
     }
 
-    pub async fn audit_log(&self, project: Option<&str>, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+    pub async fn audit_log(
+        &self,
+        project: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = match project {
             Some(p) => {
                 sqlx::query("SELECT * FROM audit_log WHERE project = $1 ORDER BY id DESC LIMIT $2")
@@ -1102,10 +1225,11 @@ impl Store {
                 .await?;
         }
         if !admin_exists {
-            let (password, generated) = match env.admin_password.as_deref().filter(|p| !p.is_empty()) {
-                Some(p) => (p.to_string(), false),
-                None => (crypto::random_token(18), true),
-            };
+            let (password, generated) =
+                match env.admin_password.as_deref().filter(|p| !p.is_empty()) {
+                    Some(p) => (p.to_string(), false),
+                    None => (crypto::random_token(18), true),
+                };
             sqlx::query("INSERT INTO users (name, password_hash, is_admin, created_at) VALUES ('admin', $1, 1, $2)")
                 .bind(crypto::hash_password(&password)?)
                 .bind(now)
@@ -1118,7 +1242,8 @@ impl Store {
                 Some(k) => (k.to_string(), false),
                 None => (crypto::new_gateway_key(), true),
             };
-            self.insert_key(&mut tx, &actor, "default", "initial", &key, None, now).await?;
+            self.insert_key(&mut tx, &actor, "default", "initial", &key, None, now)
+                .await?;
             if generated {
                 created.gateway_key = Some(key);
             }
@@ -1172,7 +1297,9 @@ impl Store {
             return Ok(None);
         }
         let expires = now_ms() + ttl.as_millis() as i64;
-        let (token, _) = self.create_token(&Actor(user.into()), user, "login", Some(expires)).await?;
+        let (token, _) = self
+            .create_token(&Actor(user.into()), user, "login", Some(expires))
+            .await?;
         Ok(Some((token, expires)))
     }
 
@@ -1214,7 +1341,16 @@ impl Store {
             .await?;
         if name != "login" {
             let after = serde_json::to_value(&info).ok();
-            Self::audit(&mut tx, actor, None, "create", &format!("token:{}", info.id), None, after.as_ref()).await?;
+            Self::audit(
+                &mut tx,
+                actor,
+                None,
+                "create",
+                &format!("token:{}", info.id),
+                None,
+                after.as_ref(),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok((token, info))
@@ -1222,13 +1358,17 @@ impl Store {
 
     pub async fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
         let rows = match user {
-            Some(u) => sqlx::query("SELECT * FROM admin_tokens WHERE user_name = $1 ORDER BY created_at")
-                .bind(u.to_string())
-                .fetch_all(&self.pool)
-                .await?,
-            None => sqlx::query("SELECT * FROM admin_tokens ORDER BY created_at")
-                .fetch_all(&self.pool)
-                .await?,
+            Some(u) => {
+                sqlx::query("SELECT * FROM admin_tokens WHERE user_name = $1 ORDER BY created_at")
+                    .bind(u.to_string())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM admin_tokens ORDER BY created_at")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
         };
         rows.iter()
             .map(|r| {
@@ -1245,7 +1385,12 @@ impl Store {
             .collect()
     }
 
-    pub async fn revoke_token(&self, actor: &Actor, id: &str, owner: Option<&str>) -> Result<(), StoreError> {
+    pub async fn revoke_token(
+        &self,
+        actor: &Actor,
+        id: &str,
+        owner: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let q = match owner {
             Some(u) => sqlx::query("UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2 AND user_name = $3 AND revoked_at IS NULL")
@@ -1259,7 +1404,16 @@ impl Store {
         if q.execute(&mut *tx).await?.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no active token '{id}'")));
         }
-        Self::audit(&mut tx, actor, None, "revoke", &format!("token:{id}"), None, None).await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            None,
+            "revoke",
+            &format!("token:{id}"),
+            None,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1333,11 +1487,20 @@ impl Store {
         password: &str,
         roles: &BTreeMap<String, String>,
     ) -> Result<UserInfo, StoreError> {
-        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c)) {
-            return Err(StoreError::Invalid("a user name is 1 to 64 letters, digits or - _ . @".into()));
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        {
+            return Err(StoreError::Invalid(
+                "a user name is 1 to 64 letters, digits or - _ . @".into(),
+            ));
         }
         if password.chars().count() < 8 {
-            return Err(StoreError::Invalid("a password needs at least 8 characters".into()));
+            return Err(StoreError::Invalid(
+                "a password needs at least 8 characters".into(),
+            ));
         }
         let hash = hash_blocking(password.to_string()).await?;
         let mut tx = self.pool.begin().await?;
@@ -1347,18 +1510,31 @@ impl Store {
             .await?
             .is_some()
         {
-            return Err(StoreError::Conflict(format!("a user named '{name}' already exists")));
+            return Err(StoreError::Conflict(format!(
+                "a user named '{name}' already exists"
+            )));
         }
         let now = now_ms();
-        sqlx::query("INSERT INTO users (name, password_hash, is_admin, created_at) VALUES ($1, $2, 0, $3)")
-            .bind(name.to_string())
-            .bind(hash)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES ($1, $2, 0, $3)",
+        )
+        .bind(name.to_string())
+        .bind(hash)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         Self::set_roles_in(&mut tx, name, roles).await?;
         let after = serde_json::json!({"name": name, "roles": roles});
-        Self::audit(&mut tx, actor, None, "create", &format!("user:{name}"), None, Some(&after)).await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            None,
+            "create",
+            &format!("user:{name}"),
+            None,
+            Some(&after),
+        )
+        .await?;
         tx.commit().await?;
         Ok(UserInfo {
             name: name.to_string(),
@@ -1368,7 +1544,11 @@ impl Store {
         })
     }
 
-    async fn set_roles_in(tx: &mut Tx<'_>, name: &str, roles: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    async fn set_roles_in(
+        tx: &mut Tx<'_>,
+        name: &str,
+        roles: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM user_roles WHERE user_name = $1")
             .bind(name.to_string())
             .execute(&mut **tx)
@@ -1390,7 +1570,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_roles(&self, actor: &Actor, name: &str, roles: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    pub async fn set_roles(
+        &self,
+        actor: &Actor,
+        name: &str,
+        roles: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let r = sqlx::query("SELECT is_admin FROM users WHERE name = $1")
             .bind(name.to_string())
@@ -1398,18 +1583,31 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no user named '{name}'")))?;
         if r.try_get::<i64, _>(0)? != 0 {
-            return Err(StoreError::Invalid("the built-in admin has every right; it takes no roles".into()));
+            return Err(StoreError::Invalid(
+                "the built-in admin has every right; it takes no roles".into(),
+            ));
         }
         Self::set_roles_in(&mut tx, name, roles).await?;
         let after = serde_json::json!({"roles": roles});
-        Self::audit(&mut tx, actor, None, "update", &format!("user:{name}"), None, Some(&after)).await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            None,
+            "update",
+            &format!("user:{name}"),
+            None,
+            Some(&after),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn delete_user(&self, actor: &Actor, name: &str) -> Result<(), StoreError> {
         if name == "admin" {
-            return Err(StoreError::Invalid("the built-in admin cannot be deleted".into()));
+            return Err(StoreError::Invalid(
+                "the built-in admin cannot be deleted".into(),
+            ));
         }
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM admin_tokens WHERE user_name = $1")
@@ -1428,15 +1626,31 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(format!("no user named '{name}'")));
         }
-        Self::audit(&mut tx, actor, None, "delete", &format!("user:{name}"), None, None).await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            None,
+            "delete",
+            &format!("user:{name}"),
+            None,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Set a user's password and revoke all their tokens.
-    pub async fn set_password(&self, actor: &Actor, name: &str, password: &str) -> Result<(), StoreError> {
+    pub async fn set_password(
+        &self,
+        actor: &Actor,
+        name: &str,
+        password: &str,
+    ) -> Result<(), StoreError> {
         if password.chars().count() < 8 {
-            return Err(StoreError::Invalid("a password needs at least 8 characters".into()));
+            return Err(StoreError::Invalid(
+                "a password needs at least 8 characters".into(),
+            ));
         }
         let hash = hash_blocking(password.to_string()).await?;
         let mut tx = self.pool.begin().await?;
@@ -1449,12 +1663,23 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound(format!("no user named '{name}'")));
         }
-        sqlx::query("UPDATE admin_tokens SET revoked_at = $1 WHERE user_name = $2 AND revoked_at IS NULL")
-            .bind(now_ms())
-            .bind(name.to_string())
-            .execute(&mut *tx)
-            .await?;
-        Self::audit(&mut tx, actor, None, "reset-password", &format!("user:{name}"), None, None).await?;
+        sqlx::query(
+            "UPDATE admin_tokens SET revoked_at = $1 WHERE user_name = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(name.to_string())
+        .execute(&mut *tx)
+        .await?;
+        Self::audit(
+            &mut tx,
+            actor,
+            None,
+            "reset-password",
+            &format!("user:{name}"),
+            None,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1486,13 +1711,27 @@ impl Store {
             .bind(crypto::seal(new, "meta:key_hash_secret", &self.hasher_key)?)
             .execute(&mut *tx)
             .await?;
-        Self::audit(&mut tx, &Actor("cli".into()), None, "rotate-master-key", "store", None, None).await?;
+        Self::audit(
+            &mut tx,
+            &Actor("cli".into()),
+            None,
+            "rotate-master-key",
+            "store",
+            None,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         Ok(n)
     }
 }
 
-fn check_if_match(kind: &str, name: &str, if_match: Option<i64>, current: Option<i64>) -> Result<(), StoreError> {
+fn check_if_match(
+    kind: &str,
+    name: &str,
+    if_match: Option<i64>,
+    current: Option<i64>,
+) -> Result<(), StoreError> {
     match (if_match, current) {
         (Some(want), Some(have)) if want != have => Err(StoreError::Stale(format!(
             "{kind} '{name}' is at version {have}, not {want}: it changed since you read it; read it again and reapply your change"

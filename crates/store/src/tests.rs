@@ -34,7 +34,10 @@ async fn first_start_creates_default_project_admin_and_key_once() {
     each_backend(async |url| {
         let store = Store::open(&url, MasterKey::generate()).await.unwrap();
         let first = store.bootstrap(&BootstrapEnv::default()).await.unwrap();
-        assert!(first.admin_password.is_some() && first.gateway_key.is_some(), "{url}");
+        assert!(
+            first.admin_password.is_some() && first.gateway_key.is_some(),
+            "{url}"
+        );
         let again = store.bootstrap(&BootstrapEnv::default()).await.unwrap();
         assert!(again.is_empty(), "nothing is created twice ({url})");
         assert_eq!(store.keys("default").await.unwrap().len(), 1);
@@ -43,8 +46,24 @@ async fn first_start_creates_default_project_admin_and_key_once() {
         let h = catalog.key_hasher.hash(&key);
         assert!(catalog.keys.iter().any(|(k, _)| *k == h));
         let pw = first.admin_password.unwrap();
-        assert!(store.login("admin", &pw, std::time::Duration::from_secs(60)).await.unwrap().is_some());
-        assert!(store.login("admin", "wrong-password", std::time::Duration::from_secs(60)).await.unwrap().is_none());
+        assert!(
+            store
+                .login("admin", &pw, std::time::Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .login(
+                    "admin",
+                    "wrong-password",
+                    std::time::Duration::from_secs(60)
+                )
+                .await
+                .unwrap()
+                .is_none()
+        );
     })
     .await;
 }
@@ -56,17 +75,31 @@ async fn a_wrong_master_key_refuses_to_open() {
         let store = Store::open(&url, key.clone()).await.unwrap();
         store.bootstrap(&BootstrapEnv::default()).await.unwrap();
         store
-            .write(&actor(), Change::PutCredential { project: "default".into(), name: "c".into(), value: "sk-123456789".into() }, accept)
+            .write(
+                &actor(),
+                Change::PutCredential {
+                    project: "default".into(),
+                    name: "c".into(),
+                    value: "sk-123456789".into(),
+                },
+                accept,
+            )
             .await
             .unwrap();
         store.close().await;
-        let err = Store::open(&url, MasterKey::generate()).await.err().unwrap();
+        let err = Store::open(&url, MasterKey::generate())
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("master key"), "{err}");
         let store = Store::open(&url, key.clone()).await.unwrap();
         let new = MasterKey::generate();
         assert_eq!(store.rotate_master_key(&new).await.unwrap(), 1);
         store.close().await;
-        assert!(Store::open(&url, key).await.is_err(), "the old key no longer opens it");
+        assert!(
+            Store::open(&url, key).await.is_err(),
+            "the old key no longer opens it"
+        );
         let store = Store::open(&url, new).await.unwrap();
         let (c, _) = store.load_catalog().await.unwrap();
         assert_eq!(c.credentials["c"].secret.expose(), "sk-123456789");
@@ -81,15 +114,37 @@ async fn a_rejected_change_leaves_nothing_behind() {
         store.bootstrap(&BootstrapEnv::default()).await.unwrap();
         let before = store.config_version().await.unwrap();
         let err = store
-            .write(&actor(), put(ObjectKind::Route, "r", json!({"targets": ["nope"]})), |_, _| {
-                Err::<(), _>(ConfigErrors(vec![ConfigError { key: "routes.r".into(), message: "bad".into(), file: None, line: None }]))
-            })
+            .write(
+                &actor(),
+                put(ObjectKind::Route, "r", json!({"targets": ["nope"]})),
+                |_, _| {
+                    Err::<(), _>(ConfigErrors(vec![ConfigError {
+                        key: "routes.r".into(),
+                        message: "bad".into(),
+                        file: None,
+                        line: None,
+                    }]))
+                },
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::Rejected(_)));
         assert_eq!(store.config_version().await.unwrap(), before);
-        assert!(store.objects(ObjectKind::Route, "default").await.unwrap().is_empty());
-        assert!(store.audit_log(None, 10).await.unwrap().iter().all(|a| a.object != "route:r"));
+        assert!(
+            store
+                .objects(ObjectKind::Route, "default")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .audit_log(None, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|a| a.object != "route:r")
+        );
     })
     .await;
 }
@@ -99,7 +154,14 @@ async fn versions_history_and_stale_writes() {
     each_backend(async |url| {
         let store = Store::open(&url, MasterKey::generate()).await.unwrap();
         store.bootstrap(&BootstrapEnv::default()).await.unwrap();
-        let (_, c1) = store.write(&actor(), put(ObjectKind::Route, "r", json!({"targets": ["a"]})), accept).await.unwrap();
+        let (_, c1) = store
+            .write(
+                &actor(),
+                put(ObjectKind::Route, "r", json!({"targets": ["a"]})),
+                accept,
+            )
+            .await
+            .unwrap();
         assert_eq!(c1.object_version, Some(1));
         let mut stale = put(ObjectKind::Route, "r", json!({"targets": ["b"]}));
         if let Change::PutObject { if_match, .. } = &mut stale {
@@ -108,7 +170,10 @@ async fn versions_history_and_stale_writes() {
         store.write(&actor(), stale.clone(), accept).await.unwrap();
         let err = store.write(&actor(), stale, accept).await.unwrap_err();
         assert!(matches!(err, StoreError::Stale(_)), "{err}");
-        let h = store.history(ObjectKind::Route, "default", "r").await.unwrap();
+        let h = store
+            .history(ObjectKind::Route, "default", "r")
+            .await
+            .unwrap();
         assert_eq!(h.iter().map(|v| v.version).collect::<Vec<_>>(), vec![2, 1]);
         assert_eq!(h[1].body, Some(json!({"targets": ["a"]})));
         assert_eq!(h[0].author, "tester");
@@ -122,24 +187,61 @@ async fn gateway_keys_are_stored_only_as_keyed_hashes() {
         let store = Store::open(&url, MasterKey::generate()).await.unwrap();
         store.bootstrap(&BootstrapEnv::default()).await.unwrap();
         let (_, c) = store
-            .write(&actor(), Change::CreateKey { project: "default".into(), name: "app".into(), expires_at: None, value: None }, accept)
+            .write(
+                &actor(),
+                Change::CreateKey {
+                    project: "default".into(),
+                    name: "app".into(),
+                    expires_at: None,
+                    value: None,
+                },
+                accept,
+            )
             .await
             .unwrap();
         let secret = c.revealed.unwrap();
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT hash FROM api_keys").fetch_all(store.pool()).await.unwrap();
-        assert!(rows.iter().all(|(h,)| !h.contains(&secret) && h.len() == 64));
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT hash FROM api_keys")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert!(
+            rows.iter()
+                .all(|(h,)| !h.contains(&secret) && h.len() == 64)
+        );
         let info = c.key.unwrap();
         assert_eq!(info.prefix, secret[..12]);
         // Rotation: the old key gets an expiry (end of grace), the new one works.
         let (cat, c2) = store
-            .write(&actor(), Change::RotateKey { project: "default".into(), id: info.id.clone(), grace_secs: 60 }, accept)
+            .write(
+                &actor(),
+                Change::RotateKey {
+                    project: "default".into(),
+                    id: info.id.clone(),
+                    grace_secs: 60,
+                },
+                accept,
+            )
             .await
             .unwrap();
         let new = c2.revealed.unwrap();
         let old_entry = cat.keys.iter().find(|(_, e)| e.id == info.id).unwrap();
         assert!(old_entry.1.expires_at.is_some());
-        assert!(cat.keys.iter().any(|(h, _)| *h == cat.key_hasher.hash(&new)));
-        store.write(&actor(), Change::RevokeKey { project: "default".into(), id: info.id.clone() }, accept).await.unwrap();
+        assert!(
+            cat.keys
+                .iter()
+                .any(|(h, _)| *h == cat.key_hasher.hash(&new))
+        );
+        store
+            .write(
+                &actor(),
+                Change::RevokeKey {
+                    project: "default".into(),
+                    id: info.id.clone(),
+                },
+                accept,
+            )
+            .await
+            .unwrap();
         let (cat, _) = store.load_catalog().await.unwrap();
         assert!(cat.keys.iter().all(|(_, e)| e.id != info.id));
     })

@@ -1,7 +1,7 @@
 //! Raw config -> [`Snapshot`]: every reference resolved, every rule checked, all errors collected.
 
-use super::raw::*;
 use super::catalog::{Catalog, CatalogObject, ObjectKind};
+use super::raw::*;
 use super::{ConfigError, ConfigErrors, Loaded, Seg, display_path, locate};
 use crate::model::*;
 use crate::providers::transport::{ExtraRoots, Transport, load_ca_bundle};
@@ -447,10 +447,12 @@ pub fn build_snapshot(
         };
         let provider = bp.provider.clone();
         let auth = match rt.credential.as_deref() {
-            Some(c) => match cx.secret_ref(c, with(path.clone(), k("credential")), Some(&project)) {
-                Some(s) => TargetAuth::Credential(s),
-                None => continue,
-            },
+            Some(c) => {
+                match cx.secret_ref(c, with(path.clone(), k("credential")), Some(&project)) {
+                    Some(s) => TargetAuth::Credential(s),
+                    None => continue,
+                }
+            }
             None => match &provider.credential {
                 Some(s) => TargetAuth::Credential(s.clone()),
                 None => TargetAuth::None,
@@ -1166,14 +1168,20 @@ fn build_provider(
         }
     }
     let credential = match rp.credential.as_deref() {
-        Some(c) => cx.secret_ref(c, with(path.clone(), k("credential")), rp.project.as_deref().or(Some("default"))),
+        Some(c) => cx.secret_ref(
+            c,
+            with(path.clone(), k("credential")),
+            rp.project.as_deref().or(Some("default")),
+        ),
         None => match known {
             Some(w) if w.needs_key => {
                 let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
                 match (cx.env)(&var) {
-                    Some(v) if !v.trim().is_empty() => {
-                        cx.secret_ref(&format!("env::{var}"), with(path.clone(), k("credential")), None)
-                    }
+                    Some(v) if !v.trim().is_empty() => cx.secret_ref(
+                        &format!("env::{var}"),
+                        with(path.clone(), k("credential")),
+                        None,
+                    ),
                     _ => {
                         cx.warnings.push(format!(
                             "provider '{id}': {var} is not set; it serves passthrough calls with the caller's own key only, and its targets without a credential of their own go upstream unauthenticated"

@@ -18,9 +18,12 @@ impl Drop for Child {
 /// Start the binary on port 0 and return it with the address it printed.
 fn spawn_gateway(config: &std::path::Path, envs: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_signalbox"));
+    let dir = config.parent().unwrap();
     cmd.args(["serve", "--config"])
         .arg(config)
-        .args(["--port", "0"]);
+        .args(["--port", "0", "--data-dir"])
+        .arg(dir.join("data"))
+        .current_dir(dir);
     cmd.env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

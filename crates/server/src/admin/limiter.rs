@@ -1,0 +1,75 @@
+//! Failed-login limit, kept in the API handler itself: more than `max` failures within
+//! `window` from one client address or for one user name answer 429 until they age out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct LoginLimiter {
+    max: usize,
+    window: Duration,
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl LoginLimiter {
+    pub fn new(max: usize, window: Duration) -> Self {
+        LoginLimiter {
+            max,
+            window,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(client: &str, user: &str) -> [String; 2] {
+        [format!("client:{client}"), format!("user:{user}")]
+    }
+
+    /// How long until a login may be tried again, if it is blocked now.
+    pub fn blocked(&self, client: &str, user: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait = None;
+        for k in Self::keys(client, user) {
+            if let Some(q) = map.get_mut(&k) {
+                while q
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > self.window)
+                {
+                    q.pop_front();
+                }
+                if q.len() >= self.max
+                    && let Some(first) = q.front()
+                {
+                    let w = self.window.saturating_sub(now.duration_since(*first));
+                    wait = Some(wait.map_or(w, |o: Duration| o.max(w)));
+                }
+            }
+        }
+        wait
+    }
+
+    pub fn failed(&self, client: &str, user: &str) {
+        let now = Instant::now();
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        // Bound memory: forget idle entries when the table grows large.
+        if map.len() > 10_000 {
+            map.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t) <= self.window)
+            });
+        }
+        for k in Self::keys(client, user) {
+            let q = map.entry(k).or_default();
+            q.push_back(now);
+            while q.len() > self.max + 1 {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// A successful login clears its user's failures (not the client's).
+    pub fn succeeded(&self, _client: &str, user: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&format!("user:{user}"));
+    }
+}

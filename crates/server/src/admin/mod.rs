@@ -1,0 +1,1562 @@
+//! The admin REST API under `/admin/v1`: the catalog, credentials, gateway keys, accounts,
+//! history, explain and audit. Every write goes through the store's checked transaction, whose
+//! check builds and validates the complete next snapshot; the snapshot is swapped in right
+//! after the commit, so the change serves here at once and on other nodes within a second.
+
+mod error;
+mod limiter;
+pub mod openapi;
+pub mod sync;
+
+pub use error::AdminError;
+
+use crate::live::Live;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use signalbox_core::config::raw::RawConfig;
+use signalbox_core::config::{Catalog, ConfigErrors, ObjectKind};
+use signalbox_core::model::EndpointKind;
+use signalbox_store::{Actor, Change, Committed, Principal, Store, StoreError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a login token lives.
+const LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Arc<Store>,
+    pub live: Arc<Live>,
+    limiter: Arc<limiter::LoginLimiter>,
+}
+
+impl AdminState {
+    pub fn new(store: Arc<Store>, live: Arc<Live>) -> Self {
+        AdminState {
+            store,
+            live,
+            limiter: Arc::new(limiter::LoginLimiter::new(10, Duration::from_secs(60))),
+        }
+    }
+
+    /// Commit `changes` only if the whole next config validates; then serve it at once.
+    pub async fn commit(
+        &self,
+        actor: &Actor,
+        changes: Vec<Change>,
+    ) -> Result<Committed, AdminError> {
+        let live = self.live.clone();
+        let ((snapshot, catalog), committed) = self
+            .store
+            .write_all(actor, changes, move |catalog: &Catalog, _v| {
+                live.check_catalog(catalog).map(|s| (s, catalog.clone()))
+            })
+            .await?;
+        self.live
+            .install(snapshot, catalog, committed.config_version);
+        Ok(committed)
+    }
+}
+
+pub fn router(state: AdminState) -> Router {
+    let v1 = Router::new()
+        .route("/login", post(login))
+        .route("/me", get(me))
+        .route("/openapi.json", get(openapi::document))
+        .route("/projects", get(list_projects).post(create_project))
+        .route("/projects/{p}", get(get_project).delete(delete_project))
+        .route("/projects/{p}/explain", post(explain))
+        .route("/projects/{p}/export", get(export))
+        .route("/projects/{p}/audit", get(project_audit))
+        .route(
+            "/projects/{p}/credentials",
+            get(list_credentials).post(create_credential),
+        )
+        .route(
+            "/projects/{p}/credentials/{name}",
+            put(put_credential).delete(delete_credential),
+        )
+        .route("/projects/{p}/keys", get(list_keys).post(create_key))
+        .route("/projects/{p}/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/projects/{p}/keys/{id}/rotate", post(rotate_key))
+        .route("/projects/{p}/providers/{name}/test", post(test_provider))
+        .route(
+            "/projects/{p}/{kind}",
+            get(list_objects).post(create_object),
+        )
+        .route(
+            "/projects/{p}/{kind}/{name}",
+            get(get_object)
+                .put(put_object)
+                .patch(patch_object)
+                .delete(delete_object),
+        )
+        .route("/projects/{p}/{kind}/{name}/history", get(history))
+        .route("/projects/{p}/{kind}/{name}/rollback", post(rollback))
+        .route(
+            "/projects/{p}/{kind}/{name}/variants/{v}",
+            put(put_variant).delete(delete_variant),
+        )
+        .route("/users", get(list_users).post(create_user))
+        .route("/users/{name}", axum::routing::delete(delete_user))
+        .route("/users/{name}/roles", put(set_roles))
+        .route("/users/{name}/password", post(set_password))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/audit", get(audit))
+        .fallback(|| async { AdminError::not_found("no such admin API path") })
+        .with_state(state);
+    Router::new().nest("/admin/v1", v1)
+}
+
+// ---- authentication ----
+
+/// The caller of an admin endpoint, from `Authorization: Bearer <token>`.
+pub struct Auth(pub Principal);
+
+impl Auth {
+    fn actor(&self) -> Actor {
+        Actor(self.0.user.clone())
+    }
+    fn need(&self, project: &str, rank: u8) -> Result<(), AdminError> {
+        let have = self.0.rank(project);
+        if have >= rank {
+            return Ok(());
+        }
+        if have == 0 {
+            // Not even a viewer: the project is not shown to exist.
+            return Err(AdminError::not_found(format!(
+                "no project named '{project}'"
+            )));
+        }
+        let what = match rank {
+            3 => "owner",
+            2 => "editor",
+            _ => "viewer",
+        };
+        Err(AdminError::forbidden(format!(
+            "this needs the {what} role in project '{project}'"
+        )))
+    }
+    fn need_admin(&self) -> Result<(), AdminError> {
+        if self.0.is_admin {
+            Ok(())
+        } else {
+            Err(AdminError::forbidden("only the admin may do this"))
+        }
+    }
+}
+
+impl FromRequestParts<AdminState> for Auth {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        st: &AdminState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AdminError::unauthorized(
+                    "missing admin token: send `Authorization: Bearer <token>` (POST /admin/v1/login gives one)",
+                )
+            })?;
+        match st.store.authenticate(token).await? {
+            Some(p) => Ok(Auth(p)),
+            None => Err(AdminError::unauthorized(
+                "invalid, expired or revoked admin token",
+            )),
+        }
+    }
+}
+
+// ---- helpers ----
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminError> {
+    if body.is_empty() {
+        return Err(AdminError::bad_request("the request body must be JSON"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let mut err = AdminError::bad_request(format!("invalid JSON body: {msg}"));
+        if let Some(field) = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            err = err.with_param(field.to_string());
+        } else if let Some(field) = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            err = err.with_param(field.to_string());
+        }
+        err
+    })
+}
+
+fn object_kind(s: &str) -> Result<ObjectKind, AdminError> {
+    match s {
+        "providers" | "models" | "targets" | "routes" | "functions" => {
+            ObjectKind::parse(s).ok_or_else(|| AdminError::not_found("unknown collection"))
+        }
+        _ => Err(AdminError::not_found(format!(
+            "unknown collection '{s}' (providers, models, targets, routes, functions, credentials, keys)"
+        ))),
+    }
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, AdminError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("").trim();
+    let s = s.strip_prefix("W/").unwrap_or(s);
+    s.trim_matches('"').parse::<i64>().map(Some).map_err(|_| {
+        AdminError::bad_request("If-Match must be an ETag this API returned, like \"3\"")
+            .with_param("If-Match")
+    })
+}
+
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Metadata a GET adds to an object; a PUT of what a GET returned ignores it.
+const META_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "version",
+    "managed_by",
+    "updated_at",
+    "updated_by",
+];
+
+/// The object body the store keeps: no metadata, no `project` (the path names it).
+fn body_of(mut obj: Map<String, Value>, project: &str) -> Result<Value, AdminError> {
+    for k in META_KEYS {
+        obj.remove(*k);
+    }
+    match obj.remove("project") {
+        Some(Value::String(p)) if p == project => {}
+        None => {}
+        Some(_) => {
+            return Err(AdminError::bad_request(format!(
+                "`project` must be '{project}' (the project in the path) or left out"
+            ))
+            .with_param("project"));
+        }
+    }
+    Ok(Value::Object(obj))
+}
+
+/// Check a body's shape against its config-file table, for a precise `param`.
+fn check_shape(kind: ObjectKind, body: &Value) -> Result<(), AdminError> {
+    use signalbox_core::config::raw::*;
+    let r = match kind {
+        ObjectKind::Provider => serde_json::from_value::<RawProvider>(body.clone()).map(|_| ()),
+        ObjectKind::Model => serde_json::from_value::<RawModel>(body.clone()).map(|_| ()),
+        ObjectKind::Target => serde_json::from_value::<RawTarget>(body.clone()).map(|_| ()),
+        ObjectKind::Route => serde_json::from_value::<RawRoute>(body.clone()).map(|_| ()),
+        ObjectKind::Function => serde_json::from_value::<RawFunction>(body.clone()).map(|_| ()),
+    };
+    r.map_err(|e| {
+        let msg = e.to_string();
+        let mut err = AdminError::bad_request(format!("invalid {}: {msg}", kind.as_str()));
+        if let Some(field) = msg
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            err = err.with_param(field.to_string());
+        }
+        err
+    })
+}
+
+/// The file's objects: read-only through the API.
+fn file_config(live: &Live) -> RawConfig {
+    signalbox_core::config::parse(&live.file_text(), None).unwrap_or_default()
+}
+
+fn file_object(live: &Live, kind: ObjectKind, name: &str) -> Option<(String, Value)> {
+    let raw = file_config(live);
+    fn get<T: serde::Serialize + signalbox_core::config::raw::HasProject>(
+        m: &std::collections::BTreeMap<String, T>,
+        name: &str,
+    ) -> Option<(String, Value)> {
+        m.get(name).map(|v| {
+            let mut body = serde_json::to_value(v).unwrap_or(Value::Null);
+            if let Some(o) = body.as_object_mut() {
+                o.remove("project");
+            }
+            (v.project().unwrap_or("default").to_string(), body)
+        })
+    }
+    match kind {
+        ObjectKind::Provider => get(&raw.providers, name),
+        ObjectKind::Model => get(&raw.models, name),
+        ObjectKind::Target => get(&raw.targets, name),
+        ObjectKind::Route => get(&raw.routes, name),
+        ObjectKind::Function => get(&raw.functions, name),
+    }
+}
+
+fn file_objects(live: &Live, kind: ObjectKind, project: &str) -> Vec<(String, Value)> {
+    let raw = file_config(live);
+    let names: Vec<String> = match kind {
+        ObjectKind::Provider => raw.providers.keys().cloned().collect(),
+        ObjectKind::Model => raw.models.keys().cloned().collect(),
+        ObjectKind::Target => raw.targets.keys().cloned().collect(),
+        ObjectKind::Route => raw.routes.keys().cloned().collect(),
+        ObjectKind::Function => raw.functions.keys().cloned().collect(),
+    };
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let (p, body) = file_object(live, kind, &n)?;
+            // Models describe provider models and belong to every project.
+            (p == project || kind == ObjectKind::Model).then_some((n, body))
+        })
+        .collect()
+}
+
+fn refuse_file_managed(live: &Live, kind: ObjectKind, name: &str) -> Result<(), AdminError> {
+    if file_object(live, kind, name).is_some() {
+        return Err(AdminError::conflict(format!(
+            "{} '{name}' is defined in the config file and is read-only here; edit the file instead",
+            kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn object_json(kind: ObjectKind, project: &str, name: &str, body: &Value, meta: Value) -> Value {
+    let mut out = Map::new();
+    out.insert("name".into(), json!(name));
+    out.insert("kind".into(), json!(kind.as_str()));
+    out.insert("project".into(), json!(project));
+    if let Some(o) = body.as_object() {
+        for (k, v) in o {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(m) = meta.as_object() {
+        for (k, v) in m {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+async fn need_project(st: &AdminState, auth: &Auth, p: &str, rank: u8) -> Result<(), AdminError> {
+    auth.need(p, rank)?;
+    if st.store.project(p).await?.is_none() {
+        return Err(AdminError::not_found(format!("no project named '{p}'")));
+    }
+    Ok(())
+}
+
+/// A refused delete names what still uses the object.
+fn explain_delete(kind: ObjectKind, name: &str, e: AdminError) -> AdminError {
+    if e.code != "invalid_config" {
+        return e;
+    }
+    let mut users: Vec<String> = e
+        .details
+        .iter()
+        .map(|(k, _)| k.split(['.', '[']).take(2).collect::<Vec<_>>().join("."))
+        .collect();
+    users.sort();
+    users.dedup();
+    let mut out = AdminError::conflict(format!(
+        "{} '{name}' is still used by {}; change those first",
+        kind.as_str(),
+        users.join(", ")
+    ));
+    out.details = e.details;
+    out
+}
+
+// ---- login and identity ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(st): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let b: LoginBody = parse_json(&body)?;
+    let client = peer.ip().to_string();
+    if let Some(wait) = st.limiter.blocked(&client, &b.username) {
+        let mut r = AdminError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit",
+            "too many failed logins; wait before trying again",
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(r);
+    }
+    match st.store.login(&b.username, &b.password, LOGIN_TTL).await? {
+        Some((token, expires)) => {
+            st.limiter.succeeded(&client, &b.username);
+            Ok(Json(json!({"token": token, "expires_at": rfc3339(expires)})).into_response())
+        }
+        None => {
+            st.limiter.failed(&client, &b.username);
+            Err(AdminError::unauthorized("wrong username or password"))
+        }
+    }
+}
+
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    httpdate_rfc3339(t)
+}
+
+fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
+    // Civil-from-days (Howard Hinnant), UTC.
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+async fn me(auth: Auth) -> Json<Value> {
+    Json(json!({
+        "user": auth.0.user,
+        "is_admin": auth.0.is_admin,
+        "roles": auth.0.roles,
+    }))
+}
+
+// ---- projects ----
+
+async fn list_projects(
+    State(st): State<AdminState>,
+    auth: Auth,
+) -> Result<Json<Value>, AdminError> {
+    let all = st.store.projects().await?;
+    let data: Vec<_> = all
+        .into_iter()
+        .filter(|p| auth.0.rank(&p.name) > 0)
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectBody {
+    name: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_project(
+    State(st): State<AdminState>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    auth.need_admin()?;
+    let b: ProjectBody = parse_json(&body)?;
+    if !valid_name(&b.name) {
+        return Err(AdminError::bad_request(
+            "a project name is 1 to 128 letters, digits, '-', '_' or '.'",
+        )
+        .with_param("name"));
+    }
+    st.commit(
+        &auth.actor(),
+        vec![Change::CreateProject {
+            name: b.name.clone(),
+            description: b.description.clone(),
+        }],
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": b.name, "description": b.description})),
+    )
+        .into_response())
+}
+
+async fn get_project(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    auth.need(&p, 1)?;
+    let info = st
+        .store
+        .project(&p)
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("no project named '{p}'")))?;
+    Ok(Json(json!(info)))
+}
+
+async fn delete_project(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    auth.need_admin()?;
+    if p == "default" {
+        return Err(AdminError::conflict("project 'default' cannot be deleted"));
+    }
+    st.commit(&auth.actor(), vec![Change::DeleteProject { name: p }])
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- catalog objects ----
+
+async fn list_objects(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind)): Path<(String, String)>,
+) -> Result<Json<Value>, AdminError> {
+    let kind = object_kind(&kind)?;
+    need_project(&st, &auth, &p, 1).await?;
+    let mut data: Vec<Value> = file_objects(&st.live, kind, &p)
+        .into_iter()
+        .map(|(n, body)| object_json(kind, &p, &n, &body, json!({"managed_by": "file"})))
+        .collect();
+    for o in st.store.objects(kind, &p).await? {
+        data.push(object_json(
+            kind,
+            &p,
+            &o.name,
+            &o.body,
+            json!({"managed_by": "store", "version": o.version, "updated_at": rfc3339(o.updated_at), "updated_by": o.updated_by}),
+        ));
+    }
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn get_object(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind, name)): Path<(String, String, String)>,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind)?;
+    need_project(&st, &auth, &p, 1).await?;
+    if let Some((fp, body)) = file_object(&st.live, kind, &name)
+        && (fp == p || kind == ObjectKind::Model)
+    {
+        return Ok(Json(object_json(
+            kind,
+            &p,
+            &name,
+            &body,
+            json!({"managed_by": "file"}),
+        ))
+        .into_response());
+    }
+    let o = st.store.object(kind, &p, &name).await?;
+    let mut r = Json(object_json(
+        kind,
+        &p,
+        &name,
+        &o.body,
+        json!({"managed_by": "store", "version": o.version, "updated_at": rfc3339(o.updated_at), "updated_by": o.updated_by}),
+    ))
+    .into_response();
+    r.headers_mut().insert(header::ETAG, etag(o.version));
+    Ok(r)
+}
+
+/// One object write as an endpoint asks for it.
+struct ObjectWrite {
+    kind: ObjectKind,
+    name: String,
+    body: Value,
+    if_match: Option<i64>,
+    create_only: bool,
+}
+
+async fn write_object(
+    st: &AdminState,
+    auth: &Auth,
+    p: &str,
+    w: ObjectWrite,
+) -> Result<Response, AdminError> {
+    let ObjectWrite {
+        kind,
+        name,
+        body,
+        if_match,
+        create_only,
+    } = w;
+    let name = name.as_str();
+    if !valid_name(name) {
+        return Err(
+            AdminError::bad_request("a name is 1 to 128 letters, digits, '-', '_' or '.'")
+                .with_param("name"),
+        );
+    }
+    refuse_file_managed(&st.live, kind, name)?;
+    check_shape(kind, &body)?;
+    if kind == ObjectKind::Provider {
+        sync::check_provider_address(&body, st.live.snapshot().server.allow_link_local_upstreams)
+            .await?;
+    }
+    let committed = st
+        .commit(
+            &auth.actor(),
+            vec![Change::PutObject {
+                kind,
+                project: p.to_string(),
+                name: name.to_string(),
+                body: body.clone(),
+                if_match,
+                create_only,
+            }],
+        )
+        .await?;
+    let version = committed.object_version.unwrap_or(0);
+    let status = if version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut r = (
+        status,
+        Json(object_json(
+            kind,
+            p,
+            name,
+            &body,
+            json!({"managed_by": "store", "version": version, "updated_by": auth.0.user}),
+        )),
+    )
+        .into_response();
+    r.headers_mut().insert(header::ETAG, etag(version));
+    Ok(r)
+}
+
+async fn create_object(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind)?;
+    need_project(&st, &auth, &p, 2).await?;
+    let obj: Map<String, Value> = parse_json(&body)?;
+    let name = match obj.get("name") {
+        Some(Value::String(n)) => n.clone(),
+        _ => {
+            return Err(AdminError::bad_request("`name` is required (a string)").with_param("name"));
+        }
+    };
+    let body = body_of(obj, &p)?;
+    write_object(
+        &st,
+        &auth,
+        &p,
+        ObjectWrite {
+            kind,
+            name: name.to_string(),
+            body,
+            if_match: None,
+            create_only: true,
+        },
+    )
+    .await
+}
+
+async fn put_object(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind)?;
+    need_project(&st, &auth, &p, 2).await?;
+    let obj: Map<String, Value> = parse_json(&body)?;
+    if let Some(Value::String(n)) = obj.get("name")
+        && *n != name
+    {
+        return Err(AdminError::bad_request(
+            "`name` differs from the name in the path; renaming is not supported",
+        )
+        .with_param("name"));
+    }
+    let body = body_of(obj, &p)?;
+    let w = ObjectWrite {
+        kind,
+        name,
+        body,
+        if_match: if_match(&headers)?,
+        create_only: false,
+    };
+    write_object(&st, &auth, &p, w).await
+}
+
+/// JSON merge patch (RFC 7396). For a provider, a changed `base_url` or `kind` drops its
+/// credential unless the same patch sets one: a secret never follows a URL it was not given for.
+async fn patch_object(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind_s, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind_s)?;
+    need_project(&st, &auth, &p, 2).await?;
+    refuse_file_managed(&st.live, kind, &name)?;
+    let patch: Map<String, Value> = parse_json(&body)?;
+    let current = st.store.object(kind, &p, &name).await?;
+    let wanted = if_match(&headers)?;
+    let mut next = current.body.clone();
+    merge_patch(&mut next, &Value::Object(patch.clone()));
+    if kind == ObjectKind::Provider {
+        let moved = ["base_url", "kind"]
+            .iter()
+            .any(|k| current.body.get(*k) != next.get(*k));
+        if moved
+            && !patch.contains_key("credential")
+            && let Some(o) = next.as_object_mut()
+            && o.remove("credential").is_some()
+        {
+            tracing::info!(provider = %name, "base_url or kind changed: its credential was dropped");
+        }
+    }
+    let obj = next.as_object().cloned().unwrap_or_default();
+    let body = body_of(obj, &p)?;
+    let w = ObjectWrite {
+        kind,
+        name,
+        body,
+        if_match: Some(wanted.unwrap_or(current.version)),
+        create_only: false,
+    };
+    write_object(&st, &auth, &p, w).await
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+async fn delete_object(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AdminError> {
+    let kind = object_kind(&kind)?;
+    need_project(&st, &auth, &p, 2).await?;
+    refuse_file_managed(&st.live, kind, &name)?;
+    st.commit(
+        &auth.actor(),
+        vec![Change::DeleteObject {
+            kind,
+            project: p,
+            name: name.clone(),
+            if_match: if_match(&headers)?,
+        }],
+    )
+    .await
+    .map_err(|e| explain_delete(kind, &name, e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn history(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind, name)): Path<(String, String, String)>,
+) -> Result<Json<Value>, AdminError> {
+    let kind = object_kind(&kind)?;
+    need_project(&st, &auth, &p, 1).await?;
+    let versions = st.store.history(kind, &p, &name).await?;
+    let mut data = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        let previous = versions.get(i + 1).and_then(|o| o.body.clone());
+        data.push(json!({
+            "version": v.version,
+            "author": v.author,
+            "created_at": rfc3339(v.created_at),
+            "deleted": v.body.is_none(),
+            "body": v.body,
+            "diff": diff(previous.as_ref(), v.body.as_ref()),
+        }));
+    }
+    Ok(Json(json!({ "data": data })))
+}
+
+/// A field-level diff: each changed top-level key with its old and new value.
+fn diff(before: Option<&Value>, after: Option<&Value>) -> Value {
+    let empty = Map::new();
+    let b = before.and_then(Value::as_object).unwrap_or(&empty);
+    let a = after.and_then(Value::as_object).unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let changes: Vec<Value> = keys
+        .into_iter()
+        .filter(|k| b.get(*k) != a.get(*k))
+        .map(|k| json!({"field": k, "before": b.get(k), "after": a.get(k)}))
+        .collect();
+    Value::Array(changes)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: i64,
+}
+
+async fn rollback(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind_s, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind_s)?;
+    need_project(&st, &auth, &p, 2).await?;
+    let b: RollbackBody = parse_json(&body)?;
+    let versions = st.store.history(kind, &p, &name).await?;
+    let target = versions
+        .iter()
+        .find(|v| v.version == b.version)
+        .ok_or_else(|| {
+            AdminError::not_found(format!(
+                "{} '{name}' has no version {}",
+                kind.as_str(),
+                b.version
+            ))
+            .with_param("version")
+        })?;
+    let Some(old) = target.body.clone() else {
+        return Err(AdminError::bad_request(format!(
+            "version {} is a deletion; roll back to a version that has a body",
+            b.version
+        ))
+        .with_param("version"));
+    };
+    let current = versions.first().map(|v| v.version);
+    let exists = versions.first().is_some_and(|v| v.body.is_some());
+    let wanted = if_match(&headers)?.or(if exists { current } else { None });
+    write_object(
+        &st,
+        &auth,
+        &p,
+        ObjectWrite {
+            kind,
+            name: name.to_string(),
+            body: old,
+            if_match: wanted,
+            create_only: false,
+        },
+    )
+    .await
+}
+
+async fn put_variant(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind_s, name, v)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind_s)?;
+    if !matches!(kind, ObjectKind::Route | ObjectKind::Function) {
+        return Err(AdminError::not_found(
+            "variants belong to routes and functions",
+        ));
+    }
+    need_project(&st, &auth, &p, 2).await?;
+    refuse_file_managed(&st.live, kind, &name)?;
+    let variant: Value = parse_json(&body)?;
+    serde_json::from_value::<signalbox_core::config::raw::RawVariant>(variant.clone())
+        .map_err(|e| AdminError::bad_request(format!("invalid variant: {e}")))?;
+    let current = st.store.object(kind, &p, &name).await?;
+    let mut next = current.body.clone();
+    if let Some(o) = next.as_object_mut() {
+        let vs = o.entry("variants").or_insert_with(|| json!({}));
+        if let Some(vm) = vs.as_object_mut() {
+            vm.insert(v, variant);
+        }
+    }
+    let wanted = if_match(&headers)?.unwrap_or(current.version);
+    write_object(
+        &st,
+        &auth,
+        &p,
+        ObjectWrite {
+            kind,
+            name: name.to_string(),
+            body: next,
+            if_match: Some(wanted),
+            create_only: false,
+        },
+    )
+    .await
+}
+
+async fn delete_variant(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind_s, name, v)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AdminError> {
+    let kind = object_kind(&kind_s)?;
+    need_project(&st, &auth, &p, 2).await?;
+    refuse_file_managed(&st.live, kind, &name)?;
+    let current = st.store.object(kind, &p, &name).await?;
+    let mut next = current.body.clone();
+    let removed = next
+        .get_mut("variants")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove(&v))
+        .is_some();
+    if !removed {
+        return Err(AdminError::not_found(format!(
+            "{} '{name}' has no variant '{v}'",
+            kind.as_str()
+        )));
+    }
+    let wanted = if_match(&headers)?.unwrap_or(current.version);
+    write_object(
+        &st,
+        &auth,
+        &p,
+        ObjectWrite {
+            kind,
+            name: name.to_string(),
+            body: next,
+            if_match: Some(wanted),
+            create_only: false,
+        },
+    )
+    .await
+}
+
+// ---- explain, export, audit ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainBody {
+    model: String,
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+async fn explain(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    let b: ExplainBody = parse_json(&body)?;
+    let endpoint = b.endpoint.as_deref().unwrap_or("chat");
+    let kind = EndpointKind::parse(endpoint).ok_or_else(|| {
+        AdminError::bad_request(format!(
+            "unknown endpoint kind '{endpoint}' (chat, embeddings, audio_speech, audio_transcription, image_generation)"
+        ))
+        .with_param("endpoint")
+    })?;
+    let snap = st.live.snapshot();
+    let ps = snap
+        .project(&p)
+        .ok_or_else(|| AdminError::not_found(format!("no project named '{p}'")))?;
+    match signalbox_core::explain::explain(ps, kind, &b.model) {
+        Ok(v) => Ok(Json(v)),
+        Err(e) => {
+            let mut err = AdminError::new(e.status, e.code.as_str(), e.message).with_param("model");
+            if e.code == signalbox_core::ErrorCode::WrongEndpoint {
+                err.param = Some("endpoint".into());
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn export(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+) -> Result<Response, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    let (catalog, _) = st.store.load_catalog().await?;
+    let text = crate::transfer::export_toml(&catalog, &p);
+    Ok((
+        [(header::CONTENT_TYPE, "application/toml; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<i64>,
+}
+
+async fn project_audit(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 3).await?;
+    let data = st
+        .store
+        .audit_log(Some(&p), q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn audit(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Value>, AdminError> {
+    auth.need_admin()?;
+    let data = st
+        .store
+        .audit_log(None, q.limit.unwrap_or(100).clamp(1, 1000))
+        .await?;
+    Ok(Json(json!({ "data": data })))
+}
+
+// ---- credentials ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialBody {
+    #[serde(default)]
+    name: Option<String>,
+    value: String,
+}
+
+async fn list_credentials(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    Ok(Json(json!({ "data": st.store.credentials(&p).await? })))
+}
+
+async fn create_credential(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    let b: CredentialBody = parse_json(&body)?;
+    let name = b
+        .name
+        .ok_or_else(|| AdminError::bad_request("`name` is required").with_param("name"))?;
+    if st
+        .store
+        .credentials(&p)
+        .await?
+        .iter()
+        .any(|c| c.name == name)
+    {
+        return Err(AdminError::conflict(format!(
+            "a credential named '{name}' already exists"
+        )));
+    }
+    save_credential(&st, &auth, &p, &name, b.value).await
+}
+
+async fn put_credential(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    let b: CredentialBody = parse_json(&body)?;
+    if b.name.as_ref().is_some_and(|n| *n != name) {
+        return Err(
+            AdminError::bad_request("`name` differs from the name in the path").with_param("name"),
+        );
+    }
+    save_credential(&st, &auth, &p, &name, b.value).await
+}
+
+async fn save_credential(
+    st: &AdminState,
+    auth: &Auth,
+    p: &str,
+    name: &str,
+    value: String,
+) -> Result<Response, AdminError> {
+    if !valid_name(name) {
+        return Err(
+            AdminError::bad_request("a name is 1 to 128 letters, digits, '-', '_' or '.'")
+                .with_param("name"),
+        );
+    }
+    let committed = st
+        .commit(
+            &auth.actor(),
+            vec![Change::PutCredential {
+                project: p.to_string(),
+                name: name.to_string(),
+                value,
+            }],
+        )
+        .await
+        .map_err(|mut e| {
+            if e.code == "bad_request" {
+                e.param = Some("value".into());
+            }
+            e
+        })?;
+    let info = st
+        .store
+        .credentials(p)
+        .await?
+        .into_iter()
+        .find(|c| c.name == name);
+    let status = if committed.object_version == Some(1) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({"credential": info, "reference": format!("credential::{name}")})),
+    )
+        .into_response())
+}
+
+async fn delete_credential(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, name)): Path<(String, String)>,
+) -> Result<StatusCode, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    st.commit(
+        &auth.actor(),
+        vec![Change::DeleteCredential {
+            project: p,
+            name: name.clone(),
+        }],
+    )
+    .await
+    .map_err(|e| {
+        if e.code != "invalid_config" {
+            return e;
+        }
+        let mut users: Vec<String> = e
+            .details
+            .iter()
+            .map(|(k, _)| k.split(['.', '[']).take(2).collect::<Vec<_>>().join("."))
+            .collect();
+        users.dedup();
+        let mut out = AdminError::conflict(format!(
+            "credential '{name}' is still used by {}; change those first",
+            users.join(", ")
+        ));
+        out.details = e.details;
+        out
+    })?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- gateway keys ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    name: String,
+    /// RFC 3339 time, or seconds from now.
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    expires_in_seconds: Option<i64>,
+}
+
+async fn list_keys(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    let keys = st.store.keys(&p).await?;
+    Ok(Json(
+        json!({ "data": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+fn key_json(k: &signalbox_store::ApiKeyInfo) -> Value {
+    json!({
+        "id": k.id,
+        "project": k.project,
+        "name": k.name,
+        "prefix": k.prefix,
+        "created_at": rfc3339(k.created_at),
+        "created_by": k.created_by,
+        "expires_at": k.expires_at.map(rfc3339),
+        "revoked_at": k.revoked_at.map(rfc3339),
+    })
+}
+
+async fn create_key(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    let b: KeyBody = parse_json(&body)?;
+    if b.name.trim().is_empty() || b.name.len() > 128 {
+        return Err(AdminError::bad_request("`name` is 1 to 128 characters").with_param("name"));
+    }
+    let now = signalbox_store::now_millis();
+    let expires = match (b.expires_at.as_deref(), b.expires_in_seconds) {
+        (Some(_), Some(_)) => {
+            return Err(AdminError::bad_request(
+                "give `expires_at` or `expires_in_seconds`, not both",
+            )
+            .with_param("expires_at"));
+        }
+        (Some(t), None) => Some(parse_rfc3339(t).ok_or_else(|| {
+            AdminError::bad_request(
+                "`expires_at` must be an RFC 3339 time like 2027-01-31T00:00:00Z",
+            )
+            .with_param("expires_at")
+        })?),
+        (None, Some(s)) if s > 0 => Some(now + s * 1000),
+        (None, Some(_)) => {
+            return Err(
+                AdminError::bad_request("`expires_in_seconds` must be positive")
+                    .with_param("expires_in_seconds"),
+            );
+        }
+        (None, None) => None,
+    };
+    if expires.is_some_and(|e| e <= now) {
+        return Err(AdminError::bad_request("`expires_at` is in the past").with_param("expires_at"));
+    }
+    let c = st
+        .commit(
+            &auth.actor(),
+            vec![Change::CreateKey {
+                project: p,
+                name: b.name,
+                expires_at: expires,
+                value: None,
+            }],
+        )
+        .await?;
+    let mut out = c.key.as_ref().map(key_json).unwrap_or_default();
+    out["key"] = json!(c.revealed);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into Unix milliseconds.
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let y: i64 = d.next()?.parse().ok()?;
+    let m: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let (time, offset_s) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else {
+        let i = rest.rfind(['+', '-'])?;
+        let (t, o) = rest.split_at(i);
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = o[1..].split_once(':')?;
+        (
+            t,
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+        )
+    };
+    let time = time.split('.').next()?;
+    let mut t = time.split(':');
+    let hh: i64 = t.next()?.parse().ok()?;
+    let mm: i64 = t.next()?.parse().ok()?;
+    let ss: i64 = t.next().unwrap_or("0").parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss - offset_s) * 1000)
+}
+
+async fn revoke_key(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, id)): Path<(String, String)>,
+) -> Result<StatusCode, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    st.commit(&auth.actor(), vec![Change::RevokeKey { project: p, id }])
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+async fn rotate_key(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    let b: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let grace = b.grace_seconds.unwrap_or(3600);
+    if !(0..=30 * 86_400).contains(&grace) {
+        return Err(
+            AdminError::bad_request("`grace_seconds` is 0 to 2592000 (30 days)")
+                .with_param("grace_seconds"),
+        );
+    }
+    let c = st
+        .commit(
+            &auth.actor(),
+            vec![Change::RotateKey {
+                project: p,
+                id: id.clone(),
+                grace_secs: grace,
+            }],
+        )
+        .await?;
+    let mut out = c.key.as_ref().map(key_json).unwrap_or_default();
+    out["key"] = json!(c.revealed);
+    out["replaces"] = json!(id);
+    out["replaced_key_expires_at"] = json!(rfc3339(signalbox_store::now_millis() + grace * 1000));
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+// ---- provider test connection ----
+
+async fn test_provider(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, name)): Path<(String, String)>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 2).await?;
+    let snap = st.live.snapshot();
+    let ps = snap
+        .project(&p)
+        .ok_or_else(|| AdminError::not_found(format!("no project named '{p}'")))?;
+    let provider = ps
+        .providers
+        .get(&name)
+        .ok_or_else(|| {
+            AdminError::not_found(format!("no provider named '{name}' in project '{p}'"))
+        })?
+        .clone();
+    Ok(Json(sync::test_connection(&provider).await))
+}
+
+// ---- users and tokens ----
+
+async fn list_users(State(st): State<AdminState>, auth: Auth) -> Result<Json<Value>, AdminError> {
+    auth.need_admin()?;
+    Ok(Json(json!({ "data": st.store.users().await? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    name: String,
+    password: String,
+    #[serde(default)]
+    roles: std::collections::BTreeMap<String, String>,
+}
+
+async fn create_user(
+    State(st): State<AdminState>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    auth.need_admin()?;
+    let b: UserBody = parse_json(&body)?;
+    let u = st
+        .store
+        .create_user(&auth.actor(), &b.name, &b.password, &b.roles)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(u))).into_response())
+}
+
+async fn delete_user(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    auth.need_admin()?;
+    st.store.delete_user(&auth.actor(), &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_roles(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, AdminError> {
+    auth.need_admin()?;
+    let roles: std::collections::BTreeMap<String, String> = parse_json(&body)?;
+    st.store.set_roles(&auth.actor(), &name, &roles).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: String,
+}
+
+async fn set_password(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, AdminError> {
+    if name != auth.0.user {
+        auth.need_admin()?;
+    }
+    let b: PasswordBody = parse_json(&body)?;
+    st.store
+        .set_password(&auth.actor(), &name, &b.password)
+        .await
+        .map_err(|e| AdminError::from(e).with_param("password"))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    /// Defaults to the caller; only the admin may create tokens for others.
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    expires_in_seconds: Option<i64>,
+}
+
+async fn list_tokens(State(st): State<AdminState>, auth: Auth) -> Result<Json<Value>, AdminError> {
+    let user = (!auth.0.is_admin).then_some(auth.0.user.as_str());
+    Ok(Json(json!({ "data": st.store.tokens(user).await? })))
+}
+
+async fn create_token(
+    State(st): State<AdminState>,
+    auth: Auth,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let b: TokenBody = parse_json(&body)?;
+    let user = b.user.unwrap_or_else(|| auth.0.user.clone());
+    if user != auth.0.user {
+        auth.need_admin()?;
+    }
+    let expires = match b.expires_in_seconds {
+        Some(s) if s <= 0 => {
+            return Err(
+                AdminError::bad_request("`expires_in_seconds` must be positive")
+                    .with_param("expires_in_seconds"),
+            );
+        }
+        Some(s) => Some(signalbox_store::now_millis() + s * 1000),
+        None => None,
+    };
+    let (token, info) = st
+        .store
+        .create_token(&auth.actor(), &user, &b.name, expires)
+        .await?;
+    let mut out = json!(info);
+    out["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+async fn revoke_token(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    let owner = (!auth.0.is_admin).then_some(auth.0.user.as_str());
+    st.store.revoke_token(&auth.actor(), &id, owner).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Map config errors for the CLI and tests.
+pub fn rejected(errs: ConfigErrors) -> AdminError {
+    AdminError::from(StoreError::Rejected(errs))
+}

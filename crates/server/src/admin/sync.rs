@@ -1,0 +1,263 @@
+//! Keeping nodes in step with the store, and the provider checks of admin writes.
+
+use super::AdminError;
+use crate::live::Live;
+use serde_json::{Value, json};
+use signalbox_core::model::{AuthType, Provider, ProviderKind};
+use signalbox_store::{Backend, NOTIFY_CHANNEL, Store};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a node compares its store version with the store's: the safety net under
+/// PostgreSQL's notifications, and the only path on SQLite (several processes on one file).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Follow the store: rebuild and swap the snapshot whenever its version moves. A store that
+/// is away is logged once; the last good config keeps serving until it returns.
+pub fn follow(store: Arc<Store>, live: Arc<Live>, pg_url: Option<String>, stop: CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    if let (Backend::Postgres, Some(url)) = (store.backend(), pg_url) {
+        let tx = tx.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move { listen(url, tx, stop).await });
+    }
+    tokio::spawn(async move {
+        let mut healthy = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = rx.recv() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+            match refresh(&store, &live).await {
+                Ok(_) => {
+                    if !healthy {
+                        tracing::info!("store reachable again");
+                        healthy = true;
+                    }
+                }
+                Err(e) => {
+                    if healthy {
+                        tracing::error!("store unreachable, serving the last good config: {e}");
+                        healthy = false;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Rebuild from the store if it moved on. Ok(true): a new snapshot serves.
+pub async fn refresh(store: &Store, live: &Live) -> Result<bool, String> {
+    let v = store.config_version().await.map_err(|e| e.to_string())?;
+    if v <= live.store_version() {
+        return Ok(false);
+    }
+    let (catalog, version) = store.load_catalog().await.map_err(|e| e.to_string())?;
+    match live.apply_catalog(catalog, version) {
+        Ok(applied) => {
+            if applied {
+                tracing::info!(store_version = version, "store change applied");
+            }
+            Ok(applied)
+        }
+        Err(errs) => Err(format!(
+            "the store's config does not validate with this node's config file; keeping the last good config:\n{errs}"
+        )),
+    }
+}
+
+async fn listen(url: String, tx: tokio::sync::mpsc::Sender<()>, stop: CancellationToken) {
+    use sqlx::postgres::PgListener;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        match PgListener::connect(&url).await {
+            Ok(mut l) => {
+                if l.listen(NOTIFY_CHANNEL).await.is_ok() {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            n = l.recv() => match n {
+                                Ok(_) => { let _ = tx.try_send(()); }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("store notifications unavailable: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Link-local and cloud-metadata addresses, which an API-created provider may not use.
+fn forbidden_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Refuse a provider `base_url` that points at a link-local or metadata address (by literal,
+/// by well-known name, or by what the name resolves to now) unless the server allows it.
+pub async fn check_provider_address(body: &Value, allow: bool) -> Result<(), AdminError> {
+    if allow {
+        return Ok(());
+    }
+    let Some(url) = body.get("base_url").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let bad = || {
+        AdminError::bad_request(
+            "base_url points at a link-local or cloud-metadata address; set [server] allow_link_local_upstreams = true to allow it",
+        )
+        .with_param("base_url")
+    };
+    let Ok(parsed) = url.parse::<http::Uri>() else {
+        return Err(AdminError::bad_request("base_url is not a valid URL").with_param("base_url"));
+    };
+    if !matches!(parsed.scheme_str(), Some("http" | "https")) {
+        return Err(
+            AdminError::bad_request("base_url must be an http:// or https:// URL")
+                .with_param("base_url"),
+        );
+    }
+    let Some(host) = parsed.host() else {
+        return Err(AdminError::bad_request("base_url has no host").with_param("base_url"));
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if matches!(
+        host.as_str(),
+        "metadata.google.internal" | "metadata" | "metadata.azure.com" | "instance-data"
+    ) {
+        return Err(bad());
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return if forbidden_ip(ip) { Err(bad()) } else { Ok(()) };
+    }
+    let port = parsed.port_u16().unwrap_or(443);
+    let resolved = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::lookup_host((host.as_str(), port)),
+    )
+    .await;
+    if let Ok(Ok(addrs)) = resolved {
+        for a in addrs {
+            if forbidden_ip(a.ip()) {
+                return Err(bad());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "Test connection": list the provider's models with its credential. Answers only a status
+/// and model ids, never the upstream's body or headers.
+pub async fn test_connection(p: &Provider) -> Value {
+    match p.kind {
+        ProviderKind::Mock => return json!({"status": "ok", "models": p.models}),
+        ProviderKind::AzureOpenAi => {
+            return json!({"status": "unsupported", "message": "Azure OpenAI lists deployments, not models; call a route to test it", "models": []});
+        }
+        ProviderKind::OpenAi => {}
+    }
+    let mut url = format!("{}/models", p.base_url.trim_end_matches('/'));
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(_) => {
+            return json!({"status": "error", "message": "cannot build an HTTP client", "models": []});
+        }
+    };
+    let mut req;
+    match (&p.credential, p.auth_type) {
+        (Some(c), AuthType::QueryParam) => {
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str("key=");
+            url.push_str(&percent(c.expose()));
+            req = client.get(&url);
+        }
+        (Some(c), AuthType::ApiKeyHeader) => {
+            req = client
+                .get(&url)
+                .header(p.auth_header_name.clone(), c.expose());
+        }
+        (Some(c), AuthType::Bearer) => {
+            req = client.get(&url).bearer_auth(c.expose());
+        }
+        (None, _) => req = client.get(&url),
+    }
+    for (k, v) in &p.headers {
+        req = req.header(k, v);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let what = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            return json!({"status": "error", "message": format!("the provider {what}"), "models": []});
+        }
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        let message = match status.as_u16() {
+            401 | 403 => "the provider rejected the credential",
+            404 => "the provider has no /models endpoint at this base_url",
+            429 => "the provider throttled the request",
+            _ => "the provider answered with an error",
+        };
+        return json!({"status": "error", "http_status": status.as_u16(), "message": message, "models": []});
+    }
+    // A model list is small; refuse to read more than 4 MiB of it.
+    let body: Value = match resp.bytes().await {
+        Ok(b) if b.len() <= 4 << 20 => serde_json::from_slice(&b).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    let models: Vec<String> = body
+        .get("data")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"status": "ok", "http_status": status.as_u16(), "models": models})
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,328 @@
+//! The store commands: explain, migrate, keys, config export/import, admin, rotate-master-key.
+
+use super::{AdminAction, Command, ConfigAction, KeysAction, StoreFlags, config_path};
+use anyhow::{Context, bail};
+use signalbox::setup::{self, StoreArgs, StoreLocation};
+use signalbox_core::config::{Catalog, ConfigErrors};
+use signalbox_store::{Actor, Change, MasterKey, Store};
+use std::path::{Path, PathBuf};
+
+fn env(n: &str) -> Option<String> {
+    std::env::var(n).ok()
+}
+
+fn locate(flags: &StoreFlags) -> anyhow::Result<(StoreLocation, Option<PathBuf>)> {
+    let config = config_path(flags.config.clone());
+    let loc = setup::locate(
+        &StoreArgs {
+            db: flags.db.clone(),
+            data_dir: flags.data_dir.clone(),
+        },
+        config.as_deref(),
+        &env,
+    )?;
+    Ok((loc, config))
+}
+
+async fn open(flags: &StoreFlags) -> anyhow::Result<(Store, Option<PathBuf>)> {
+    let (loc, config) = locate(flags)?;
+    let store = setup::open(&loc, &env).await?;
+    Ok((store, config))
+}
+
+/// The check every CLI write passes: the config file (if any) and the catalog together.
+fn checker(
+    config: Option<&Path>,
+) -> anyhow::Result<impl FnOnce(&Catalog, i64) -> Result<(), ConfigErrors>> {
+    let text = match config {
+        Some(p) => signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => String::new(),
+    };
+    let file = config.map(|p| p.display().to_string());
+    Ok(move |catalog: &Catalog, v: i64| {
+        signalbox_core::config::load_with_catalog(&text, file.as_deref(), &env, v as u64, catalog)
+            .map(|_| ())
+    })
+}
+
+fn cli_actor() -> Actor {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Actor(format!("cli:{user}"))
+}
+
+fn rejected(e: signalbox_store::StoreError) -> anyhow::Error {
+    match e {
+        signalbox_store::StoreError::Rejected(errs) => {
+            anyhow::anyhow!("the change was not applied:\n{errs}")
+        }
+        other => anyhow::anyhow!(other),
+    }
+}
+
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve { .. } | Command::Check { .. } => unreachable_command(),
+        Command::Explain {
+            model,
+            endpoint,
+            project,
+            file_only,
+            store,
+        } => explain(&model, &endpoint, &project, file_only, &store).await,
+        Command::Migrate { store } => {
+            let (loc, _) = locate(&store)?;
+            if loc.url.starts_with("sqlite:") {
+                std::fs::create_dir_all(&loc.data_dir)
+                    .with_context(|| format!("cannot create {}", loc.data_dir.display()))?;
+            }
+            let (pool, _, applied) = signalbox_store::connect_and_migrate(&loc.url).await?;
+            pool.close().await;
+            if applied.is_empty() {
+                println!("store is up to date");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+            Ok(())
+        }
+        Command::Keys { action } => keys(action).await,
+        Command::Config { action } => config(action).await,
+        Command::Admin {
+            action: AdminAction::ResetPassword { user, store },
+        } => {
+            let (s, _) = open(&store).await?;
+            let (password, generated) =
+                match env("SIGNALBOX_NEW_PASSWORD").filter(|p| !p.is_empty()) {
+                    Some(p) => (p, false),
+                    None => (signalbox_store::crypto::random_token(18), true),
+                };
+            s.set_password(&cli_actor(), &user, &password).await?;
+            s.close().await;
+            if generated {
+                println!("{password}");
+            }
+            eprintln!("password of '{user}' reset; their tokens are revoked");
+            Ok(())
+        }
+        Command::RotateMasterKey { store } => rotate(&store).await,
+    }
+}
+
+fn unreachable_command() -> anyhow::Result<()> {
+    bail!("this command is handled elsewhere")
+}
+
+async fn explain(
+    model: &str,
+    endpoint: &str,
+    project: &str,
+    file_only: bool,
+    flags: &StoreFlags,
+) -> anyhow::Result<()> {
+    let Some(kind) = signalbox_core::model::EndpointKind::parse(endpoint) else {
+        bail!(
+            "unknown endpoint kind '{endpoint}' (chat, embeddings, audio_speech, audio_transcription, image_generation)"
+        );
+    };
+    let config = config_path(flags.config.clone());
+    let text = match &config {
+        Some(p) => signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => String::new(),
+    };
+    let (loc, _) = locate(flags)?;
+    // The store joins in when there is one (or --db names one), unless --file-only.
+    let use_store = !file_only
+        && (flags.db.is_some()
+            || !loc.url.starts_with("sqlite:")
+            || loc.data_dir.join("signalbox.db").exists());
+    let catalog = if use_store {
+        let s = setup::open(&loc, &env).await?;
+        let (c, _) = s.load_catalog().await?;
+        s.close().await;
+        c
+    } else {
+        Catalog::file_only()
+    };
+    let file = config.as_ref().map(|p| p.display().to_string());
+    let loaded =
+        signalbox_core::config::load_with_catalog(&text, file.as_deref(), &env, 1, &catalog)
+            .map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
+    let Some(ps) = loaded.snapshot.project(project) else {
+        bail!("unknown project '{project}'");
+    };
+    match signalbox_core::explain::explain(ps, kind, model) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Err(e) => bail!("{} ({})", e.message, e.code.as_str()),
+    }
+}
+
+async fn keys(action: KeysAction) -> anyhow::Result<()> {
+    match action {
+        KeysAction::Create {
+            project,
+            name,
+            expires_in,
+            store,
+        } => {
+            let (s, config) = open(&store).await?;
+            let expires_at = match expires_in {
+                Some(secs) if secs > 0 => Some(signalbox_store::now_millis() + secs * 1000),
+                Some(_) => bail!("--expires-in must be a positive number of seconds"),
+                None => None,
+            };
+            let (_, c) = s
+                .write(
+                    &cli_actor(),
+                    Change::CreateKey {
+                        project,
+                        name,
+                        expires_at,
+                        value: None,
+                    },
+                    checker(config.as_deref())?,
+                )
+                .await
+                .map_err(rejected)?;
+            s.close().await;
+            if let Some(k) = &c.key {
+                eprintln!("created key {} ({})", k.id, k.prefix);
+            }
+            println!("{}", c.revealed.unwrap_or_default());
+            Ok(())
+        }
+        KeysAction::List { project, store } => {
+            let (s, _) = open(&store).await?;
+            let keys = s.keys(&project).await?;
+            s.close().await;
+            println!(
+                "{:<38} {:<14} {:<20} {:<10}",
+                "ID", "PREFIX", "NAME", "STATE"
+            );
+            let now = signalbox_store::now_millis();
+            for k in keys {
+                let state = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                println!("{:<38} {:<14} {:<20} {:<10}", k.id, k.prefix, k.name, state);
+            }
+            Ok(())
+        }
+        KeysAction::Revoke { id, project, store } => {
+            let (s, config) = open(&store).await?;
+            s.write(
+                &cli_actor(),
+                Change::RevokeKey {
+                    project,
+                    id: id.clone(),
+                },
+                checker(config.as_deref())?,
+            )
+            .await
+            .map_err(rejected)?;
+            s.close().await;
+            eprintln!("revoked {id}");
+            Ok(())
+        }
+    }
+}
+
+async fn config(action: ConfigAction) -> anyhow::Result<()> {
+    match action {
+        ConfigAction::Export {
+            project,
+            output,
+            store,
+        } => {
+            let (s, _) = open(&store).await?;
+            if s.project(&project).await?.is_none() {
+                bail!("no project named '{project}'");
+            }
+            let (catalog, _) = s.load_catalog().await?;
+            s.close().await;
+            let text = signalbox::transfer::export_toml(&catalog, &project);
+            match output {
+                Some(p) => std::fs::write(&p, text)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        ConfigAction::Import {
+            file,
+            project,
+            store,
+        } => {
+            let text =
+                signalbox_core::config::read_file(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let raw = signalbox_core::config::parse(&text, Some(&file.display().to_string()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (s, config) = open(&store).await?;
+            if config.as_deref().is_some_and(|c| same_file(c, &file)) {
+                bail!(
+                    "{} is the config file itself; its objects are file-managed already",
+                    file.display()
+                );
+            }
+            let existing: Vec<String> = s.projects().await?.into_iter().map(|p| p.name).collect();
+            let (changes, warnings) = signalbox::transfer::import_changes(raw, &project, &existing);
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            let n = changes.len();
+            s.write_all(&cli_actor(), changes, checker(config.as_deref())?)
+                .await
+                .map_err(rejected)?;
+            s.close().await;
+            eprintln!("imported {n} change(s) from {}", file.display());
+            Ok(())
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// New key first written beside the old one, then the store re-encrypted in one transaction,
+/// then the new key file moved into place: a crash at any point leaves a key that opens it.
+async fn rotate(flags: &StoreFlags) -> anyhow::Result<()> {
+    let (loc, _) = locate(flags)?;
+    let s = setup::open(&loc, &env).await?;
+    let new = MasterKey::generate();
+    let from_env = env("SIGNALBOX_MASTER_KEY").is_some_and(|v| !v.trim().is_empty());
+    let pending = loc.master_key_file.with_extension("key.new");
+    if !from_env {
+        let _ = std::fs::remove_file(&pending);
+        signalbox_store::write_secret_file(&pending, &format!("{}\n", new.to_base64()))?;
+    }
+    let n = s.rotate_master_key(&new).await?;
+    s.close().await;
+    if from_env {
+        println!("{}", new.to_base64());
+        eprintln!(
+            "re-encrypted {n} credential(s); set SIGNALBOX_MASTER_KEY to the key printed above on every node"
+        );
+    } else {
+        std::fs::rename(&pending, &loc.master_key_file).with_context(|| {
+            format!(
+                "the store now uses the key in {}; move it to {}",
+                pending.display(),
+                loc.master_key_file.display()
+            )
+        })?;
+        eprintln!(
+            "re-encrypted {n} credential(s); new master key in {}",
+            loc.master_key_file.display()
+        );
+    }
+    Ok(())
+}

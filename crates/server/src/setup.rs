@@ -1,0 +1,159 @@
+//! Where the store lives and how it is opened: the data directory, the database URL and the
+//! master key, from flags, environment and the config file's `[store]` table, in that order.
+
+use anyhow::Context;
+use signalbox_store::{BootstrapEnv, MasterKey, Store, write_secret_file};
+use std::path::{Path, PathBuf};
+
+/// Store settings as given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct StoreArgs {
+    pub db: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreLocation {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub master_key_file: PathBuf,
+}
+
+fn relative_to(file: Option<&Path>, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    match file.and_then(Path::parent) {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Resolve the store's location. `config` is the config file, if any.
+pub fn locate(
+    args: &StoreArgs,
+    config: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<StoreLocation> {
+    let raw = match config {
+        Some(p) => {
+            let text = signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            signalbox_core::config::parse(&text, Some(&p.display().to_string()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .store
+        }
+        None => Default::default(),
+    };
+    let data_dir = match (&args.data_dir, env("SIGNALBOX_DATA_DIR"), &raw.data_dir) {
+        (Some(d), _, _) => d.clone(),
+        (None, Some(d), _) if !d.is_empty() => PathBuf::from(d),
+        (None, _, Some(d)) => relative_to(config, d),
+        _ => PathBuf::from("signalbox-data"),
+    };
+    let url = match (&args.db, &raw.url) {
+        (Some(u), _) => u.clone(),
+        (None, Some(u)) => match u.strip_prefix("env::") {
+            Some(var) => env(var).filter(|v| !v.is_empty()).with_context(|| {
+                format!("[store] url names environment variable {var}, which is not set")
+            })?,
+            None => u.clone(),
+        },
+        (None, None) => {
+            let abs = std::path::absolute(&data_dir).unwrap_or(data_dir.clone());
+            format!("sqlite://{}", abs.join("signalbox.db").display())
+        }
+    };
+    let master_key_file = match &raw.master_key_file {
+        Some(f) => relative_to(config, f),
+        None => data_dir.join("master.key"),
+    };
+    Ok(StoreLocation {
+        url,
+        data_dir,
+        master_key_file,
+    })
+}
+
+fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Open (creating on first start) the store with its master key.
+pub async fn open(
+    loc: &StoreLocation,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Store> {
+    ensure_dir(&loc.data_dir)?;
+    let env_key = env("SIGNALBOX_MASTER_KEY");
+    let (key, created) = MasterKey::load_or_create(env_key.as_deref(), &loc.master_key_file)?;
+    if created {
+        tracing::info!(path = %loc.master_key_file.display(), "created a new master key (keep it safe: credentials cannot be read without it)");
+    }
+    Store::open(&loc.url, key).await.with_context(|| {
+        format!(
+            "cannot open the store at {}",
+            signalbox_store::redact_url(&loc.url)
+        )
+    })
+}
+
+/// First start: create project `default`, `admin` and a gateway key once, write what was
+/// generated to `<data_dir>/initial-credentials` (0600) and print its path; the values go
+/// to standard output only when it is a terminal, never to the log.
+pub async fn first_start(
+    store: &Store,
+    loc: &StoreLocation,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    let created = store
+        .bootstrap(&BootstrapEnv {
+            admin_password: env("SIGNALBOX_ADMIN_PASSWORD"),
+            admin_token: env("SIGNALBOX_ADMIN_TOKEN"),
+            gateway_key: env("SIGNALBOX_BOOTSTRAP_KEY"),
+        })
+        .await?;
+    if created.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::from("admin_user=admin\n");
+    if let Some(p) = &created.admin_password {
+        text.push_str(&format!("admin_password={p}\n"));
+    }
+    if let Some(k) = &created.gateway_key {
+        text.push_str(&format!("gateway_key={k}\n"));
+    }
+    let path = loc.data_dir.join("initial-credentials");
+    if path.exists() {
+        // Left by an earlier store that is gone: keep it aside rather than lose either.
+        let aside = loc.data_dir.join(format!(
+            "initial-credentials.old-{}",
+            signalbox_store::now_millis()
+        ));
+        std::fs::rename(&path, &aside)
+            .with_context(|| format!("cannot move the old {} aside", path.display()))?;
+        tracing::warn!(old = %aside.display(), "an initial-credentials file of an earlier store was moved aside");
+    }
+    write_secret_file(&path, &text)?;
+    tracing::info!(path = %path.display(), "first start: the admin password and a gateway key are in this file (mode 0600)");
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        println!(
+            "First start. Initial credentials (also in {}):\n{text}",
+            path.display()
+        );
+    } else {
+        println!(
+            "First start. Initial credentials written to {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
