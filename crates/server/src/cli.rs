@@ -27,6 +27,7 @@ fn locate(flags: &StoreFlags) -> anyhow::Result<(StoreLocation, Option<PathBuf>)
 async fn open(flags: &StoreFlags) -> anyhow::Result<(Store, Option<PathBuf>)> {
     let (loc, config) = locate(flags)?;
     let store = setup::open(&loc, &env).await?;
+    setup::first_start(&store, &loc, &env, false).await?;
     Ok((store, config))
 }
 

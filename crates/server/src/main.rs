@@ -271,7 +271,7 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
         &lookup,
     )?;
     let store = Arc::new(setup::open(&loc, &lookup).await?);
-    setup::first_start(&store, &loc, &lookup).await?;
+    setup::first_start(&store, &loc, &lookup, true).await?;
     let (catalog, store_version) = store.load_catalog().await?;
     let (live, warnings) = Live::load_with_catalog(
         path.as_deref(),

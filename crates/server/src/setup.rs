@@ -108,10 +108,13 @@ pub async fn open(
 /// First start: create project `default`, `admin` and a gateway key once, write what was
 /// generated to `<data_dir>/initial-credentials` (0600) and print its path; the values go
 /// to standard output only when it is a terminal, never to the log.
+/// `serve` announces on standard output; the other commands on standard error, keeping
+/// their standard output for their own answer (`keys create` prints the key alone).
 pub async fn first_start(
     store: &Store,
     loc: &StoreLocation,
     env: &dyn Fn(&str) -> Option<String>,
+    announce_on_stdout: bool,
 ) -> anyhow::Result<()> {
     let created = store
         .bootstrap(&BootstrapEnv {
@@ -144,16 +147,26 @@ pub async fn first_start(
     write_secret_file(&path, &text)?;
     tracing::info!(path = %path.display(), "first start: the admin password and a gateway key are in this file (mode 0600)");
     use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() {
-        println!(
+    let terminal = if announce_on_stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
+    let message = if terminal {
+        format!(
             "First start. Initial credentials (also in {}):\n{text}",
             path.display()
-        );
+        )
     } else {
-        println!(
+        format!(
             "First start. Initial credentials written to {}",
             path.display()
-        );
+        )
+    };
+    if announce_on_stdout {
+        println!("{message}");
+    } else {
+        eprintln!("{message}");
     }
     Ok(())
 }

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Config")]
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
@@ -29,8 +30,9 @@ pub struct RawConfig {
     pub api_keys: BTreeMap<String, RawApiKey>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Server")]
 pub struct RawServer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -60,8 +62,9 @@ pub struct RawServer {
     pub allow_link_local_upstreams: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Store")]
 pub struct RawStore {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -71,16 +74,18 @@ pub struct RawStore {
     pub master_key_file: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Defaults")]
 pub struct RawDefaults {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<RawTimeouts>,
 }
 
 /// Timeouts; every level (defaults, provider, model, target) may set any of them.
-#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Timeouts")]
 pub struct RawTimeouts {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_timeout_ms: Option<u64>,
@@ -92,8 +97,9 @@ pub struct RawTimeouts {
     pub idle_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Provider")]
 pub struct RawProvider {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -128,8 +134,9 @@ pub struct RawProvider {
     pub idle_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Model")]
 pub struct RawModel {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -149,8 +156,9 @@ pub struct RawModel {
     pub idle_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Target")]
 pub struct RawTarget {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -174,23 +182,26 @@ pub struct RawTarget {
     pub idle_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
+#[schemars(rename = "TargetRef")]
 pub enum RawTargetRef {
     Name(String),
     Weighted(RawWeightedRef),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "WeightedRef")]
 pub struct RawWeightedRef {
     pub target: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Retry")]
 pub struct RawRetry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
@@ -200,15 +211,17 @@ pub struct RawRetry {
     pub backoff_max_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Routing")]
 pub struct RawRouting {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RawRetry>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Step")]
 pub struct RawStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<String>,
@@ -218,8 +231,9 @@ pub struct RawStep {
     pub retry: Option<RawRetry>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Variant")]
 pub struct RawVariant {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -238,6 +252,7 @@ pub struct RawVariant {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub stop: Option<toml::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
@@ -246,13 +261,16 @@ pub struct RawVariant {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
     pub response_format: Option<toml::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub params: Option<toml::Table>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Route")]
 pub struct RawRoute {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -274,8 +292,9 @@ pub struct RawRoute {
     pub project: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Function")]
 pub struct RawFunction {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
@@ -299,8 +318,9 @@ pub struct RawFunction {
     pub project: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ApiKey")]
 pub struct RawApiKey {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,

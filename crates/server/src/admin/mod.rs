@@ -245,7 +245,7 @@ fn valid_name(name: &str) -> bool {
 /// Metadata a GET adds to an object; a PUT of what a GET returned ignores it.
 const META_KEYS: &[&str] = &[
     "name",
-    "kind",
+    "object",
     "version",
     "managed_by",
     "updated_at",
@@ -353,7 +353,7 @@ fn refuse_file_managed(live: &Live, kind: ObjectKind, name: &str) -> Result<(), 
 fn object_json(kind: ObjectKind, project: &str, name: &str, body: &Value, meta: Value) -> Value {
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
-    out.insert("kind".into(), json!(kind.as_str()));
+    out.insert("object".into(), json!(kind.as_str()));
     out.insert("project".into(), json!(project));
     if let Some(o) = body.as_object() {
         for (k, v) in o {

@@ -1,7 +1,9 @@
 //! One integration test binary (fast links on small machines); modules by topic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod azure;
+mod cli;
 mod common;
 mod endpoints;
 mod failures;

@@ -1,0 +1,775 @@
+//! The control plane: the admin API over a real store (SQLite, and PostgreSQL when the test
+//! command started one), live apply, history, keys, accounts and several nodes on one database.
+
+use crate::common::{chat_body, client, env_of, error_of, header};
+use serde_json::{Value, json};
+use signalbox::admin::{self, AdminState};
+use signalbox::live::Live;
+use signalbox::serve::{Running, start_with};
+use signalbox_store::{BootstrapEnv, MasterKey, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+pub const BOOT_KEY: &str = "sbx-test-bootstrap-key-0001";
+
+/// The file every node here starts from: a mock provider, nothing routed.
+pub const BASE: &str = "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\", \"echo-2\"]\n";
+
+pub struct Node {
+    pub url: String,
+    pub store: Arc<Store>,
+    pub live: Arc<Live>,
+    pub token: String,
+    _running: Running,
+    pub config_path: std::path::PathBuf,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Node {
+    /// A gateway with the admin API on `db` (a store URL), config file text `toml`.
+    pub async fn start(db: &str, key: &MasterKey, toml: &str) -> Node {
+        Self::start_env(db, key, toml, &[]).await
+    }
+
+    pub async fn start_env(db: &str, key: &MasterKey, toml: &str, vars: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("signalbox.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let store = Arc::new(Store::open(db, key.clone()).await.unwrap());
+        store
+            .bootstrap(&BootstrapEnv {
+                admin_password: Some(ADMIN_PASSWORD.into()),
+                admin_token: None,
+                gateway_key: Some(BOOT_KEY.into()),
+            })
+            .await
+            .unwrap();
+        let (catalog, version) = store.load_catalog().await.unwrap();
+        let (live, _) =
+            Live::load_with_catalog(Some(&config_path), None, env_of(vars), catalog, version)
+                .unwrap_or_else(|e| panic!("invalid:\n{e}"));
+        let live = Arc::new(live);
+        let stop = CancellationToken::new();
+        let pg = db.starts_with("postgres").then(|| db.to_string());
+        admin::sync::follow(store.clone(), live.clone(), pg, stop.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let router = admin::router(AdminState::new(store.clone(), live.clone()));
+        let running = start_with(live.clone(), listener, Some(router)).unwrap();
+        let url = format!("http://{}", running.addr);
+        let token = login(&url, "admin", ADMIN_PASSWORD).await.unwrap();
+        Node {
+            url,
+            store,
+            live,
+            token,
+            _running: running,
+            config_path,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        client()
+            .request(method, format!("{}/admin/v1{}", self.url, path))
+            .bearer_auth(&self.token)
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.admin(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn put_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.admin(reqwest::Method::PUT, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.admin(reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A chat call with the bootstrap gateway key; returns status and body.
+    pub async fn chat(&self, model: &str) -> (u16, Value) {
+        self.chat_with(model, BOOT_KEY).await
+    }
+
+    pub async fn chat_with(&self, model: &str, key: &str) -> (u16, Value) {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", self.url))
+            .bearer_auth(key)
+            .json(&chat_body(model, false))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A target `name` for mock model `model` and a route `route` onto it.
+    pub async fn route_to(&self, route: &str, target: &str, model: &str) {
+        let r = self
+            .put_json(
+                &format!("/projects/default/targets/{target}"),
+                json!({"model": model, "provider": "demo"}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let r = self
+            .put_json(
+                &format!("/projects/default/routes/{route}"),
+                json!({"strategy": "single", "targets": [target]}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+}
+
+pub async fn login(url: &str, user: &str, password: &str) -> Result<String, (u16, Value)> {
+    let r = client()
+        .post(format!("{url}/admin/v1/login"))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    if s == 200 {
+        Ok(body["token"].as_str().unwrap().to_string())
+    } else {
+        Err((s, body))
+    }
+}
+
+/// Run `f` once per store backend: SQLite, and PostgreSQL when configured.
+pub async fn each_store(f: impl AsyncFn(String)) {
+    let dir = tempfile::tempdir().unwrap();
+    for url in signalbox_store::testing::fresh_urls(dir.path()).await {
+        f(url).await;
+    }
+}
+
+fn served_model(body: &Value) -> &str {
+    body["model"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn an_admin_change_serves_at_once_and_a_request_never_sees_half_of_it() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        assert_eq!(node.chat("route::summarize").await.0, 404);
+        node.route_to("summarize", "first", "echo-1").await;
+        let (s, body) = node.chat("route::summarize").await;
+        assert_eq!((s, served_model(&body)), (200, "echo-1"), "{db}");
+        // Repoint the route: the very next request follows.
+        node.route_to("summarize", "second", "echo-2").await;
+        let (s, body) = node.chat("route::summarize").await;
+        assert_eq!((s, served_model(&body)), (200, "echo-2"), "{db}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_write_is_refused_with_its_field_path_and_changes_nothing() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        let version = node.live.version();
+        let r = node
+            .post_json(
+                "/projects/default/routes",
+                json!({"name": "r", "targets": ["missing"]}),
+            )
+            .await;
+        let (s, e) = error_of(r).await;
+        assert_eq!(s, 400);
+        assert_eq!(e["error"]["code"], "invalid_config");
+        assert_eq!(e["error"]["param"], "routes.r.targets[0]");
+        assert!(e["error"]["message"].as_str().unwrap().contains("missing"));
+        assert_eq!(node.get_json("/projects/default/routes/r").await.0, 404);
+        assert_eq!(
+            node.live.version(),
+            version,
+            "no snapshot swap for a refused write"
+        );
+
+        // Unknown fields, bad JSON and a wrong type each name what is wrong.
+        let r = node
+            .post_json(
+                "/projects/default/routes",
+                json!({"name": "r", "targets": [], "colour": "red"}),
+            )
+            .await;
+        let (s, e) = error_of(r).await;
+        assert_eq!((s, e["error"]["param"].as_str()), (400, Some("colour")));
+        let r = node
+            .admin(reqwest::Method::POST, "/projects/default/routes")
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 400);
+        let r = node
+            .post_json("/projects/default/routes", json!({"targets": ["x"]}))
+            .await;
+        let (s, e) = error_of(r).await;
+        assert_eq!((s, e["error"]["param"].as_str()), (400, Some("name")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_target_a_route_uses_is_refused_with_the_list_of_users() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("a", "shared", "echo-1").await;
+        let r = node
+            .put_json(
+                "/projects/default/routes/b",
+                json!({"strategy": "fallback", "targets": ["shared"]}),
+            )
+            .await;
+        assert!(r.status().is_success());
+        let (s, e) = error_of(node.delete("/projects/default/targets/shared").await).await;
+        assert_eq!(s, 409);
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains("routes.a") && msg.contains("routes.b"),
+            "{msg}"
+        );
+        assert_eq!(node.chat("route::a").await.0, 200, "still serving");
+        // Duplicate names are refused too.
+        let r = node
+            .post_json(
+                "/projects/default/targets",
+                json!({"name": "shared", "model": "echo-2"}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.0, 409);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stale_writes_get_412_and_history_rolls_back_to_any_version() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("r", "one", "echo-1").await; // route v1
+        let r = node
+            .put_json("/projects/default/targets/two", json!({"model": "echo-2"}))
+            .await;
+        assert!(r.status().is_success());
+        let got = node
+            .admin(reqwest::Method::GET, "/projects/default/routes/r")
+            .send()
+            .await
+            .unwrap();
+        let etag = header(&got, "etag").unwrap().to_string();
+        assert_eq!(etag, "\"1\"");
+        // Writer A updates with the ETag it read.
+        let r = node
+            .admin(reqwest::Method::PUT, "/projects/default/routes/r")
+            .header("if-match", &etag)
+            .json(&json!({"strategy": "single", "targets": ["two"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "etag"), Some("\"2\""));
+        // Writer B, with the same stale ETag, is refused; nothing is overwritten.
+        let r = node
+            .admin(reqwest::Method::PUT, "/projects/default/routes/r")
+            .header("if-match", &etag)
+            .json(&json!({"strategy": "single", "targets": ["one"], "models": ["x"]}))
+            .send()
+            .await
+            .unwrap();
+        let (s, e) = error_of(r).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (412, Some("precondition_failed"))
+        );
+        assert_eq!(served_model(&node.chat("route::r").await.1), "echo-2");
+
+        let (_, h) = node.get_json("/projects/default/routes/r/history").await;
+        let versions: Vec<i64> = h["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_i64().unwrap())
+            .collect();
+        assert_eq!(versions, vec![2, 1]);
+        assert_eq!(h["data"][0]["author"], "admin");
+        assert_eq!(h["data"][0]["diff"][0]["field"], "targets");
+        assert_eq!(h["data"][0]["diff"][0]["before"], json!(["one"]));
+
+        let r = node
+            .post_json("/projects/default/routes/r/rollback", json!({"version": 1}))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "etag"), Some("\"3\""));
+        assert_eq!(served_model(&node.chat("route::r").await.1), "echo-1");
+        let r = node
+            .post_json("/projects/default/routes/r/rollback", json!({"version": 9}))
+            .await;
+        assert_eq!(error_of(r).await.0, 404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn file_objects_are_read_only_and_a_name_in_both_is_a_load_error_naming_both() {
+    each_store(async |db| {
+        let toml = format!("{BASE}[targets.filetarget]\nmodel = \"echo-1\"\n[routes.fromfile]\ntargets = [\"filetarget\"]\n");
+        let node = Node::start(&db, &MasterKey::generate(), &toml).await;
+        let (s, list) = node.get_json("/projects/default/routes").await;
+        assert_eq!(s, 200);
+        assert_eq!(list["data"][0]["name"], "fromfile");
+        assert_eq!(list["data"][0]["managed_by"], "file");
+        let r = node.put_json("/projects/default/routes/fromfile", json!({"targets": ["filetarget"]})).await;
+        assert_eq!(error_of(r).await.0, 409);
+        assert_eq!(error_of(node.delete("/projects/default/routes/fromfile").await).await.0, 409);
+        // A store route, then the file grows one of the same name: the edit is rejected whole.
+        node.route_to("clash", "t2", "echo-2").await;
+        std::fs::write(&node.config_path, format!("{toml}[routes.clash]\ntargets = [\"filetarget\"]\n")).unwrap();
+        let err = node.live.reload().unwrap_err().to_string();
+        assert!(err.contains("routes.clash") && err.contains("store") && err.contains("signalbox.toml"), "{err}");
+        assert_eq!(served_model(&node.chat("route::clash").await.1), "echo-2");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn roles_limit_what_a_user_may_do_and_revoked_tokens_stop_at_once() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        let r = node.post_json("/projects", json!({"name": "team-b"})).await;
+        assert_eq!(r.status(), 201);
+        let r = node
+            .post_json("/users", json!({"name": "vera", "password": "viewer-pass-1", "roles": {"default": "viewer"}}))
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = node
+            .post_json("/users", json!({"name": "ed", "password": "editor-pass-1", "roles": {"default": "editor"}}))
+            .await;
+        assert_eq!(r.status(), 201);
+        let viewer = login(&node.url, "vera", "viewer-pass-1").await.unwrap();
+        let editor = login(&node.url, "ed", "editor-pass-1").await.unwrap();
+        let as_user = |tok: &str, m: reqwest::Method, path: &str| {
+            client().request(m, format!("{}/admin/v1{path}", node.url)).bearer_auth(tok.to_string())
+        };
+        // The viewer reads, but cannot write.
+        let r = as_user(&viewer, reqwest::Method::GET, "/projects/default/routes").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = as_user(&viewer, reqwest::Method::PUT, "/projects/default/targets/t")
+            .json(&json!({"model": "echo-1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 403);
+        // The editor writes in its project, and sees nothing of another.
+        let r = as_user(&editor, reqwest::Method::PUT, "/projects/default/targets/t")
+            .json(&json!({"model": "echo-1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let r = as_user(&editor, reqwest::Method::GET, "/projects/team-b/routes").send().await.unwrap();
+        assert_eq!(error_of(r).await.0, 404);
+        let r = as_user(&editor, reqwest::Method::POST, "/users")
+            .json(&json!({"name": "x", "password": "whatever-1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 403);
+        // An audit entry names who did it.
+        let (_, audit) = node.get_json("/audit").await;
+        assert!(audit["data"].as_array().unwrap().iter().any(|a| a["actor"] == "ed" && a["object"] == "target:t"));
+        // A token revoked is refused on its next use.
+        let (_, toks) = node.get_json("/tokens").await;
+        let id = toks["data"].as_array().unwrap().iter().find(|t| t["user"] == "ed").unwrap()["id"].as_str().unwrap().to_string();
+        assert_eq!(node.delete(&format!("/tokens/{id}")).await.status(), 204);
+        let r = as_user(&editor, reqwest::Method::GET, "/projects/default/routes").send().await.unwrap();
+        assert_eq!(error_of(r).await.0, 401);
+        let r = client().get(format!("{}/admin/v1/projects", node.url)).send().await.unwrap();
+        assert_eq!(error_of(r).await.0, 401);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn more_than_ten_failed_logins_a_minute_get_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    for _ in 0..10 {
+        assert_eq!(login(&node.url, "admin", "wrong").await.unwrap_err().0, 401);
+    }
+    let (s, body) = login(&node.url, "admin", "wrong").await.unwrap_err();
+    assert_eq!(s, 429, "{body}");
+    // Even the right password waits now: the limit is not a password oracle.
+    assert_eq!(
+        login(&node.url, "admin", ADMIN_PASSWORD)
+            .await
+            .unwrap_err()
+            .0,
+        429
+    );
+}
+
+#[tokio::test]
+async fn gateway_keys_revealed_once_revoked_rotated_and_expired() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("r", "t", "echo-1").await;
+        let r = node
+            .post_json("/projects/default/keys", json!({"name": "app"}))
+            .await;
+        assert_eq!(r.status(), 201);
+        let created: Value = r.json().await.unwrap();
+        let key = created["key"].as_str().unwrap().to_string();
+        assert!(key.starts_with(created["prefix"].as_str().unwrap()));
+        assert_eq!(node.chat_with("route::r", &key).await.0, 200);
+        // Listing shows prefixes, never the key.
+        let (_, list) = node.get_json("/projects/default/keys").await;
+        assert!(!list.to_string().contains(&key));
+        // Rotation: the new key works, the old one through its grace period.
+        let id = created["id"].as_str().unwrap();
+        let r = node
+            .post_json(
+                &format!("/projects/default/keys/{id}/rotate"),
+                json!({"grace_seconds": 3600}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let rotated: Value = r.json().await.unwrap();
+        let new_key = rotated["key"].as_str().unwrap().to_string();
+        assert_eq!(node.chat_with("route::r", &new_key).await.0, 200);
+        assert_eq!(node.chat_with("route::r", &key).await.0, 200);
+        // Revoked: refused at once.
+        assert_eq!(
+            node.delete(&format!("/projects/default/keys/{id}"))
+                .await
+                .status(),
+            204
+        );
+        assert_eq!(node.chat_with("route::r", &key).await.0, 401);
+        // Rotation with no grace ends the old key at once.
+        let nid = rotated["id"].as_str().unwrap();
+        let r = node
+            .post_json(
+                &format!("/projects/default/keys/{nid}/rotate"),
+                json!({"grace_seconds": 0}),
+            )
+            .await;
+        let third: Value = r.json().await.unwrap();
+        assert_eq!(node.chat_with("route::r", &new_key).await.0, 401);
+        assert_eq!(
+            node.chat_with("route::r", third["key"].as_str().unwrap())
+                .await
+                .0,
+            200
+        );
+        // An expiry in the past is refused; a short one lapses on its own.
+        let r = node
+            .post_json(
+                "/projects/default/keys",
+                json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"}),
+            )
+            .await;
+        assert_eq!(error_of(r).await.1["error"]["param"], "expires_at");
+        let r = node
+            .post_json(
+                "/projects/default/keys",
+                json!({"name": "brief", "expires_in_seconds": 1}),
+            )
+            .await;
+        let brief: Value = r.json().await.unwrap();
+        let brief = brief["key"].as_str().unwrap().to_string();
+        assert_eq!(node.chat_with("route::r", &brief).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(node.chat_with("route::r", &brief).await.0, 401);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stored_credentials_are_used_upstream_but_never_shown_again() {
+    let fake = fake_upstream::FakeUpstream::openai().start().await;
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        let secret = "sk-canary-credential-7f3a9";
+        let r = node.post_json("/projects/default/credentials", json!({"name": "up", "value": secret})).await;
+        assert_eq!(r.status(), 201);
+        let body = r.text().await.unwrap();
+        assert!(!body.contains(secret) && body.contains("****"), "{body}");
+        let r = node
+            .put_json(
+                "/projects/default/providers/up",
+                json!({"kind": "openai", "base_url": fake.base_url(), "models": ["gpt-4o"], "credential": "credential::up"}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        node.put_json("/projects/default/targets/upt", json!({"provider": "up", "model": "gpt-4o"})).await;
+        node.put_json("/projects/default/routes/viaup", json!({"targets": ["upt"]})).await;
+        let (s, body) = node.chat("route::viaup").await;
+        assert_eq!(s, 200, "{body}");
+        let reqs = fake.requests();
+        let chat = reqs.iter().rev().find(|r| r.path.ends_with("/chat/completions")).unwrap();
+        let seen = chat.header("authorization").unwrap().to_string();
+        assert_eq!(seen, format!("Bearer {secret}"));
+        // Test connection lists the models, nothing else.
+        let r = node.post_json("/projects/default/providers/up/test", json!({})).await;
+        let t: Value = r.json().await.unwrap();
+        assert_eq!(t["status"], "ok");
+        assert!(t["models"].as_array().unwrap().iter().any(|m| m == "gpt-4o"));
+        // Nothing the admin API returns holds the secret, nor does the audit log.
+        for path in ["/projects/default/credentials", "/projects/default/providers", "/audit", "/projects/default/export"] {
+            let r = node.admin(reqwest::Method::GET, path).send().await.unwrap();
+            let text = r.text().await.unwrap();
+            assert!(!text.contains(secret), "{path} leaks the credential: {text}");
+        }
+        // A credential of another project cannot be borrowed.
+        node.post_json("/projects", json!({"name": "other"})).await;
+        let r = node
+            .put_json(
+                "/projects/other/providers/thief",
+                json!({"kind": "openai", "base_url": fake.base_url(), "models": ["gpt-4o"], "credential": "credential::up"}),
+            )
+            .await;
+        let (s, e) = error_of(r).await;
+        assert_eq!(s, 400);
+        assert!(e["error"]["message"].as_str().unwrap().contains("belongs to project 'default'"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_moved_provider_loses_its_credential_and_metadata_addresses_are_refused() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.post_json("/projects/default/credentials", json!({"name": "k", "value": "sk-moving-secret"})).await;
+        let r = node
+            .put_json(
+                "/projects/default/providers/p",
+                json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"], "credential": "credential::k"}),
+            )
+            .await;
+        assert!(r.status().is_success());
+        let r = node
+            .admin(reqwest::Method::PATCH, "/projects/default/providers/p")
+            .json(&json!({"base_url": "http://127.0.0.2:9/v1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let (_, p) = node.get_json("/projects/default/providers/p").await;
+        assert_eq!(p["base_url"], "http://127.0.0.2:9/v1");
+        assert!(p.get("credential").is_none(), "credential must not follow a new base_url: {p}");
+        // Setting one in the same request keeps it.
+        let r = node
+            .admin(reqwest::Method::PATCH, "/projects/default/providers/p")
+            .json(&json!({"base_url": "http://127.0.0.3:9/v1", "credential": "credential::k"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for bad in ["http://169.254.169.254/latest", "http://[fe80::1]/v1", "http://metadata.google.internal/v1"] {
+            let r = node
+                .put_json("/projects/default/providers/meta", json!({"kind": "openai", "base_url": bad, "models": ["m"]}))
+                .await;
+            let (s, e) = error_of(r).await;
+            assert_eq!((s, e["error"]["param"].as_str()), (400, Some("base_url")), "{bad}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn explain_shows_the_match_what_it_shadows_and_the_plan() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("echo-1", "t", "echo-2").await;
+        let r = node
+            .post_json(
+                "/projects/default/explain",
+                json!({"model": "echo-1", "endpoint": "chat"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["layer"], "route");
+        assert!(e["shadowed"].to_string().contains("demo"), "{e}");
+        assert_eq!(e["plan"]["steps"][0]["targets"][0]["model"], "echo-2");
+        let r = node
+            .post_json(
+                "/projects/default/explain",
+                json!({"model": "route::echo-1", "endpoint": "embeddings"}),
+            )
+            .await;
+        let (s, e) = error_of(r).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("wrong_endpoint"))
+        );
+        let r = node
+            .post_json("/projects/default/explain", json!({"model": "nothing"}))
+            .await;
+        assert_eq!(error_of(r).await.0, 404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn export_then_import_into_a_new_store_behaves_the_same() {
+    each_store(async |db| {
+        let a = Node::start(&db, &MasterKey::generate(), BASE).await;
+        a.route_to("summarize", "t1", "echo-1").await;
+        a.put_json("/projects/default/targets/t2", json!({"model": "echo-2", "weight": 3})).await;
+        let r = a
+            .put_json(
+                "/projects/default/routes/split",
+                json!({"strategy": "weighted", "targets": [{"target": "t1", "weight": 30}, "t2"], "retry": {"max_retries": 1}}),
+            )
+            .await;
+        assert!(r.status().is_success());
+        let r = a
+            .put_json(
+                "/projects/default/routes/ab",
+                json!({"strategy": "experiment", "sticky": "user", "variants": {"x": {"target": "t1", "weight": 50, "temperature": 0.2}, "y": {"model": "echo-2", "weight": 50}}}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let exported = a.admin(reqwest::Method::GET, "/projects/default/export").send().await.unwrap().text().await.unwrap();
+
+        // Import into a fresh SQLite store through the same path `config import` takes.
+        let dir = tempfile::tempdir().unwrap();
+        let db2 = format!("sqlite://{}", dir.path().join("b.db").display());
+        let b = Node::start(&db2, &MasterKey::generate(), BASE).await;
+        let raw = signalbox_core::config::parse(&exported, None).unwrap();
+        let (changes, _) = signalbox::transfer::import_changes(raw, "default", &["default".to_string()]);
+        b.store
+            .write_all(&signalbox_store::Actor("test".into()), changes, |c, _| b.live.check_catalog(c).map(|_| ()))
+            .await
+            .unwrap();
+        signalbox::admin::sync::refresh(&b.store, &b.live).await.unwrap();
+        for m in ["route::summarize", "route::split", "route::ab"] {
+            let ea = a.post_json("/projects/default/explain", json!({"model": m})).await.json::<Value>().await.unwrap();
+            let eb = b.post_json("/projects/default/explain", json!({"model": m})).await.json::<Value>().await.unwrap();
+            assert_eq!(ea, eb, "{m}");
+        }
+        // And the exported file serves as a config file on its own.
+        let both = format!("{BASE}{exported}");
+        signalbox_core::load_str(&both, None, &|_| None, 1).unwrap_or_else(|e| panic!("{e}\n{both}"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_that_goes_away_fails_admin_writes_cleanly_while_traffic_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    node.route_to("r", "t", "echo-1").await;
+    node.store.close().await;
+    let r = node
+        .put_json("/projects/default/targets/u", json!({"model": "echo-2"}))
+        .await;
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (503, Some("store_unavailable"))
+    );
+    for _ in 0..5 {
+        assert_eq!(node.chat("route::r").await.0, 200);
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let r = client()
+        .get(format!("{}/admin/v1/openapi.json", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/admin/v1/login",
+        "/admin/v1/projects/{project}/routes/{name}",
+        "/admin/v1/projects/{project}/explain",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "missing {p}");
+    }
+    assert!(
+        doc["components"]["schemas"]["Route"]["properties"]
+            .get("strategy")
+            .is_some()
+    );
+    // No CORS on the admin API.
+    let r = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/admin/v1/projects", node.url),
+        )
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(header(&r, "access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_postgresql_converge() {
+    let Some(db) = signalbox_store::testing::fresh_postgres().await else {
+        return;
+    };
+    let key = MasterKey::generate();
+    let a = Node::start(&db, &key, BASE).await;
+    let b = Node::start(&db, &key, BASE).await;
+    for (i, model) in ["echo-1", "echo-2", "echo-1"].iter().enumerate() {
+        let t0 = Instant::now();
+        a.route_to("shared", &format!("t{i}"), model).await;
+        loop {
+            let (s, body) = b.chat("route::shared").await;
+            if s == 200 && served_model(&body) == *model {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "node B never saw the change"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("node B served change {i} after {:?}", t0.elapsed());
+    }
+}

@@ -1,0 +1,379 @@
+//! The real binary: first start, the store commands, and refusing a wrong master key, on
+//! SQLite and (when the test command started one) PostgreSQL.
+
+use crate::common::client;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const CONFIG: &str = "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\", \"echo-2\"]\n[targets.t]\nmodel = \"echo-1\"\n[routes.hello]\ntargets = [\"t\"]\n";
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signalbox(dir: &Path, db: Option<&str>, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_signalbox"));
+    c.args(args)
+        .arg("--config")
+        .arg(dir.join("signalbox.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("SIGNALBOX_MASTER_KEY")
+        .env_remove("SIGNALBOX_ADMIN_PASSWORD")
+        .env_remove("SIGNALBOX_BOOTSTRAP_KEY")
+        .env_remove("SIGNALBOX_DATA_DIR");
+    if let Some(db) = db {
+        c.arg("--db").arg(db);
+    }
+    c
+}
+
+fn run(dir: &Path, db: Option<&str>, args: &[&str]) -> Output {
+    signalbox(dir, db, args).output().unwrap()
+}
+
+/// Start `serve` on port 0; returns the process, its address and its log so far.
+fn serve(
+    dir: &Path,
+    db: Option<&str>,
+    envs: &[(&str, &str)],
+) -> Result<(Proc, String, String), String> {
+    let mut cmd = signalbox(dir, db, &["serve", "--port", "0"]);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut log = String::new();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                log.push_str(&line);
+                log.push('\n');
+                if let Some(i) = line.find("listening on http://") {
+                    let addr = line[i + "listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string();
+                    std::thread::spawn(move || for _ in lines {});
+                    return Ok((Proc(child), addr, log));
+                }
+            }
+            _ => {
+                let _ = child.wait();
+                return Err(log);
+            }
+        }
+    }
+}
+
+fn each_db(f: impl Fn(&Path, Option<&str>)) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = rt.block_on(signalbox_store::testing::fresh_postgres());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signalbox.toml"), CONFIG).unwrap();
+    f(dir.path(), None);
+    if let Some(pg) = pg {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("signalbox.toml"), CONFIG).unwrap();
+        f(dir.path(), Some(&pg));
+    }
+}
+
+fn creds(dir: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(dir.join("data/initial-credentials"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn first_start_writes_initial_credentials_once_and_keeps_secrets_out_of_the_log() {
+    each_db(|dir, db| {
+        let (proc_, addr, log) = serve(dir, db, &[]).unwrap();
+        let file = dir.join("data/initial-credentials");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert_eq!(
+                std::fs::metadata(dir.join("data/master.key"))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o600
+            );
+        }
+        let c = creds(dir);
+        assert_eq!(c["admin_user"], "admin");
+        let (pw, key) = (c["admin_password"].clone(), c["gateway_key"].clone());
+        assert!(log.contains("initial-credentials"), "{log}");
+        assert!(
+            !log.contains(&pw) && !log.contains(&key),
+            "secrets in the log:\n{log}"
+        );
+        // The key calls a route; the password logs in.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .bearer_auth(&key)
+                .json(&json!({"model": "route::hello", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert!(crate::admin::login(&format!("http://{addr}"), "admin", &pw).await.is_ok());
+        });
+        drop(proc_);
+        // A second start creates nothing and leaves the file as it was.
+        let before = std::fs::read_to_string(&file).unwrap();
+        let (_p, _, log2) = serve(dir, db, &[]).unwrap();
+        assert!(!log2.contains("first start"), "{log2}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    });
+}
+
+#[test]
+fn a_wrong_master_key_refuses_to_start_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signalbox.toml"), CONFIG).unwrap();
+    let (p, _, _) = serve(dir.path(), None, &[]).unwrap();
+    drop(p);
+    let other = signalbox_store::MasterKey::generate().to_base64();
+    let log = serve(dir.path(), None, &[("SIGNALBOX_MASTER_KEY", &other)])
+        .err()
+        .expect("must refuse to start");
+    assert!(
+        log.contains("master key does not unlock this store"),
+        "{log}"
+    );
+}
+
+#[test]
+fn keys_create_prints_the_key_alone_and_list_and_revoke_manage_it() {
+    each_db(|dir, db| {
+        assert!(run(dir, db, &["migrate"]).status.success());
+        let out = run(
+            dir,
+            db,
+            &["keys", "create", "--project", "default", "--name", "ci"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let key = stdout.trim();
+        assert_eq!(
+            stdout.lines().count(),
+            1,
+            "the key alone on stdout: {stdout:?}"
+        );
+        assert!(key.starts_with("sbx-"));
+        let list =
+            String::from_utf8(run(dir, db, &["keys", "list", "--project", "default"]).stdout)
+                .unwrap();
+        assert!(list.contains(&key[..12]) && !list.contains(key), "{list}");
+        let id = list
+            .lines()
+            .find(|l| l.contains(&key[..12]))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        // The key works on a running gateway, then a CLI revoke reaches it.
+        let (_p, addr, _) = serve(dir, db, &[]).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let call = |k: String| {
+            rt.block_on(async {
+                client()
+                    .post(format!("http://{addr}/v1/chat/completions"))
+                    .bearer_auth(k)
+                    .json(&json!({"model": "route::hello", "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        };
+        assert_eq!(call(key.to_string()), 200);
+        assert!(
+            run(dir, db, &["keys", "revoke", &id, "--project", "default"])
+                .status
+                .success()
+        );
+        let t0 = std::time::Instant::now();
+        while call(key.to_string()) != 401 {
+            assert!(
+                t0.elapsed().as_secs() < 5,
+                "revocation never reached the running gateway"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let bad = run(
+            dir,
+            db,
+            &["keys", "create", "--project", "nope", "--name", "x"],
+        );
+        assert!(!bad.status.success());
+    });
+}
+
+#[test]
+fn config_import_then_export_round_trips_and_a_bad_import_changes_nothing() {
+    each_db(|dir, db| {
+        std::fs::write(
+            dir.join("signalbox.toml"),
+            "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\", \"echo-2\"]\n",
+        )
+        .unwrap();
+        let import = dir.join("routes.toml");
+        std::fs::write(
+            &import,
+            "[targets.a]\nmodel = \"echo-1\"\n[targets.b]\nmodel = \"echo-2\"\n[routes.split]\nstrategy = \"weighted\"\ntargets = [{ target = \"a\", weight = 70 }, \"b\"]\n[routes.chain]\nstrategy = \"fallback\"\ntargets = [\"a\", \"b\"]\nretry = { max_retries = 1 }\n",
+        )
+        .unwrap();
+        let out = run(dir, db, &["config", "import", import.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exported =
+            String::from_utf8(run(dir, db, &["config", "export", "--project", "default"]).stdout)
+                .unwrap();
+        for needle in [
+            "[routes.split]",
+            "[routes.chain]",
+            "weight = 70",
+            "max_retries = 1",
+        ] {
+            assert!(exported.contains(needle), "{needle} missing:\n{exported}");
+        }
+        let explain = |extra: &[&str]| {
+            let mut args = vec!["explain", "route::split"];
+            args.extend_from_slice(extra);
+            let o = run(dir, db, &args);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+        };
+        let from_store = explain(&[]);
+        // The export, as a config file of its own, plans the same.
+        let file = dir.join("exported.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\", \"echo-2\"]\n{exported}"
+            ),
+        )
+        .unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+            .args(["explain", "route::split", "--file-only", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["plan"],
+            from_store["plan"]
+        );
+        // An import with one bad reference applies nothing at all.
+        std::fs::write(
+            &import,
+            "[targets.c]\nmodel = \"echo-1\"\n[routes.broken]\ntargets = [\"zzz\"]\n",
+        )
+        .unwrap();
+        let out = run(dir, db, &["config", "import", import.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("routes.broken.targets[0]"));
+        let after = String::from_utf8(run(dir, db, &["config", "export"]).stdout).unwrap();
+        assert!(
+            !after.contains("[targets.c]"),
+            "half an import landed:\n{after}"
+        );
+    });
+}
+
+#[test]
+fn reset_password_and_rotate_master_key_keep_the_store_usable() {
+    each_db(|dir, db| {
+        let (p, _, _) = serve(dir, db, &[]).unwrap();
+        drop(p);
+        let out = signalbox(dir, db, &["admin", "reset-password"])
+            .env("SIGNALBOX_NEW_PASSWORD", "brand-new-password")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let old_key = std::fs::read_to_string(dir.join("data/master.key")).unwrap();
+        let out = run(dir, db, &["rotate-master-key"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_ne!(
+            std::fs::read_to_string(dir.join("data/master.key")).unwrap(),
+            old_key
+        );
+        let (_p, addr, _) = serve(dir, db, &[]).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url = format!("http://{addr}");
+            assert!(
+                crate::admin::login(&url, "admin", "brand-new-password")
+                    .await
+                    .is_ok()
+            );
+            let old = creds(dir)["admin_password"].clone();
+            assert_eq!(
+                crate::admin::login(&url, "admin", &old)
+                    .await
+                    .unwrap_err()
+                    .0,
+                401
+            );
+        });
+    });
+}
