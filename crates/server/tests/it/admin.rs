@@ -773,3 +773,100 @@ async fn two_nodes_on_one_postgresql_converge() {
         eprintln!("node B served change {i} after {:?}", t0.elapsed());
     }
 }
+
+/// A TCP relay to the database that the test can cut and restore: the database "goes away".
+struct Relay {
+    addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let mut rx = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, up, cut }
+    }
+    fn down(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|v| *v += 1);
+    }
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn postgresql_going_away_keeps_traffic_flowing_and_writes_resume_when_it_returns() {
+    let Some(db) = signalbox_store::testing::fresh_postgres().await else {
+        return;
+    };
+    // postgres://user@127.0.0.1:PORT/NAME -> through the relay
+    let hostport = db
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let relay = Relay::start(hostport.parse().unwrap()).await;
+    let via = db.replace(&hostport, &relay.addr.to_string());
+    let node = Node::start(&via, &MasterKey::generate(), BASE).await;
+    node.route_to("r", "t1", "echo-1").await;
+
+    relay.down();
+    let r = node
+        .put_json("/projects/default/targets/t2", json!({"model": "echo-2"}))
+        .await;
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (503, Some("store_unavailable")),
+        "{e}"
+    );
+    for _ in 0..5 {
+        let (s, body) = node.chat("route::r").await;
+        assert_eq!((s, served_model(&body)), (200, "echo-1"));
+    }
+
+    relay.restore();
+    let t0 = Instant::now();
+    loop {
+        let r = node
+            .put_json("/projects/default/targets/t2", json!({"model": "echo-2"}))
+            .await;
+        if r.status().is_success() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "writes never resumed: {}",
+            r.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    node.route_to("r", "t2", "echo-2").await;
+    assert_eq!(served_model(&node.chat("route::r").await.1), "echo-2");
+}

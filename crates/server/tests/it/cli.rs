@@ -377,3 +377,51 @@ fn reset_password_and_rotate_master_key_keep_the_store_usable() {
         });
     });
 }
+
+#[test]
+fn admin_listen_moves_the_admin_api_or_switches_it_off() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = |url: String| {
+        rt.block_on(async {
+            client()
+                .post(url)
+                .json(&json!({"username": "admin", "password": "x"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("signalbox.toml"),
+        format!("[server]\nadmin_listen = \"off\"\n{CONFIG}"),
+    )
+    .unwrap();
+    let (p, addr, _) = serve(dir.path(), None, &[]).unwrap();
+    assert_eq!(status(format!("http://{addr}/admin/v1/login")), 404);
+    drop(p);
+
+    std::fs::write(
+        dir.path().join("signalbox.toml"),
+        format!("[server]\nadmin_listen = \"127.0.0.1:0\"\n{CONFIG}"),
+    )
+    .unwrap();
+    let (_p, addr, log) = serve(dir.path(), None, &[]).unwrap();
+    assert_eq!(
+        status(format!("http://{addr}/admin/v1/login")),
+        404,
+        "not on the data-plane address"
+    );
+    let admin = log
+        .lines()
+        .find_map(|l| l.split("admin API listening on http://").nth(1))
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no admin address in the log:\n{log}"))
+        .to_string();
+    assert_eq!(status(format!("http://{admin}/admin/v1/login")), 401);
+}
