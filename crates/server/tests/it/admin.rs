@@ -870,3 +870,36 @@ async fn postgresql_going_away_keeps_traffic_flowing_and_writes_resume_when_it_r
     node.route_to("r", "t2", "echo-2").await;
     assert_eq!(served_model(&node.chat("route::r").await.1), "echo-2");
 }
+
+#[tokio::test]
+async fn concurrent_edits_with_the_same_etag_let_exactly_one_win() {
+    each_store(async |db| {
+        let node = Arc::new(Node::start(&db, &MasterKey::generate(), BASE).await);
+        node.route_to("r", "t1", "echo-1").await;
+        node.put_json("/projects/default/targets/t2", json!({"model": "echo-2"})).await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let target = if i % 2 == 0 { "t1" } else { "t2" };
+                let r = node
+                    .admin(reqwest::Method::PUT, "/projects/default/routes/r")
+                    .header("if-match", "\"1\"")
+                    .json(&json!({"strategy": "fallback", "targets": [target], "models": [format!("m{i}")]}))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        statuses.sort();
+        assert_eq!(statuses, vec![200, 412, 412, 412, 412, 412, 412, 412], "{db}");
+        let (_, h) = node.get_json("/projects/default/routes/r/history").await;
+        assert_eq!(h["data"].as_array().unwrap().len(), 2, "one winner, no lost or doubled version");
+    })
+    .await;
+}
