@@ -2,10 +2,10 @@
 //! them out. Recording never blocks or fails a request: when the queue is full the record
 //! is dropped and counted.
 
+use crate::metrics::Metrics;
 use crate::sse::Usage;
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// One attempt. It holds the target itself (an `Arc` from the snapshot), so recording an
@@ -68,42 +68,64 @@ pub struct TraceRecord {
 
 /// How long the writer lets records gather between batches.
 const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25);
+/// The most records one batch carries.
+const BATCH_MAX: usize = 512;
+
+/// Where batches of trace records are stored (the store, in the server).
+pub trait TraceStore: Send + Sync + 'static {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [TraceRecord],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
 
 /// Where records go. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct TraceSink {
     tx: mpsc::Sender<TraceRecord>,
-    dropped: Arc<AtomicU64>,
-    written: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl TraceSink {
-    /// Start the background writer. `stop` ends it once what is queued is written
-    /// (shutdown flushes); it also ends when every sink clone is dropped.
+    /// Start a background writer that only logs records (at DEBUG, target `signalbox::trace`)
+    /// and feeds the metrics.
     pub fn start(
         capacity: usize,
         stop: tokio_util::sync::CancellationToken,
     ) -> (TraceSink, tokio::task::JoinHandle<()>) {
+        Self::start_with(capacity, stop, None, Arc::new(Metrics::new()))
+    }
+
+    /// Start the background writer. `stop` ends it once what is queued is written
+    /// (shutdown flushes); it also ends when every sink clone is dropped.
+    pub fn start_with(
+        capacity: usize,
+        stop: tokio_util::sync::CancellationToken,
+        store: Option<Arc<dyn TraceStore>>,
+        metrics: Arc<Metrics>,
+    ) -> (TraceSink, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<TraceRecord>(capacity.max(1));
-        let written = Arc::new(AtomicU64::new(0));
-        let w = written.clone();
+        let m = metrics.clone();
         let handle = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
+            let mut batch = Vec::with_capacity(BATCH_MAX);
             loop {
                 let n = tokio::select! {
-                    n = rx.recv_many(&mut batch, 256) => n,
+                    n = rx.recv_many(&mut batch, BATCH_MAX) => n,
                     _ = stop.cancelled() => {
                         while let Ok(r) = rx.try_recv() {
                             batch.push(r);
+                            if batch.len() >= BATCH_MAX {
+                                write_batch(&mut batch, store.as_deref(), &m).await;
+                            }
                         }
-                        write_batch(&mut batch, &w);
+                        write_batch(&mut batch, store.as_deref(), &m).await;
                         return;
                     }
                 };
                 if n == 0 {
                     return;
                 }
-                write_batch(&mut batch, &w);
+                write_batch(&mut batch, store.as_deref(), &m).await;
                 // Let records gather before the next batch: one wake-up of this task per
                 // interval under load, instead of one per request.
                 tokio::select! {
@@ -112,39 +134,55 @@ impl TraceSink {
                 }
             }
         });
-        (
-            TraceSink {
-                tx,
-                dropped: Arc::new(AtomicU64::new(0)),
-                written,
-            },
-            handle,
-        )
+        (TraceSink { tx, metrics }, handle)
     }
 
+    /// Queue a record; never waits. A full queue drops it and counts the drop.
     pub fn record(&self, r: TraceRecord) {
         if self.tx.try_send(r).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics.traces_dropped.inc();
         }
     }
 
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.metrics.traces_dropped.get()
     }
 
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.metrics.traces_written.get()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }
 
-fn write_batch(batch: &mut Vec<TraceRecord>, written: &AtomicU64) {
+async fn write_batch(batch: &mut Vec<TraceRecord>, store: Option<&dyn TraceStore>, m: &Metrics) {
+    if batch.is_empty() {
+        return;
+    }
     let log = tracing::enabled!(target: "signalbox::trace", tracing::Level::DEBUG);
-    for r in batch.drain(..) {
-        if log && let Ok(line) = serde_json::to_string(&r) {
+    for r in batch.iter() {
+        if log && let Ok(line) = serde_json::to_string(r) {
             tracing::debug!(target: "signalbox::trace", "{line}");
         }
-        written.fetch_add(1, Ordering::Relaxed);
+        m.observe(r);
     }
+    match store {
+        Some(s) => match s.write(batch).await {
+            Ok(()) => {
+                m.traces_written.inc_by(batch.len() as u64);
+            }
+            Err(e) => {
+                m.trace_write_errors.inc();
+                tracing::warn!(records = batch.len(), "trace batch not stored: {e}");
+            }
+        },
+        None => {
+            m.traces_written.inc_by(batch.len() as u64);
+        }
+    }
+    batch.clear();
 }
 
 /// Cost in USD, or `None` when a needed price is unknown.
@@ -169,6 +207,37 @@ pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store that never finishes a write: the writer is stuck, the queue fills.
+    struct Stuck;
+    impl TraceStore for Stuck {
+        fn write<'a>(
+            &'a self,
+            _batch: &'a [TraceRecord],
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>
+        {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (sink, _writer) =
+            TraceSink::start_with(4, stop, Some(Arc::new(Stuck)), Arc::new(Metrics::new()));
+        // Let the writer take a first batch and get stuck writing it.
+        sink.record(TraceRecord::default());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for _ in 0..100 {
+            sink.record(TraceRecord::default()); // returns at once even though nothing drains
+        }
+        assert_eq!(sink.dropped(), 96, "4 queued, the rest dropped and counted");
+        assert!(
+            sink.metrics()
+                .encode()
+                .contains("signalbox_traces_dropped_total 96")
+        );
+    }
 
     #[test]
     fn an_attempt_serialises_with_provider_target_and_model_names() {

@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/ready", get(ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -371,7 +372,7 @@ async fn proxy(
     let label = resolved.label();
     trace.route = Some(label.to_string());
     if let Resolution::Route(r) = &resolved.resolution {
-        trace.route_version = Some(r.version);
+        trace.route_version = (r.version > 0).then_some(r.version);
     }
     if let Resolution::Passthrough(t) = &resolved.resolution
         && matches!(t.auth, TargetAuth::Caller)
@@ -517,6 +518,39 @@ async fn health(State(st): State<AppState>) -> Response {
         "config_version": st.live.version(),
     }))
     .into_response()
+}
+
+/// Prometheus metrics; with `[server] metrics_token` set, only for `Authorization: Bearer <token>`.
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let snap = st.live.snapshot();
+    if let Some(token) = &snap.server.metrics_token {
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            use sha2::Digest;
+            // Compare digests: equal length, no early exit on the first differing byte.
+            sha2::Sha256::digest(g.as_bytes()) == sha2::Sha256::digest(token.expose().as_bytes())
+        });
+        if !ok {
+            let err = ApiError::auth(
+                "a metrics token is required: send `Authorization: Bearer <metrics_token>`",
+            );
+            return error_response(&err, &uuid::Uuid::now_v7().to_string());
+        }
+    }
+    let m = st.sink.metrics();
+    m.in_flight.set(st.in_flight.load(Ordering::Relaxed) as i64);
+    m.config_version.set(st.live.version() as i64);
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn ready(State(st): State<AppState>) -> Response {

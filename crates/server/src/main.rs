@@ -315,7 +315,9 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
         tracing::info!("admin API listening on http://{}/admin/v1", l.local_addr()?);
         admin_task = Some(serve::start_admin(l, router, stop.clone()));
     }
-    let running = serve::start_with(live, listener, same)?;
+    let traces: Arc<dyn signalbox_core::trace::TraceStore> = store.clone();
+    let running = serve::start_with(live, listener, same, Some(traces))?;
+    admin::sync::retain_traces(store.clone(), loc.trace_retention_days, stop.clone());
     tracing::info!(
         config_version = snap.version,
         store = %signalbox_store::redact_url(&loc.url),

@@ -5,7 +5,10 @@
 use crate::app::{AppState, router};
 use crate::live::Live;
 use axum::serve::ListenerExt;
-use signalbox_core::trace::TraceSink;
+use signalbox_core::trace::{TraceSink, TraceStore};
+
+/// Trace records waiting for the writer; beyond this they are dropped and counted.
+pub const TRACE_QUEUE: usize = 16_384;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,20 +25,27 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// Serve on an already bound listener (the data plane alone).
+/// Serve on an already bound listener (the data plane alone; traces are only logged).
 pub fn start(live: Arc<Live>, listener: TcpListener) -> std::io::Result<Running> {
-    start_with(live, listener, None)
+    start_with(live, listener, None, None)
 }
 
-/// Serve the data plane, and the admin API on the same listener when `admin` is given.
+/// Serve the data plane, and the admin API on the same listener when `admin` is given;
+/// trace records go to `traces` when given.
 pub fn start_with(
     live: Arc<Live>,
     listener: TcpListener,
     admin: Option<axum::Router>,
+    traces: Option<Arc<dyn TraceStore>>,
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let flush = CancellationToken::new();
-    let (sink, writer) = TraceSink::start(16_384, flush.clone());
+    let (sink, writer) = TraceSink::start_with(
+        TRACE_QUEUE,
+        flush.clone(),
+        traces,
+        Arc::new(signalbox_core::metrics::Metrics::new()),
+    );
     let state = AppState::new(live, sink);
     let shutdown = CancellationToken::new();
     let app = match admin {

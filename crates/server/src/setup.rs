@@ -14,6 +14,8 @@ pub struct StoreArgs {
 
 #[derive(Debug, Clone)]
 pub struct StoreLocation {
+    /// `[store] trace_retention_days` (default 30; 0 keeps traces forever).
+    pub trace_retention_days: u64,
     pub url: String,
     pub data_dir: PathBuf,
     pub master_key_file: PathBuf,
@@ -66,6 +68,7 @@ pub fn locate(
         None => data_dir.join("master.key"),
     };
     Ok(StoreLocation {
+        trace_retention_days: raw.trace_retention_days.unwrap_or(30),
         url,
         data_dir,
         master_key_file,

@@ -10,6 +10,8 @@
 pub mod crypto;
 mod migrate;
 mod store;
+mod traces;
+pub use traces::{Aggregate, GROUPS, TraceFilter, TracePage, TraceRow};
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

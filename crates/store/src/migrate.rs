@@ -5,8 +5,10 @@ use crate::StoreError;
 use crate::store::Backend;
 use sqlx::{AnyPool, Row};
 
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "catalog", include_str!("../migrations/0001_catalog.sql"))];
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
+    (2, "traces", include_str!("../migrations/0002_traces.sql")),
+];
 
 /// Apply what is missing; returns the versions applied now.
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<Vec<i64>, StoreError> {

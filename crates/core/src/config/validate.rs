@@ -499,6 +499,7 @@ pub fn build_snapshot(
             path.clone(),
         );
         let Some(transport) = transport else { continue };
+        let price = crate::pricing::resolve(info.map(|i| i.price), &model);
         let target = Target {
             urls: target_urls(&provider, rt.deployment.as_deref(), &model),
             model_header: header_value(&model),
@@ -510,7 +511,7 @@ pub fn build_snapshot(
             weight: rt.weight.unwrap_or(1),
             deployment: rt.deployment.clone(),
             timeouts: merged,
-            price: info.map(|i| i.price).unwrap_or_default(),
+            price,
             transport,
             passthrough: false,
         };
@@ -570,7 +571,7 @@ pub fn build_snapshot(
                 deployment: None,
                 endpoint: model_kind(m),
                 timeouts,
-                price: info.map(|i| i.price).unwrap_or_default(),
+                price: crate::pricing::resolve(info.map(|i| i.price), m),
                 transport,
                 passthrough: true,
             });
@@ -634,7 +635,7 @@ pub fn build_snapshot(
             rr.models.clone(),
             Arc::new(body),
             None,
-            version.max(1),
+            object_version(catalog, ObjectKind::Route, name),
         );
         routes.insert(name.clone(), (proj, Arc::new(route)));
     }
@@ -711,7 +712,7 @@ pub fn build_snapshot(
                 Vec::new(),
                 route.body.clone(),
                 Some(route_name.clone()),
-                version.max(1),
+                object_version(catalog, ObjectKind::Function, name),
             );
             functions.insert(name.clone(), (proj, Arc::new(f)));
             continue;
@@ -736,7 +737,7 @@ pub fn build_snapshot(
             Vec::new(),
             Arc::new(body),
             None,
-            version.max(1),
+            object_version(catalog, ObjectKind::Function, name),
         );
         functions.insert(name.clone(), (proj, Arc::new(f)));
     }
@@ -859,6 +860,16 @@ pub fn build_snapshot(
         },
         warnings: cx.warnings,
     })
+}
+
+/// The history version of a store route or function; 0 for one from the file (no history).
+fn object_version(catalog: &Catalog, kind: ObjectKind, name: &str) -> u64 {
+    catalog
+        .objects
+        .iter()
+        .find(|o| o.kind == kind && o.name == name)
+        .map(|o| o.version.max(0) as u64)
+        .unwrap_or(0)
 }
 
 /// Store objects join the file's tables; a name in both is an error naming both.
@@ -1731,7 +1742,7 @@ impl BodyBuilder<'_> {
             deployment: None,
             endpoint: kind,
             timeouts,
-            price: info.map(|i| i.price).unwrap_or_default(),
+            price: crate::pricing::resolve(info.map(|i| i.price), model),
             passthrough: false,
         })
     }

@@ -7,6 +7,7 @@ mod error;
 mod limiter;
 pub mod openapi;
 pub mod sync;
+mod traces;
 
 pub use error::AdminError;
 
@@ -88,6 +89,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/projects/{p}/keys/{id}", axum::routing::delete(revoke_key))
         .route("/projects/{p}/keys/{id}/rotate", post(rotate_key))
         .route("/projects/{p}/providers/{name}/test", post(test_provider))
+        .route("/projects/{p}/traces", get(traces::list))
+        .route("/projects/{p}/traces/aggregate", get(traces::aggregate))
+        .route("/projects/{p}/traces/export", get(traces::export))
+        .route("/projects/{p}/traces/{id}", get(traces::one))
+        .route(
+            "/projects/{p}/{kind}/{name}/experiment",
+            get(traces::experiment),
+        )
         .route(
             "/projects/{p}/{kind}",
             get(list_objects).post(create_object),

@@ -261,3 +261,24 @@ fn percent(s: &str) -> String {
         })
         .collect()
 }
+
+/// Delete traces older than `days` (0: keep them all) now and then every hour.
+pub fn retain_traces(store: Arc<Store>, days: u64, stop: CancellationToken) {
+    if days == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let cutoff = signalbox_store::now_millis() - (days as i64) * 86_400_000;
+            match store.delete_traces_before(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, days, "old traces deleted"),
+                Err(e) => tracing::warn!("trace retention: {e}"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
+    });
+}

@@ -63,7 +63,8 @@ impl Node {
         admin::sync::follow(store.clone(), live.clone(), pg, stop.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let router = admin::router(AdminState::new(store.clone(), live.clone()));
-        let running = start_with(live.clone(), listener, Some(router)).unwrap();
+        let traces: Arc<dyn signalbox_core::trace::TraceStore> = store.clone();
+        let running = start_with(live.clone(), listener, Some(router), Some(traces)).unwrap();
         let url = format!("http://{}", running.addr);
         let token = login(&url, "admin", ADMIN_PASSWORD).await.unwrap();
         Node {

@@ -13,4 +13,5 @@ mod sdk;
 mod secrets;
 mod streaming;
 mod tls;
+mod traces;
 mod uploads;

@@ -147,7 +147,11 @@ async fn control_plane_secrets_never_reach_logs_or_admin_answers() {
         r#"{{"error":{{"message":"Incorrect API key provided: {CANARY}","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}}}"#
     );
     let fake = FakeUpstream::openai()
-        .always(Behaviour::Status { status: 401, retry_after: None, body: Some(upstream_echo) })
+        .always(Behaviour::Status {
+            status: 401,
+            retry_after: None,
+            body: Some(upstream_echo),
+        })
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +161,12 @@ async fn control_plane_secrets_never_reach_logs_or_admin_answers() {
     async fn keep(r: reqwest::Response) -> String {
         r.text().await.unwrap()
     }
-    let r = node.post_json("/projects/default/credentials", json!({"name": "c", "value": CANARY})).await;
+    let r = node
+        .post_json(
+            "/projects/default/credentials",
+            json!({"name": "c", "value": CANARY}),
+        )
+        .await;
     answers.push_str(&keep(r).await);
     let r = node
         .put_json(
@@ -166,13 +175,26 @@ async fn control_plane_secrets_never_reach_logs_or_admin_answers() {
         )
         .await;
     answers.push_str(&keep(r).await);
-    node.put_json("/projects/default/targets/t", json!({"provider": "up", "model": "gpt-4o"})).await;
-    node.put_json("/projects/default/routes/r", json!({"targets": ["t"], "retry": {"max_retries": 0}})).await;
+    node.put_json(
+        "/projects/default/targets/t",
+        json!({"provider": "up", "model": "gpt-4o"}),
+    )
+    .await;
+    node.put_json(
+        "/projects/default/routes/r",
+        json!({"targets": ["t"], "retry": {"max_retries": 0}}),
+    )
+    .await;
     let (s, body) = node.chat("route::r").await;
-    assert_eq!(s, 502, "a managed credential rejected upstream is the gateway's fault: {body}");
+    assert_eq!(
+        s, 502,
+        "a managed credential rejected upstream is the gateway's fault: {body}"
+    );
     answers.push_str(&body.to_string());
     // A user whose password is the canary, a failed and a good login.
-    let r = node.post_json("/users", json!({"name": "u", "password": CANARY})).await;
+    let r = node
+        .post_json("/users", json!({"name": "u", "password": CANARY}))
+        .await;
     answers.push_str(&keep(r).await);
     let _ = login(&node.url, "u", &format!("{CANARY}x")).await;
     let token = login(&node.url, "u", CANARY).await.unwrap();
@@ -185,17 +207,30 @@ async fn control_plane_secrets_never_reach_logs_or_admin_answers() {
         .unwrap();
     answers.push_str(&keep(r).await);
     answers.push_str(&node.chat_with("route::r", CANARY).await.1.to_string());
-    for path in ["/projects/default/credentials", "/projects/default/providers", "/audit", "/users", "/tokens", "/projects/default/export"] {
+    for path in [
+        "/projects/default/credentials",
+        "/projects/default/providers",
+        "/audit",
+        "/users",
+        "/tokens",
+        "/projects/default/export",
+    ] {
         let r = node.admin(reqwest::Method::GET, path).send().await.unwrap();
         answers.push_str(&keep(r).await);
     }
-    assert!(!answers.contains("CANARY"), "an admin answer leaks the canary:\n{answers}");
+    assert!(
+        !answers.contains("CANARY"),
+        "an admin answer leaks the canary:\n{answers}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let all = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
     assert!(!all.is_empty());
     assert!(!all.contains("CANARY"), "a log line leaks the canary");
     assert!(!all.contains(&token), "a log line leaks an admin token");
-    assert!(!all.contains(ADMIN_PW), "a log line leaks the admin password");
+    assert!(
+        !all.contains(ADMIN_PW),
+        "a log line leaks the admin password"
+    );
 }
 
 const ADMIN_PW: &str = crate::admin::ADMIN_PASSWORD;

@@ -1,0 +1,255 @@
+//! The trace query API: list with filters and cursor pages, one trace, aggregates, JSON-lines
+//! export, and the per-variant figures of an experiment.
+
+use super::{AdminError, AdminState, Auth, need_project, object_kind, parse_rfc3339, rfc3339};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use signalbox_core::config::ObjectKind;
+use signalbox_core::model::RouteBody;
+use signalbox_store::{TraceFilter, TraceRow};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TraceQuery {
+    from: Option<String>,
+    to: Option<String>,
+    status: Option<String>,
+    endpoint: Option<String>,
+    route: Option<String>,
+    variant: Option<String>,
+    provider: Option<String>,
+    model: Option<String>,
+    key: Option<String>,
+    user: Option<String>,
+    session: Option<String>,
+    min_tokens: Option<i64>,
+    max_tokens: Option<i64>,
+    /// `desc` (newest first, default) or `asc`.
+    order: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+    /// Aggregates: route, variant, provider, model, endpoint, status.
+    by: Option<String>,
+}
+
+/// A time as RFC 3339 or Unix milliseconds.
+fn time_param(v: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    parse_rfc3339(v).map(Some).ok_or_else(|| {
+        AdminError::bad_request(format!(
+            "`{name}` must be an RFC 3339 time (2026-11-27T10:00:00Z) or Unix milliseconds"
+        ))
+        .with_param(name)
+    })
+}
+
+impl TraceQuery {
+    fn filter(&self, project: &str) -> Result<TraceFilter, AdminError> {
+        Ok(TraceFilter {
+            project: project.to_string(),
+            from_ms: time_param(self.from.as_deref(), "from")?,
+            to_ms: time_param(self.to.as_deref(), "to")?,
+            status: self.status.clone(),
+            endpoint: self.endpoint.clone(),
+            route: self.route.clone(),
+            variant: self.variant.clone(),
+            provider: self.provider.clone(),
+            model: self.model.clone(),
+            key_id: self.key.clone(),
+            user_id: self.user.clone(),
+            session_id: self.session.clone(),
+            min_tokens: self.min_tokens,
+            max_tokens: self.max_tokens,
+        })
+    }
+
+    fn oldest_first(&self) -> Result<bool, AdminError> {
+        match self.order.as_deref() {
+            None | Some("desc") => Ok(false),
+            Some("asc") => Ok(true),
+            Some(_) => Err(AdminError::bad_request("`order` is asc or desc").with_param("order")),
+        }
+    }
+}
+
+fn query_of(
+    q: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<TraceQuery, AdminError> {
+    q.map(|Query(q)| q).map_err(|e| {
+        let msg = e.body_text();
+        let param = msg
+            .split("unknown field `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string);
+        let mut err = AdminError::bad_request(format!("invalid query: {msg}"));
+        err.param = param;
+        err
+    })
+}
+
+fn trace_json(t: &TraceRow) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    v["time"] = json!(rfc3339(t.time));
+    v
+}
+
+pub async fn list(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    q: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    let q = query_of(q)?;
+    let page = st
+        .store
+        .traces(
+            &q.filter(&p)?,
+            q.oldest_first()?,
+            q.limit.unwrap_or(50),
+            q.cursor.as_deref(),
+        )
+        .await
+        .map_err(|e| AdminError::from(e).with_param("cursor"))?;
+    Ok(Json(json!({
+        "data": page.data.iter().map(trace_json).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+pub async fn one(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, id)): Path<(String, String)>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    Ok(Json(trace_json(&st.store.trace(&p, &id).await?)))
+}
+
+pub async fn aggregate(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    q: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    let q = query_of(q)?;
+    let data = st
+        .store
+        .aggregate(&q.filter(&p)?, q.by.as_deref())
+        .await
+        .map_err(|e| AdminError::from(e).with_param("by"))?;
+    Ok(Json(json!({ "by": q.by, "data": data })))
+}
+
+/// Every matching trace as JSON lines, oldest first, streamed page by page.
+pub async fn export(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    q: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AdminError> {
+    need_project(&st, &auth, &p, 1).await?;
+    let q = query_of(q)?;
+    let filter = q.filter(&p)?;
+    let store = st.store.clone();
+    let stream = futures_util::stream::unfold(Some(None::<String>), move |state| {
+        let store = store.clone();
+        let filter = filter.clone();
+        async move {
+            let cursor = state?;
+            match store.traces(&filter, true, 1000, cursor.as_deref()).await {
+                Ok(page) => {
+                    let mut chunk = String::new();
+                    for t in &page.data {
+                        chunk.push_str(&trace_json(t).to_string());
+                        chunk.push('\n');
+                    }
+                    let next = page.next_cursor.map(Some);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), next))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Per-variant figures of an experiment route or function, side by side with its weights.
+pub async fn experiment(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path((p, kind_s, name)): Path<(String, String, String)>,
+    q: Result<Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, AdminError> {
+    let kind = object_kind(&kind_s)?;
+    need_project(&st, &auth, &p, 1).await?;
+    let q = query_of(q)?;
+    let snap = st.live.snapshot();
+    let ps = snap
+        .project(&p)
+        .ok_or_else(|| AdminError::not_found(format!("no project named '{p}'")))?;
+    let (label, route) = match kind {
+        ObjectKind::Route => (format!("route:{name}"), ps.routes.get(&name)),
+        ObjectKind::Function => (format!("function:{name}"), ps.functions.get(&name)),
+        _ => {
+            return Err(AdminError::not_found(
+                "experiments belong to routes and functions",
+            ));
+        }
+    };
+    let route = route
+        .ok_or_else(|| AdminError::not_found(format!("no {} named '{name}'", kind.as_str())))?;
+    let RouteBody::Experiment {
+        variants: exp_variants,
+        sticky,
+        ..
+    } = &*route.body
+    else {
+        return Err(AdminError::bad_request(format!(
+            "{} '{name}' is not an experiment",
+            kind.as_str()
+        )));
+    };
+    let mut filter = q.filter(&p)?;
+    filter.route = Some(label);
+    let figures = st.store.aggregate(&filter, Some("variant")).await?;
+    let total: u64 = exp_variants.iter().map(|v| v.weight as u64).sum();
+    let variants: Vec<Value> = exp_variants
+        .iter()
+        .map(|v| {
+            let f = figures
+                .iter()
+                .find(|a| a.group.as_deref() == Some(v.name.as_str()));
+            json!({
+                "variant": v.name,
+                "weight": v.weight,
+                "share": if total > 0 { v.weight as f64 / total as f64 } else { 0.0 },
+                "figures": f,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "name": name,
+        "object": kind.as_str(),
+        "sticky": match sticky {
+            signalbox_core::model::Sticky::None => None,
+            signalbox_core::model::Sticky::User => Some("user"),
+            signalbox_core::model::Sticky::Session => Some("session"),
+        },
+        "variants": variants,
+    })))
+}

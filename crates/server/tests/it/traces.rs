@@ -1,0 +1,414 @@
+//! Traces, cost and metrics: what a request leaves behind, queried through the admin API.
+
+use crate::admin::{BASE, BOOT_KEY, Node, each_store};
+use crate::common::{chat_body, client, error_of, header};
+use fake_upstream::{Behaviour, FakeHandle, FakeUpstream};
+use serde_json::{Value, json};
+use signalbox_store::MasterKey;
+use std::time::{Duration, Instant};
+
+/// Wait until the project holds `n` traces (the writer batches every 25 ms).
+async fn traces(node: &Node, query: &str, n: usize) -> Vec<Value> {
+    let t0 = Instant::now();
+    loop {
+        let (s, body) = node
+            .get_json(&format!("/projects/default/traces?{query}"))
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let data = body["data"].as_array().unwrap().clone();
+        if data.len() >= n {
+            return data;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "only {} of {n} traces: {body}",
+            data.len()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn provider(fake: &FakeHandle, id: &str) -> Value {
+    json!({"kind": "openai", "base_url": fake.base_url(), "models": ["gpt-4o", "unpriced-model"], "credential": format!("credential::{id}")})
+}
+
+async fn upstream(node: &Node, id: &str, fake: &FakeHandle) {
+    let r = node
+        .put_json(
+            &format!("/projects/default/credentials/{id}"),
+            json!({"value": "sk-upstream"}),
+        )
+        .await;
+    assert!(r.status().is_success());
+    let r = node
+        .put_json(
+            &format!("/projects/default/providers/{id}"),
+            provider(fake, id),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn streamed_and_plain_requests_leave_complete_traces_with_tokens_and_cost() {
+    let fake = FakeUpstream::openai().start().await;
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        upstream(&node, "up", &fake).await;
+        node.put_json("/projects/default/targets/t", json!({"provider": "up", "model": "gpt-4o"})).await;
+        node.put_json("/projects/default/routes/r", json!({"targets": ["t"]})).await;
+
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(BOOT_KEY)
+            .header("x-request-id", "client-123")
+            .header("x-signalbox-user-id", "u-1")
+            .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .json(&json!({"model": "route::r", "messages": [{"role": "user", "content": "Say hello"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let request_id = header(&r, "x-request-id").unwrap().to_string();
+        let body: Value = r.json().await.unwrap();
+        let usage = body["usage"].clone();
+        // A stream whose caller did not ask for usage: the trace still has it.
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(BOOT_KEY)
+            .json(&chat_body("route::r", true))
+            .send()
+            .await
+            .unwrap();
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("\"usage\":{"), "the caller did not ask for usage: {text}");
+
+        let data = traces(&node, "order=asc", 2).await;
+        let plain = &data[0];
+        assert_eq!(plain["id"], request_id.as_str(), "{db}");
+        assert_eq!(plain["client_request_id"], "client-123");
+        assert_eq!(plain["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(plain["route"], "route:r");
+        assert_eq!(plain["route_version"], 1);
+        assert_eq!(plain["layer"], "route");
+        assert_eq!(plain["provider"], "up");
+        assert_eq!(plain["model"], "gpt-4o");
+        assert_eq!(plain["key_id"].as_str().map(|k| k.starts_with("key_")), Some(true));
+        assert_eq!(plain["user_id"], "u-1");
+        assert_eq!(plain["status"], 200);
+        assert_eq!(plain["stream"], false);
+        assert_eq!(plain["input_tokens"], usage["prompt_tokens"]);
+        assert_eq!(plain["output_tokens"], usage["completion_tokens"]);
+        // gpt-4o from the shipped table: $2.50 in, $10 out per million.
+        let expected = (usage["prompt_tokens"].as_f64().unwrap() * 2.5 + usage["completion_tokens"].as_f64().unwrap() * 10.0) / 1e6;
+        assert!((plain["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{plain}");
+        assert_eq!(plain["attempts"].as_array().unwrap().len(), 1);
+        let streamed = &data[1];
+        assert_eq!(streamed["stream"], true);
+        assert!(streamed["ttft_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(streamed["input_tokens"], usage["prompt_tokens"]);
+        assert!(streamed["output_tokens"].as_i64().unwrap() > 0);
+        assert!(streamed["cost_usd"].as_f64().unwrap() > 0.0);
+        // One trace by id, and nothing secret in any of it.
+        let (s, one) = node.get_json(&format!("/projects/default/traces/{request_id}")).await;
+        assert_eq!((s, &one["id"]), (200, &json!(request_id)));
+        let all = serde_json::to_string(&data).unwrap();
+        assert!(!all.contains(BOOT_KEY) && !all.contains("sk-upstream"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failover_leaves_one_trace_with_every_attempt_and_unknown_prices_stay_empty() {
+    let bad = FakeUpstream::openai()
+        .always(Behaviour::status(503))
+        .start()
+        .await;
+    let good = FakeUpstream::openai().start().await;
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        upstream(&node, "bad", &bad).await;
+        upstream(&node, "good", &good).await;
+        node.put_json("/projects/default/targets/a", json!({"provider": "bad", "model": "gpt-4o"})).await;
+        node.put_json("/projects/default/targets/b", json!({"provider": "good", "model": "unpriced-model"})).await;
+        let r = node
+            .put_json("/projects/default/routes/chain", json!({"strategy": "fallback", "targets": ["a", "b"], "retry": {"max_retries": 1, "backoff_base_ms": 1, "backoff_max_ms": 2}}))
+            .await;
+        assert!(r.status().is_success());
+        assert_eq!(node.chat("route::chain").await.0, 200);
+        let data = traces(&node, "route=chain", 1).await;
+        assert_eq!(data.len(), 1, "one request, one trace");
+        let t = &data[0];
+        let attempts = t["attempts"].as_array().unwrap();
+        let seen: Vec<(&str, i64, i64)> = attempts
+            .iter()
+            .map(|a| (a["target"].as_str().unwrap(), a["status"].as_i64().unwrap_or(0), a["retry"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(seen, vec![("a", 503, 0), ("a", 503, 1), ("b", 200, 0)], "{db}");
+        assert_eq!(t["attempt_count"], 3);
+        assert_eq!(t["provider"], "good");
+        assert!(t["input_tokens"].as_i64().unwrap() > 0);
+        assert!(t["cost_usd"].is_null(), "unknown price: empty, never zero: {t}");
+        // And the metrics count the retry, the fallback and the unpriced request.
+        let m = client().get(format!("{}/metrics", node.url)).send().await.unwrap().text().await.unwrap();
+        assert!(m.contains("signalbox_retries_total{route=\"route:chain\"} 1"), "{m}");
+        assert!(m.contains("signalbox_fallbacks_total{route=\"route:chain\"} 1"), "{m}");
+        assert!(m.contains("signalbox_cost_unknown_total{"), "{m}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn filters_and_cursor_pages_walk_every_trace_once() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("r", "t", "echo-1").await;
+        for _ in 0..5 {
+            assert_eq!(node.chat("route::r").await.0, 200);
+        }
+        assert_eq!(node.chat("route::missing").await.0, 404);
+        traces(&node, "", 6).await;
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let q = match &cursor {
+                Some(c) => format!("/projects/default/traces?route=r&limit=2&cursor={c}"),
+                None => "/projects/default/traces?route=r&limit=2".to_string(),
+            };
+            let (_, page) = node.get_json(&q).await;
+            for t in page["data"].as_array().unwrap() {
+                seen.push(t["id"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (5, 5), "{db}");
+        let (_, errs) = node.get_json("/projects/default/traces?status=error").await;
+        assert_eq!(errs["data"].as_array().unwrap().len(), 1);
+        assert_eq!(errs["data"][0]["status"], 404);
+        assert_eq!(errs["data"][0]["error_code"], "model_not_found");
+        let (_, none) = node
+            .get_json("/projects/default/traces?status=2xx&endpoint=embeddings")
+            .await;
+        assert!(none["data"].as_array().unwrap().is_empty());
+        // Bad filters name themselves.
+        let r = node
+            .admin(reqwest::Method::GET, "/projects/default/traces?colour=red")
+            .send()
+            .await
+            .unwrap();
+        let (s, e) = error_of(r).await;
+        assert_eq!((s, e["error"]["param"].as_str()), (400, Some("colour")));
+        let r = node
+            .admin(
+                reqwest::Method::GET,
+                "/projects/default/traces?from=yesterday",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.1["error"]["param"], "from");
+        // JSON lines export holds every trace.
+        let r = node
+            .admin(reqwest::Method::GET, "/projects/default/traces/export")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), Some("application/x-ndjson"));
+        let lines = r.text().await.unwrap();
+        assert_eq!(lines.lines().count(), 6);
+        assert!(
+            lines
+                .lines()
+                .all(|l| serde_json::from_str::<Value>(l).is_ok())
+        );
+    })
+    .await;
+}
+
+/// Seeded records with known figures: the aggregates must match hand-computed values.
+#[tokio::test]
+async fn aggregates_match_hand_computed_figures() {
+    use signalbox_core::trace::{AttemptRecord, TraceRecord};
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        let loaded = signalbox_core::load_str(
+            "[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\"]\n[targets.t]\nmodel = \"echo-1\"\n",
+            None,
+            &|_| None,
+            1,
+        )
+        .unwrap();
+        let route = &loaded.snapshot.project("default").unwrap().implicit["echo-1"];
+        let signalbox_core::model::RouteBody::Steps(steps) = &*route.body else { panic!() };
+        let target = steps[0].targets[0].target.clone();
+        let now = signalbox_store::now_millis() as u64;
+        let mut batch = Vec::new();
+        // Variant A: latencies 1..=100 ms, every 10th an error; 10 input + 5 output tokens, $0.001 each.
+        // Variant B: latencies 200, 400 ms, no errors, no price.
+        for i in 1..=100u64 {
+            batch.push(TraceRecord {
+                id: format!("a-{i:03}"),
+                time_unix_ms: now - 1000 + i,
+                project: "default".into(),
+                endpoint: "chat",
+                route: Some("route:exp".into()),
+                serving_variant: Some("A".into()),
+                status: if i % 10 == 0 { 502 } else { 200 },
+                error_code: (i % 10 == 0).then_some("upstream"),
+                latency_ms: i as f64,
+                ttft_ms: Some(i as f64 / 2.0),
+                usage: Some(serde_json::from_value(json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})).unwrap()),
+                cost_usd: Some(0.001),
+                stream: true,
+                attempts: vec![AttemptRecord { target: target.clone(), status: Some(200), error_code: None, retry: 0, degraded: false, latency_ms: 1.0 }],
+                ..Default::default()
+            });
+        }
+        for (i, l) in [200.0, 400.0].into_iter().enumerate() {
+            batch.push(TraceRecord {
+                id: format!("b-{i}"),
+                time_unix_ms: now - 500,
+                project: "default".into(),
+                endpoint: "chat",
+                route: Some("route:exp".into()),
+                serving_variant: Some("B".into()),
+                status: 200,
+                latency_ms: l,
+                usage: Some(serde_json::from_value(json!({"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})).unwrap()),
+                ..Default::default()
+            });
+        }
+        // An old record outside the time range.
+        batch.push(TraceRecord { id: "old".into(), time_unix_ms: now - 86_400_000, project: "default".into(), endpoint: "chat", route: Some("route:exp".into()), serving_variant: Some("A".into()), status: 500, latency_ms: 9999.0, ..Default::default() });
+        node.store.insert_traces(&batch).await.unwrap();
+
+        let from = now - 60_000;
+        let (s, agg) = node.get_json(&format!("/projects/default/traces/aggregate?by=variant&from={from}")).await;
+        assert_eq!(s, 200, "{agg}");
+        let a = agg["data"].as_array().unwrap().iter().find(|g| g["group"] == "A").unwrap();
+        assert_eq!(a["requests"], 100, "{db}");
+        assert_eq!(a["errors"], 10);
+        assert_eq!(a["error_rate"], 0.1);
+        assert_eq!((a["latency_ms_p50"].as_f64(), a["latency_ms_p95"].as_f64(), a["latency_ms_p99"].as_f64()), (Some(50.0), Some(95.0), Some(99.0)));
+        assert_eq!((a["ttft_ms_p50"].as_f64(), a["ttft_ms_p95"].as_f64(), a["ttft_count"].as_i64()), (Some(25.0), Some(47.5), Some(100)));
+        assert_eq!((a["input_tokens"].as_i64(), a["output_tokens"].as_i64()), (Some(1000), Some(500)));
+        assert!((a["cost_usd"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+        assert_eq!(a["priced_requests"], 100);
+        let b = agg["data"].as_array().unwrap().iter().find(|g| g["group"] == "B").unwrap();
+        assert_eq!((b["requests"].as_i64(), b["latency_ms_p50"].as_f64(), b["latency_ms_p99"].as_f64()), (Some(2), Some(200.0), Some(400.0)));
+        assert!(b["cost_usd"].is_null() && b["priced_requests"] == 0);
+        // Without a time range the old record counts too.
+        let (_, all) = node.get_json("/projects/default/traces/aggregate").await;
+        assert_eq!(all["data"][0]["requests"], 103);
+        // Retention removes only what is old.
+        let deleted = node.store.delete_traces_before((now - 3_600_000) as i64).await.unwrap();
+        assert_eq!(deleted, 1);
+        let (_, all) = node.get_json("/projects/default/traces/aggregate").await;
+        assert_eq!(all["data"][0]["requests"], 102);
+        let r = node.admin(reqwest::Method::GET, "/projects/default/traces/aggregate?by=colour").send().await.unwrap();
+        assert_eq!(error_of(r).await.1["error"]["param"], "by");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_experiment_shows_its_variants_side_by_side() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.put_json("/projects/default/targets/t1", json!({"model": "echo-1", "provider": "demo"})).await;
+        let r = node
+            .put_json(
+                "/projects/default/routes/tone",
+                json!({"strategy": "experiment", "sticky": "user", "variants": {"fast": {"target": "t1", "weight": 30}, "slow": {"model": "echo-2", "weight": 70}}}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        for i in 0..40 {
+            let r = client()
+                .post(format!("{}/v1/chat/completions", node.url))
+                .bearer_auth(BOOT_KEY)
+                .json(&json!({"model": "route::tone", "user": format!("user-{i}"), "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        traces(&node, "route=tone&limit=100", 40).await;
+        let (s, e) = node.get_json("/projects/default/routes/tone/experiment").await;
+        assert_eq!(s, 200, "{e}");
+        assert_eq!(e["sticky"], "user");
+        let vs = e["variants"].as_array().unwrap();
+        assert_eq!(vs.len(), 2);
+        let total: i64 = vs.iter().map(|v| v["figures"]["requests"].as_i64().unwrap_or(0)).sum();
+        assert_eq!(total, 40, "{e}");
+        assert_eq!(vs.iter().find(|v| v["variant"] == "slow").unwrap()["share"], 0.7);
+        let (s, _) = node.get_json("/projects/default/routes/nope/experiment").await;
+        assert_eq!(s, 404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_bounded_labels_and_an_optional_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let toml = format!("[server]\nmetrics_token = \"env::METRICS_TOKEN\"\n{BASE}");
+    let node = Node::start_env(
+        &db,
+        &MasterKey::generate(),
+        &toml,
+        &[("METRICS_TOKEN", "m-secret")],
+    )
+    .await;
+    node.route_to("r", "t", "echo-1").await;
+    assert_eq!(node.chat("route::r").await.0, 200);
+    assert_eq!(
+        node.chat("a-raw-model-string-no-one-configured").await.0,
+        404
+    );
+    traces(&node, "", 2).await;
+    let r = client()
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, 401);
+    let r = client()
+        .get(format!("{}/metrics", node.url))
+        .bearer_auth("m-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        header(&r, "content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let m = r.text().await.unwrap();
+    for needle in [
+        "gen_ai_client_operation_duration_seconds_bucket{",
+        "gen_ai_client_token_usage_bucket{",
+        "gen_ai_token_type=\"input\"",
+        "route=\"route:r\"",
+        "gen_ai_provider_name=\"demo\"",
+        "gen_ai_response_model=\"echo-1\"",
+        "signalbox_errors_total{gen_ai_operation_name=\"chat\",route=\"\",error_type=\"model_not_found\"} 1",
+        "signalbox_requests_in_flight",
+        "signalbox_traces_dropped_total 0",
+        "signalbox_config_version",
+    ] {
+        assert!(m.contains(needle), "missing {needle}:\n{m}");
+    }
+    assert!(
+        !m.contains("a-raw-model-string"),
+        "the caller's raw model is never a label"
+    );
+    assert!(!m.contains("m-secret") && !m.contains(BOOT_KEY));
+}

@@ -1,0 +1,536 @@
+//! Trace records: batched inserts, retention, filtered queries with cursor pagination, and
+//! aggregates (counts and sums in SQL; percentiles over the matching rows in Rust, the same
+//! on SQLite and PostgreSQL).
+
+use crate::StoreError;
+use crate::store::Store;
+use serde::Serialize;
+use serde_json::Value;
+use signalbox_core::trace::TraceRecord;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id";
+
+/// A stored trace, as the query API returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceRow {
+    pub id: String,
+    pub project: String,
+    pub time: i64,
+    pub client_request_id: Option<String>,
+    pub key_id: Option<String>,
+    pub endpoint: String,
+    pub requested_model: Option<String>,
+    pub layer: Option<String>,
+    pub route: Option<String>,
+    pub route_version: Option<i64>,
+    pub assigned_variant: Option<String>,
+    pub serving_variant: Option<String>,
+    pub sticky_source: Option<String>,
+    pub provider: Option<String>,
+    pub target: Option<String>,
+    pub model: Option<String>,
+    pub attempt_count: i64,
+    pub attempts: Value,
+    pub status: i64,
+    pub error_code: Option<String>,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cached_tokens: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    pub stream: bool,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+fn row(r: &AnyRow) -> Result<TraceRow, StoreError> {
+    let attempts: String = r.try_get("attempts_json")?;
+    Ok(TraceRow {
+        id: r.try_get("id")?,
+        project: r.try_get("project")?,
+        time: r.try_get("at")?,
+        client_request_id: r.try_get("client_request_id")?,
+        key_id: r.try_get("key_id")?,
+        endpoint: r.try_get("endpoint")?,
+        requested_model: r.try_get("requested_model")?,
+        layer: r.try_get("layer")?,
+        route: r.try_get("route")?,
+        route_version: r.try_get("route_version")?,
+        assigned_variant: r.try_get("assigned_variant")?,
+        serving_variant: r.try_get("serving_variant")?,
+        sticky_source: r.try_get("sticky_source")?,
+        provider: r.try_get("provider")?,
+        target: r.try_get("target")?,
+        model: r.try_get("model")?,
+        attempt_count: r.try_get("attempt_count")?,
+        attempts: serde_json::from_str(&attempts).unwrap_or(Value::Null),
+        status: r.try_get("status")?,
+        error_code: r.try_get("error_code")?,
+        latency_ms: r.try_get("latency_ms")?,
+        ttft_ms: r.try_get("ttft_ms")?,
+        input_tokens: r.try_get("input_tokens")?,
+        output_tokens: r.try_get("output_tokens")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        reasoning_tokens: r.try_get("reasoning_tokens")?,
+        cost_usd: r.try_get("cost_usd")?,
+        stream: r.try_get::<i64, _>("stream")? != 0,
+        user_id: r.try_get("user_id")?,
+        session_id: r.try_get("session_id")?,
+        trace_id: r.try_get("trace_id")?,
+    })
+}
+
+/// The W3C trace id of a `traceparent` header.
+fn trace_id(traceparent: Option<&str>) -> Option<String> {
+    let tp = traceparent?;
+    let mut parts = tp.split('-');
+    let _version = parts.next()?;
+    let id = parts.next()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+/// Filters of the query API; every one optional.
+#[derive(Debug, Clone, Default)]
+pub struct TraceFilter {
+    pub project: String,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// An exact status (`429`), a class (`4xx`), `error` (>= 400) or `ok` (< 400).
+    pub status: Option<String>,
+    pub endpoint: Option<String>,
+    /// A route label (`route:x`, `function:x`, ...) or a bare route name.
+    pub route: Option<String>,
+    pub variant: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub key_id: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub min_tokens: Option<i64>,
+    pub max_tokens: Option<i64>,
+}
+
+enum Bind {
+    I(i64),
+    S(String),
+}
+
+/// A WHERE clause with `$n` placeholders, and its values in order.
+struct Where {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Where {
+    fn new() -> Where {
+        Where {
+            sql: String::new(),
+            binds: Vec::new(),
+        }
+    }
+    fn and(&mut self, clause: &str, values: Vec<Bind>) {
+        let mut c = clause.to_string();
+        for v in values {
+            self.binds.push(v);
+            let n = self.binds.len();
+            c = c.replacen('?', &format!("${n}"), 1);
+        }
+        self.sql.push_str(if self.sql.is_empty() {
+            " WHERE "
+        } else {
+            " AND "
+        });
+        self.sql.push_str(&c);
+    }
+    fn build(f: &TraceFilter) -> Result<Where, StoreError> {
+        let mut w = Where::new();
+        w.and("project = ?", vec![Bind::S(f.project.clone())]);
+        if let Some(t) = f.from_ms {
+            w.and("at >= ?", vec![Bind::I(t)]);
+        }
+        if let Some(t) = f.to_ms {
+            w.and("at < ?", vec![Bind::I(t)]);
+        }
+        if let Some(s) = &f.status {
+            match s.as_str() {
+                "error" => w.and("status >= 400", vec![]),
+                "ok" => w.and("status < 400", vec![]),
+                c if c.len() == 3 && c.ends_with("xx") => {
+                    let d = c[..1].parse::<i64>().map_err(|_| {
+                        StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
+                    })?;
+                    w.and(
+                        "status >= ? AND status < ?",
+                        vec![Bind::I(d * 100), Bind::I(d * 100 + 100)],
+                    );
+                }
+                n => {
+                    let n = n.parse::<i64>().map_err(|_| {
+                        StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
+                    })?;
+                    w.and("status = ?", vec![Bind::I(n)]);
+                }
+            }
+        }
+        if let Some(v) = &f.endpoint {
+            w.and("endpoint = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(v) = &f.route {
+            if v.contains(':') {
+                w.and("route = ?", vec![Bind::S(v.clone())]);
+            } else {
+                w.and(
+                    "(route = ? OR route = ?)",
+                    vec![
+                        Bind::S(format!("route:{v}")),
+                        Bind::S(format!("function:{v}")),
+                    ],
+                );
+            }
+        }
+        if let Some(v) = &f.variant {
+            w.and("serving_variant = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(v) = &f.provider {
+            w.and("provider = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(v) = &f.model {
+            w.and("model = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(v) = &f.key_id {
+            w.and("key_id = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(v) = &f.user_id {
+            w.and("user_id = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(v) = &f.session_id {
+            w.and("session_id = ?", vec![Bind::S(v.clone())]);
+        }
+        if let Some(n) = f.min_tokens {
+            w.and(
+                "COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0) >= ?",
+                vec![Bind::I(n)],
+            );
+        }
+        if let Some(n) = f.max_tokens {
+            w.and(
+                "COALESCE(input_tokens, 0) + COALESCE(output_tokens, 0) <= ?",
+                vec![Bind::I(n)],
+            );
+        }
+        Ok(w)
+    }
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    binds: &[Bind],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::I(i) => q.bind(*i),
+            Bind::S(s) => q.bind(s.clone()),
+        };
+    }
+    q
+}
+
+/// One page of traces, newest first (or oldest first), and the cursor of the next page.
+#[derive(Debug, Serialize)]
+pub struct TracePage {
+    pub data: Vec<TraceRow>,
+    pub next_cursor: Option<String>,
+}
+
+/// Grouped figures over a time range.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Aggregate {
+    pub group: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub error_rate: f64,
+    pub latency_ms_p50: Option<f64>,
+    pub latency_ms_p95: Option<f64>,
+    pub latency_ms_p99: Option<f64>,
+    /// How many streamed requests the TTFT figures are over.
+    pub ttft_count: i64,
+    pub ttft_ms_p50: Option<f64>,
+    pub ttft_ms_p95: Option<f64>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    /// Sum over requests with a known price; `priced_requests` says how many.
+    pub cost_usd: Option<f64>,
+    pub priced_requests: i64,
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+pub const GROUPS: &[&str] = &[
+    "route", "variant", "provider", "model", "endpoint", "status",
+];
+
+fn group_column(by: &str) -> Result<&'static str, StoreError> {
+    Ok(match by {
+        "route" => "route",
+        "variant" => "serving_variant",
+        "provider" => "provider",
+        "model" => "model",
+        "endpoint" => "endpoint",
+        "status" => "CAST(status AS TEXT)",
+        other => {
+            return Err(StoreError::Invalid(format!(
+                "cannot group by '{other}' (route, variant, provider, model, endpoint, status)"
+            )));
+        }
+    })
+}
+
+impl Store {
+    /// Store a batch in one transaction.
+    pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let sql = format!(
+            "INSERT INTO traces ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) ON CONFLICT (id) DO NOTHING"
+        );
+        for r in batch {
+            let last = r.attempts.last();
+            let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
+            let u = r.usage.as_ref();
+            sqlx::query(&sql)
+                .bind(r.id.clone())
+                .bind(r.project.clone())
+                .bind(r.time_unix_ms as i64)
+                .bind(r.client_request_id.clone())
+                .bind(r.key_id.clone())
+                .bind(r.endpoint.to_string())
+                .bind(r.requested_model.clone())
+                .bind(r.layer.map(str::to_string))
+                .bind(r.route.clone())
+                .bind(r.route_version.map(|v| v as i64))
+                .bind(r.assigned_variant.clone())
+                .bind(r.serving_variant.clone())
+                .bind(r.sticky_source.map(str::to_string))
+                .bind(last.map(|a| a.target.provider.id.clone()))
+                .bind(last.map(|a| a.target.name.clone()))
+                .bind(last.map(|a| a.target.model.clone()))
+                .bind(r.attempts.len() as i64)
+                .bind(attempts)
+                .bind(r.status as i64)
+                .bind(r.error_code.map(str::to_string))
+                .bind(r.latency_ms)
+                .bind(r.ttft_ms)
+                .bind(u.map(|u| u.prompt_tokens as i64))
+                .bind(u.map(|u| u.completion_tokens as i64))
+                .bind(u.map(|u| u.cached_tokens() as i64))
+                .bind(u.map(|u| u.reasoning_tokens() as i64))
+                .bind(r.cost_usd)
+                .bind(r.stream as i64)
+                .bind(r.user_id.clone())
+                .bind(r.session_id.clone())
+                .bind(trace_id(r.traceparent.as_deref()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Delete traces older than `cutoff_ms`, in slices so no transaction grows large.
+    pub async fn delete_traces_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM traces WHERE id IN (SELECT id FROM traces WHERE at < $1 LIMIT 5000)",
+            )
+            .bind(cutoff_ms)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+            total += n;
+            if n < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub async fn trace(&self, project: &str, id: &str) -> Result<TraceRow, StoreError> {
+        let r = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM traces WHERE project = $1 AND id = $2"
+        ))
+        .bind(project.to_string())
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no trace '{id}' in project '{project}'")))?;
+        row(&r)
+    }
+
+    /// A page of traces. `cursor` is the `next_cursor` of the previous page.
+    pub async fn traces(
+        &self,
+        f: &TraceFilter,
+        oldest_first: bool,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<TracePage, StoreError> {
+        let mut w = Where::build(f)?;
+        if let Some(c) = cursor {
+            let (at, id) = c
+                .split_once('.')
+                .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i.to_string())))
+                .ok_or_else(|| StoreError::Invalid("invalid cursor".into()))?;
+            let op = if oldest_first { ">" } else { "<" };
+            w.and(
+                &format!("(at {op} ? OR (at = ? AND id {op} ?))"),
+                vec![Bind::I(at), Bind::I(at), Bind::S(id)],
+            );
+        }
+        let dir = if oldest_first { "ASC" } else { "DESC" };
+        let n = w.binds.len() + 1;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM traces{} ORDER BY at {dir}, id {dir} LIMIT ${n}",
+            w.sql
+        );
+        let limit = limit.clamp(1, 1000);
+        let rows = bind_all(sqlx::query(&sql), &w.binds)
+            .bind(limit + 1)
+            .fetch_all(self.pool())
+            .await?;
+        let mut data = rows.iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if data.len() as i64 > limit {
+            data.truncate(limit as usize);
+            data.last().map(|r| format!("{}.{}", r.time, r.id))
+        } else {
+            None
+        };
+        Ok(TracePage { data, next_cursor })
+    }
+
+    /// Figures per group (`route`, `variant`, `provider`, `model`, `endpoint`, `status`) or
+    /// over everything (`by` None).
+    pub async fn aggregate(
+        &self,
+        f: &TraceFilter,
+        by: Option<&str>,
+    ) -> Result<Vec<Aggregate>, StoreError> {
+        let w = Where::build(f)?;
+        let g = match by {
+            Some(b) => group_column(b)?,
+            None => "NULL",
+        };
+        let sums = format!(
+            "SELECT {g} AS grp, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), \
+             SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0)), SUM(COALESCE(cached_tokens, 0)), \
+             SUM(cost_usd), COUNT(cost_usd), COUNT(ttft_ms) FROM traces{} GROUP BY {g}",
+            w.sql
+        );
+        let mut out: Vec<Aggregate> = Vec::new();
+        for r in bind_all(sqlx::query(&sums), &w.binds)
+            .fetch_all(self.pool())
+            .await?
+        {
+            let requests: i64 = r.try_get(1)?;
+            let errors: i64 = r.try_get::<Option<i64>, _>(2)?.unwrap_or(0);
+            out.push(Aggregate {
+                group: r.try_get(0)?,
+                requests,
+                errors,
+                error_rate: if requests > 0 {
+                    errors as f64 / requests as f64
+                } else {
+                    0.0
+                },
+                latency_ms_p50: None,
+                latency_ms_p95: None,
+                latency_ms_p99: None,
+                ttft_count: r.try_get(8)?,
+                ttft_ms_p50: None,
+                ttft_ms_p95: None,
+                input_tokens: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+                output_tokens: r.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
+                cached_tokens: r.try_get::<Option<i64>, _>(5)?.unwrap_or(0),
+                cost_usd: r.try_get(6)?,
+                priced_requests: r.try_get(7)?,
+            });
+        }
+        // Percentiles: the latencies of the matching rows, per group.
+        let lat = format!(
+            "SELECT {g} AS grp, latency_ms, ttft_ms FROM traces{}",
+            w.sql
+        );
+        let mut per: std::collections::HashMap<Option<String>, (Vec<f64>, Vec<f64>)> =
+            std::collections::HashMap::new();
+        for r in bind_all(sqlx::query(&lat), &w.binds)
+            .fetch_all(self.pool())
+            .await?
+        {
+            let e = per.entry(r.try_get(0)?).or_default();
+            e.0.push(r.try_get(1)?);
+            if let Some(t) = r.try_get::<Option<f64>, _>(2)? {
+                e.1.push(t);
+            }
+        }
+        for a in &mut out {
+            if let Some((l, t)) = per.get_mut(&a.group) {
+                l.sort_by(f64::total_cmp);
+                t.sort_by(f64::total_cmp);
+                a.latency_ms_p50 = percentile(l, 50.0);
+                a.latency_ms_p95 = percentile(l, 95.0);
+                a.latency_ms_p99 = percentile(l, 99.0);
+                a.ttft_ms_p50 = percentile(t, 50.0);
+                a.ttft_ms_p95 = percentile(t, 95.0);
+            }
+        }
+        out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.group.cmp(&b.group)));
+        Ok(out)
+    }
+}
+
+impl signalbox_core::trace::TraceStore for Store {
+    fn write<'a>(
+        &'a self,
+        batch: &'a [TraceRecord],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move { self.insert_traces(batch).await.map_err(|e| e.to_string()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 95.0), Some(95.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn trace_ids_come_from_traceparent() {
+        assert_eq!(
+            trace_id(Some(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            ))
+            .as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id(Some("garbage")), None);
+    }
+}
