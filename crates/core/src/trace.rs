@@ -169,15 +169,33 @@ async fn write_batch(batch: &mut Vec<TraceRecord>, store: Option<&dyn TraceStore
         m.observe(r);
     }
     match store {
-        Some(s) => match s.write(batch).await {
-            Ok(()) => {
-                m.traces_written.inc_by(batch.len() as u64);
+        Some(s) => {
+            // A store that hiccups gets two more tries; records arriving meanwhile wait in
+            // the bounded queue (and are dropped and counted if it fills), never a request.
+            let mut tries = 0;
+            loop {
+                match s.write(batch).await {
+                    Ok(()) => {
+                        m.traces_written.inc_by(batch.len() as u64);
+                        break;
+                    }
+                    Err(e) if tries < 2 => {
+                        tries += 1;
+                        tracing::debug!(
+                            records = batch.len(),
+                            "trace batch not stored, retrying: {e}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(100 * 4u64.pow(tries)))
+                            .await;
+                    }
+                    Err(e) => {
+                        m.trace_write_errors.inc();
+                        tracing::warn!(records = batch.len(), "trace batch not stored: {e}");
+                        break;
+                    }
+                }
             }
-            Err(e) => {
-                m.trace_write_errors.inc();
-                tracing::warn!(records = batch.len(), "trace batch not stored: {e}");
-            }
-        },
+        }
         None => {
             m.traces_written.inc_by(batch.len() as u64);
         }

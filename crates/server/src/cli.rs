@@ -112,6 +112,77 @@ fn unreachable_command() -> anyhow::Result<()> {
     bail!("this command is handled elsewhere")
 }
 
+/// Whether a store exists where the flags point (never creates one).
+fn store_exists(loc: &StoreLocation) -> bool {
+    match loc.url.strip_prefix("sqlite://") {
+        Some(path) => Path::new(path.split('?').next().unwrap_or(path)).exists(),
+        None => true,
+    }
+}
+
+/// The config as serve would load it: the file, and the store's objects when there is a
+/// store (unless `file_only`).
+async fn load(
+    flags: &StoreFlags,
+    file_only: bool,
+) -> anyhow::Result<Result<signalbox_core::Loaded, ConfigErrors>> {
+    let config = config_path(flags.config.clone());
+    let text = match &config {
+        Some(p) => match signalbox_core::config::read_file(p) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        },
+        None => String::new(),
+    };
+    let (loc, _) = locate(flags)?;
+    let catalog = if !file_only && store_exists(&loc) {
+        let s = setup::open(&loc, &env).await?;
+        let (c, _) = s.load_catalog().await?;
+        s.close().await;
+        c
+    } else {
+        Catalog::file_only()
+    };
+    let file = config.as_ref().map(|p| p.display().to_string());
+    Ok(signalbox_core::config::load_with_catalog(
+        &text,
+        file.as_deref(),
+        &env,
+        1,
+        &catalog,
+    ))
+}
+
+/// `signalbox check`: Ok(true) when the config is valid.
+pub async fn check(flags: &StoreFlags, file_only: bool) -> anyhow::Result<bool> {
+    let name = config_path(flags.config.clone())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "signalbox.toml".into());
+    match &flags.config {
+        Some(p) if !p.exists() => bail!("config file {name} does not exist"),
+        None if config_path(None).is_none() => {
+            bail!("no signalbox.toml here; name the config file with --config PATH")
+        }
+        _ => {}
+    }
+    match load(flags, file_only).await? {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("{name}: ok");
+            Ok(true)
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{name}: {} error(s)", errs.0.len());
+            Ok(false)
+        }
+    }
+}
+
 async fn explain(
     model: &str,
     endpoint: &str,
@@ -124,29 +195,9 @@ async fn explain(
             "unknown endpoint kind '{endpoint}' (chat, embeddings, audio_speech, audio_transcription, image_generation)"
         );
     };
-    let config = config_path(flags.config.clone());
-    let text = match &config {
-        Some(p) => signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => String::new(),
-    };
-    let (loc, _) = locate(flags)?;
-    // The store joins in when there is one (or --db names one), unless --file-only.
-    let use_store = !file_only
-        && (flags.db.is_some()
-            || !loc.url.starts_with("sqlite:")
-            || loc.data_dir.join("signalbox.db").exists());
-    let catalog = if use_store {
-        let s = setup::open(&loc, &env).await?;
-        let (c, _) = s.load_catalog().await?;
-        s.close().await;
-        c
-    } else {
-        Catalog::file_only()
-    };
-    let file = config.as_ref().map(|p| p.display().to_string());
-    let loaded =
-        signalbox_core::config::load_with_catalog(&text, file.as_deref(), &env, 1, &catalog)
-            .map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
+    let loaded = load(flags, file_only)
+        .await?
+        .map_err(|e| anyhow::anyhow!("the config is invalid:\n{e}"))?;
     let Some(ps) = loaded.snapshot.project(project) else {
         bail!("unknown project '{project}'");
     };

@@ -20,6 +20,14 @@ pub struct Live {
     sources: Mutex<Sources>,
     /// The address actually bound (CLI flags may override the file's).
     bind_host: String,
+    /// Whether the store answered the last time it was asked (`/ready`).
+    store_reachable: std::sync::atomic::AtomicBool,
+}
+
+/// A snapshot validated against a candidate catalog, and the file text it was built with.
+pub struct Candidate {
+    pub snapshot: Snapshot,
+    text: String,
 }
 
 struct Sources {
@@ -82,6 +90,7 @@ impl Live {
                     store_version,
                 }),
                 bind_host: host,
+                store_reachable: std::sync::atomic::AtomicBool::new(true),
             },
             loaded.warnings,
         ))
@@ -102,6 +111,7 @@ impl Live {
                 store_version: 0,
             }),
             bind_host: host,
+            store_reachable: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -166,20 +176,35 @@ impl Live {
 
     /// Validate the file as last applied together with a candidate catalog: the check an
     /// admin write must pass before it commits.
-    pub fn check_catalog(&self, catalog: &Catalog) -> Result<Snapshot, ConfigErrors> {
+    pub fn check_catalog(&self, catalog: &Catalog) -> Result<Candidate, ConfigErrors> {
         let text = self.sources().file_text.clone();
-        self.build(&text, catalog, self.version() + 1)
+        let snapshot = self.build(&text, catalog, self.version() + 1)?;
+        Ok(Candidate { snapshot, text })
     }
 
-    /// Serve a snapshot built by [`Live::check_catalog`] from the store's catalog at
-    /// `store_version`, unless a newer store version is already live.
-    pub fn install(&self, snapshot: Snapshot, catalog: Catalog, store_version: i64) -> bool {
+    /// Serve a candidate built by [`Live::check_catalog`] from the store's catalog at
+    /// `store_version`, unless a newer store version is already live. If the file changed
+    /// in between, the candidate is rebuilt with the file as it is now, so neither change is
+    /// lost; should that fail, nothing changes here and the store follower tries again.
+    pub fn install(&self, candidate: Candidate, catalog: Catalog, store_version: i64) -> bool {
         let mut src = self.sources();
         if store_version <= src.store_version {
             return false;
         }
         let next = self.version() + 1;
-        let mut snapshot = snapshot;
+        let mut snapshot = if candidate.text == src.file_text {
+            candidate.snapshot
+        } else {
+            match self.build(&src.file_text, &catalog, next) {
+                Ok(s) => s,
+                Err(errs) => {
+                    tracing::error!(
+                        "a store change does not validate with the config file as edited meanwhile; keeping the current config:\n{errs}"
+                    );
+                    return false;
+                }
+            }
+        };
         snapshot.version = next;
         self.current.store(Arc::new(snapshot));
         self.version.store(next, Ordering::SeqCst);
@@ -197,8 +222,16 @@ impl Live {
         if store_version <= self.store_version() {
             return Ok(false);
         }
-        let snapshot = self.check_catalog(&catalog)?;
-        Ok(self.install(snapshot, catalog, store_version))
+        let candidate = self.check_catalog(&catalog)?;
+        Ok(self.install(candidate, catalog, store_version))
+    }
+
+    pub fn store_reachable(&self) -> bool {
+        self.store_reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn set_store_reachable(&self, ok: bool) {
+        self.store_reachable.store(ok, Ordering::Relaxed);
     }
 
     pub fn store_version(&self) -> i64 {

@@ -45,10 +45,14 @@ enum Command {
         #[command(flatten)]
         store: StoreFlags,
     },
-    /// Validate a config file: print every error and exit non-zero, or exit 0.
+    /// Validate a config file (with the store's objects, when there is a store): print every
+    /// error and exit non-zero, or exit 0.
     Check {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        /// Check the config file alone, without the store.
+        #[arg(long)]
+        file_only: bool,
+        #[command(flatten)]
+        store: StoreFlags,
     },
     /// Show how a model string resolves and the ordered attempt plan, calling no provider.
     Explain {
@@ -197,7 +201,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => return check(config),
+        Command::Check { file_only, store } => {
+            init_cli_logs();
+            return match runtime().and_then(|rt| rt.block_on(cli::check(&store, file_only))) {
+                Ok(true) => std::process::ExitCode::SUCCESS,
+                Ok(false) => std::process::ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Command::Serve { host, port, store } => {
             init_logs();
             runtime().and_then(|rt| rt.block_on(run(store, host, port)))
@@ -225,27 +239,6 @@ fn init_cli_logs() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-fn check(config: Option<PathBuf>) -> std::process::ExitCode {
-    let path = config.unwrap_or_else(|| PathBuf::from("signalbox.toml"));
-    let env = |n: &str| std::env::var(n).ok();
-    match signalbox_core::load_file(&path, &env, 1) {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                eprintln!("warning: {w}");
-            }
-            println!("{}: ok", path.display());
-            std::process::ExitCode::SUCCESS
-        }
-        Err(errs) => {
-            for e in &errs.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{}: {} error(s)", path.display(), errs.0.len());
-            std::process::ExitCode::FAILURE
-        }
-    }
 }
 
 async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {

@@ -164,9 +164,11 @@ pub fn new_admin_token() -> String {
     format!("sbxa-{}", random_token(32))
 }
 
-/// The visible part of a key or token, for lists and logs.
+/// The visible part of a key or token, for lists and logs: 12 characters at most, and never
+/// more than a third of it (a value someone chose may be short).
 pub fn prefix_of(secret: &str) -> String {
-    secret.chars().take(12).collect()
+    let n = secret.chars().count();
+    secret.chars().take((n / 3).min(12)).collect()
 }
 
 /// A masked hint of a credential: its last four characters at most, never more than a quarter.

@@ -166,6 +166,8 @@ pub struct Committed {
     pub config_version: i64,
     /// New version of the object written, if any.
     pub object_version: Option<i64>,
+    /// The write created the object (it did not exist before).
+    pub created: bool,
     /// A secret to reveal once (a new gateway key).
     pub revealed: Option<String>,
     pub key: Option<ApiKeyInfo>,
@@ -526,10 +528,14 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
-        let mut committed = Committed::default();
+        self.check_master_key(&mut tx).await?;
+        // What the first change produced is the answer; the others ride along with it.
+        let mut committed: Option<Committed> = None;
         for change in &changes {
-            committed = self.apply(&mut tx, actor, change).await?;
+            let c = self.apply(&mut tx, actor, change).await?;
+            committed.get_or_insert(c);
         }
+        let mut committed = committed.unwrap_or_default();
         committed.config_version = version;
         let (catalog, _) = self.read_catalog(&mut tx).await?;
         let out = match check(&catalog, version) {
@@ -548,6 +554,20 @@ impl Store {
         }
         tx.commit().await?;
         Ok((out, committed))
+    }
+
+    /// A node still holding a rotated-away master key must not write secrets under it.
+    async fn check_master_key(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let check: String = sqlx::query("SELECT master_check FROM meta WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        match crypto::open(&self.master, "meta:master_check", &check) {
+            Ok(v) if v == MASTER_CHECK => Ok(()),
+            _ => Err(StoreError::MasterKey(
+                "the store's master key was rotated since this node started; restart it with the new key".into(),
+            )),
+        }
     }
 
     async fn audit(
@@ -700,7 +720,21 @@ impl Store {
                     *if_match,
                     existing.as_ref().map(|e| e.version),
                 )?;
-                let version = existing.as_ref().map(|e| e.version).unwrap_or(0) + 1;
+                // A name deleted before continues its history (its versions are kept).
+                let version = match &existing {
+                    Some(e) => e.version + 1,
+                    None => {
+                        let max: Option<i64> = sqlx::query(
+                            "SELECT MAX(version) FROM object_versions WHERE kind = $1 AND name = $2",
+                        )
+                        .bind(kind.as_str())
+                        .bind(name.clone())
+                        .fetch_one(&mut **tx)
+                        .await?
+                        .try_get(0)?;
+                        max.unwrap_or(0) + 1
+                    }
+                };
                 let text = body.to_string();
                 sqlx::query(
                     "INSERT INTO objects (kind, name, project, body, version, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -732,6 +766,7 @@ impl Store {
                 )
                 .await?;
                 out.object_version = Some(version);
+                out.created = existing.is_none();
             }
             Change::DeleteObject {
                 kind,
@@ -829,6 +864,7 @@ impl Store {
                 )
                 .await?;
                 out.object_version = Some(version);
+                out.created = existing.is_none();
             }
             Change::DeleteCredential { project, name } => {
                 let n = sqlx::query("DELETE FROM credentials WHERE name = $1 AND project = $2")
@@ -1095,6 +1131,19 @@ impl Store {
         .collect()
     }
 
+    /// Every stored object of a kind, whatever its project.
+    pub async fn objects_all(&self, kind: ObjectKind) -> Result<Vec<ObjectRecord>, StoreError> {
+        sqlx::query(
+            "SELECT kind, project, name, body, version, updated_at, updated_by FROM objects WHERE kind = $1 ORDER BY name",
+        )
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(object_record)
+        .collect()
+    }
+
     pub async fn object(
         &self,
         kind: ObjectKind,
@@ -1209,6 +1258,19 @@ impl Store {
 
     /// First start: project `default`, the `admin` user and a gateway key, each created once.
     pub async fn bootstrap(&self, env: &BootstrapEnv) -> Result<InitialCredentials, StoreError> {
+        for (name, value, min) in [
+            ("SIGNALBOX_ADMIN_PASSWORD", &env.admin_password, 8),
+            ("SIGNALBOX_ADMIN_TOKEN", &env.admin_token, 16),
+            ("SIGNALBOX_BOOTSTRAP_KEY", &env.gateway_key, 16),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty())
+                && v.chars().count() < min
+            {
+                return Err(StoreError::Invalid(format!(
+                    "{name} must be at least {min} characters"
+                )));
+            }
+        }
         let actor = Actor("system".into());
         let mut created = InitialCredentials::default();
         let mut tx = self.pool.begin().await?;

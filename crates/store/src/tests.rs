@@ -247,3 +247,49 @@ async fn gateway_keys_are_stored_only_as_keyed_hashes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_node_holding_a_rotated_away_key_cannot_write_secrets() {
+    each_backend(async |url| {
+        let key = MasterKey::generate();
+        let a = Store::open(&url, key.clone()).await.unwrap();
+        a.bootstrap(&BootstrapEnv::default()).await.unwrap();
+        let b = Store::open(&url, key).await.unwrap(); // a second node
+        a.rotate_master_key(&MasterKey::generate()).await.unwrap();
+        let err = b
+            .write(
+                &actor(),
+                Change::PutCredential {
+                    project: "default".into(),
+                    name: "c".into(),
+                    value: "sk-late-write".into(),
+                },
+                accept,
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("rotated"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn short_bootstrap_secrets_are_refused() {
+    each_backend(async |url| {
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        let err = store
+            .bootstrap(&BootstrapEnv {
+                admin_password: None,
+                admin_token: Some("short".into()),
+                gateway_key: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("SIGNALBOX_ADMIN_TOKEN"), "{err}");
+        assert!(
+            store.keys("default").await.unwrap_or_default().is_empty(),
+            "nothing created"
+        );
+    })
+    .await;
+}

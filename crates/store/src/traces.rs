@@ -429,11 +429,13 @@ impl Store {
         let w = Where::build(f)?;
         let g = match by {
             Some(b) => group_column(b)?,
-            None => "NULL",
+            None => "CAST(NULL AS TEXT)",
         };
         let sums = format!(
-            "SELECT {g} AS grp, COUNT(*), SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), \
-             SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0)), SUM(COALESCE(cached_tokens, 0)), \
+            // SUM of integers is NUMERIC on PostgreSQL: cast back to BIGINT for both.
+            "SELECT {g} AS grp, COUNT(*), CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(SUM(COALESCE(input_tokens, 0)) AS BIGINT), CAST(SUM(COALESCE(output_tokens, 0)) AS BIGINT), \
+             CAST(SUM(COALESCE(cached_tokens, 0)) AS BIGINT), \
              SUM(cost_usd), COUNT(cost_usd), COUNT(ttft_ms) FROM traces{} GROUP BY {g}",
             w.sql
         );

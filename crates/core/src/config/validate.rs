@@ -139,13 +139,18 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&mut self, path: Vec<Seg>, message: impl Into<String>) {
-        let stored = match (path.first(), path.get(1)) {
+    /// Whether a key path lies inside an object that came from the store.
+    fn in_store_object(&self, path: &[Seg]) -> bool {
+        match (path.first(), path.get(1)) {
             (Some(Seg::Key(t)), Some(Seg::Key(n))) => {
                 self.from_store.iter().any(|(st, sn)| st == t && sn == n)
             }
             _ => false,
-        };
+        }
+    }
+
+    fn err(&mut self, path: Vec<Seg>, message: impl Into<String>) {
+        let stored = self.in_store_object(&path);
         let (file, line) = if stored {
             (None, None)
         } else {
@@ -182,6 +187,15 @@ impl Ctx<'_> {
                     None
                 }
             };
+        }
+        if self.in_store_object(&path) {
+            // An admin API user must not make the gateway send one of its own environment
+            // variables (the master key, a database URL, ...) to a URL of their choosing.
+            self.err(
+                path,
+                "objects in the store reference stored credentials (\"credential::NAME\"); env:: references belong in the config file",
+            );
+            return None;
         }
         let Some(var) = value.strip_prefix("env::") else {
             self.err(
@@ -1185,7 +1199,9 @@ fn build_provider(
             rp.project.as_deref().or(Some("default")),
         ),
         None => match known {
-            Some(w) if w.needs_key => {
+            // A store provider never picks up the conventional variable: its base_url is the
+            // API user's to choose, the server's environment is not theirs to send there.
+            Some(w) if w.needs_key && !cx.in_store_object(&path) => {
                 let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
                 match (cx.env)(&var) {
                     Some(v) if !v.trim().is_empty() => cx.secret_ref(

@@ -446,6 +446,35 @@ async fn login(
     }
 }
 
+/// Serialise for an answer, with the store's millisecond times as RFC 3339.
+fn timed(v: impl serde::Serialize) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    let is_time = matches!(
+                        k.as_str(),
+                        "created_at" | "updated_at" | "at" | "expires_at" | "revoked_at"
+                    );
+                    match x {
+                        Value::Number(n) if is_time => {
+                            if let Some(ms) = n.as_i64() {
+                                *x = Value::String(rfc3339(ms));
+                            }
+                        }
+                        other => walk(other),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(v).unwrap_or(Value::Null);
+    walk(&mut v);
+    v
+}
+
 pub(crate) fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     httpdate_rfc3339(t)
@@ -496,7 +525,7 @@ async fn list_projects(
         .into_iter()
         .filter(|p| auth.0.rank(&p.name) > 0)
         .collect();
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(json!({ "data": timed(data) })))
 }
 
 #[derive(Deserialize)]
@@ -546,7 +575,7 @@ async fn get_project(
         .project(&p)
         .await?
         .ok_or_else(|| AdminError::not_found(format!("no project named '{p}'")))?;
-    Ok(Json(json!(info)))
+    Ok(Json(timed(info)))
 }
 
 async fn delete_project(
@@ -576,7 +605,13 @@ async fn list_objects(
         .into_iter()
         .map(|(n, body)| object_json(kind, &p, &n, &body, json!({"managed_by": "file"})))
         .collect();
-    for o in st.store.objects(kind, &p).await? {
+    // Models describe provider models and apply to every project.
+    let stored = if kind == ObjectKind::Model {
+        st.store.objects_all(kind).await?
+    } else {
+        st.store.objects(kind, &p).await?
+    };
+    for o in stored {
         data.push(object_json(
             kind,
             &p,
@@ -651,25 +686,24 @@ async fn write_object(
     }
     refuse_file_managed(&st.live, kind, name)?;
     check_shape(kind, &body)?;
+    let mut also = Vec::new();
     if kind == ObjectKind::Provider {
         sync::check_provider_address(&body, st.live.snapshot().server.allow_link_local_upstreams)
             .await?;
+        also = moved_provider_targets(st, p, name, &body).await?;
     }
-    let committed = st
-        .commit(
-            &auth.actor(),
-            vec![Change::PutObject {
-                kind,
-                project: p.to_string(),
-                name: name.to_string(),
-                body: body.clone(),
-                if_match,
-                create_only,
-            }],
-        )
-        .await?;
+    let mut changes = vec![Change::PutObject {
+        kind,
+        project: p.to_string(),
+        name: name.to_string(),
+        body: body.clone(),
+        if_match,
+        create_only,
+    }];
+    changes.extend(also);
+    let committed = st.commit(&auth.actor(), changes).await?;
     let version = committed.object_version.unwrap_or(0);
-    let status = if version == 1 {
+    let status = if committed.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -687,6 +721,59 @@ async fn write_object(
         .into_response();
     r.headers_mut().insert(header::ETAG, etag(version));
     Ok(r)
+}
+
+/// When a provider's `base_url` or `kind` changes, its targets' own credentials are dropped
+/// in the same commit: a secret never follows a URL it was not given for.
+async fn moved_provider_targets(
+    st: &AdminState,
+    p: &str,
+    name: &str,
+    next: &Value,
+) -> Result<Vec<Change>, AdminError> {
+    let current = match st.store.object(ObjectKind::Provider, p, name).await {
+        Ok(o) => o.body,
+        Err(StoreError::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let moved = ["base_url", "kind"]
+        .iter()
+        .any(|k| current.get(*k) != next.get(*k));
+    if !moved {
+        return Ok(Vec::new());
+    }
+    let listed: Vec<&str> = current
+        .get("models")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for t in st.store.objects(ObjectKind::Target, p).await? {
+        let Some(obj) = t.body.as_object() else {
+            continue;
+        };
+        let of_this = match obj.get("provider").and_then(Value::as_str) {
+            Some(pv) => pv == name,
+            None => obj
+                .get("model")
+                .and_then(Value::as_str)
+                .is_some_and(|m| listed.contains(&m)),
+        };
+        if of_this && obj.contains_key("credential") {
+            let mut body = obj.clone();
+            body.remove("credential");
+            tracing::info!(provider = %name, target = %t.name, "provider moved: the target's credential was dropped");
+            out.push(Change::PutObject {
+                kind: ObjectKind::Target,
+                project: p.to_string(),
+                name: t.name.clone(),
+                body: Value::Object(body),
+                if_match: Some(t.version),
+                create_only: false,
+            });
+        }
+    }
+    Ok(out)
 }
 
 async fn create_object(
@@ -1072,7 +1159,7 @@ async fn project_audit(
         .store
         .audit_log(Some(&p), q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(json!({ "data": timed(data) })))
 }
 
 async fn audit(
@@ -1085,7 +1172,7 @@ async fn audit(
         .store
         .audit_log(None, q.limit.unwrap_or(100).clamp(1, 1000))
         .await?;
-    Ok(Json(json!({ "data": data })))
+    Ok(Json(json!({ "data": timed(data) })))
 }
 
 // ---- credentials ----
@@ -1104,7 +1191,9 @@ async fn list_credentials(
     Path(p): Path<String>,
 ) -> Result<Json<Value>, AdminError> {
     need_project(&st, &auth, &p, 1).await?;
-    Ok(Json(json!({ "data": st.store.credentials(&p).await? })))
+    Ok(Json(
+        json!({ "data": timed(st.store.credentials(&p).await?) }),
+    ))
 }
 
 async fn create_credential(
@@ -1183,14 +1272,14 @@ async fn save_credential(
         .await?
         .into_iter()
         .find(|c| c.name == name);
-    let status = if committed.object_version == Some(1) {
+    let status = if committed.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((
         status,
-        Json(json!({"credential": info, "reference": format!("credential::{name}")})),
+        Json(json!({"credential": timed(info), "reference": format!("credential::{name}")})),
     )
         .into_response())
 }
@@ -1218,6 +1307,7 @@ async fn delete_credential(
             .iter()
             .map(|(k, _)| k.split(['.', '[']).take(2).collect::<Vec<_>>().join("."))
             .collect();
+        users.sort();
         users.dedup();
         let mut out = AdminError::conflict(format!(
             "credential '{name}' is still used by {}; change those first",
@@ -1400,7 +1490,7 @@ async fn rotate_key(
         .commit(
             &auth.actor(),
             vec![Change::RotateKey {
-                project: p,
+                project: p.clone(),
                 id: id.clone(),
                 grace_secs: grace,
             }],
@@ -1409,7 +1499,14 @@ async fn rotate_key(
     let mut out = c.key.as_ref().map(key_json).unwrap_or_default();
     out["key"] = json!(c.revealed);
     out["replaces"] = json!(id);
-    out["replaced_key_expires_at"] = json!(rfc3339(signalbox_store::now_millis() + grace * 1000));
+    let old_expiry = st
+        .store
+        .keys(&p)
+        .await?
+        .into_iter()
+        .find(|k| k.id == id)
+        .and_then(|k| k.expires_at);
+    out["replaced_key_expires_at"] = json!(old_expiry.map(rfc3339));
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
@@ -1439,7 +1536,7 @@ async fn test_provider(
 
 async fn list_users(State(st): State<AdminState>, auth: Auth) -> Result<Json<Value>, AdminError> {
     auth.need_admin()?;
-    Ok(Json(json!({ "data": st.store.users().await? })))
+    Ok(Json(json!({ "data": timed(st.store.users().await?) })))
 }
 
 #[derive(Deserialize)]
@@ -1462,7 +1559,7 @@ async fn create_user(
         .store
         .create_user(&auth.actor(), &b.name, &b.password, &b.roles)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(u))).into_response())
+    Ok((StatusCode::CREATED, Json(timed(u))).into_response())
 }
 
 async fn delete_user(
@@ -1523,7 +1620,7 @@ struct TokenBody {
 
 async fn list_tokens(State(st): State<AdminState>, auth: Auth) -> Result<Json<Value>, AdminError> {
     let user = (!auth.0.is_admin).then_some(auth.0.user.as_str());
-    Ok(Json(json!({ "data": st.store.tokens(user).await? })))
+    Ok(Json(json!({ "data": timed(st.store.tokens(user).await?) })))
 }
 
 async fn create_token(
@@ -1550,7 +1647,7 @@ async fn create_token(
         .store
         .create_token(&auth.actor(), &user, &b.name, expires)
         .await?;
-    let mut out = json!(info);
+    let mut out = timed(info);
     out["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }

@@ -24,48 +24,73 @@ pub fn follow(store: Arc<Store>, live: Arc<Live>, pg_url: Option<String>, stop: 
         tokio::spawn(async move { listen(url, tx, stop).await });
     }
     tokio::spawn(async move {
-        let mut healthy = true;
+        // A store version this node could not apply, and the live version it was tried on:
+        // not retried every tick, only once something changes.
+        let mut rejected: Option<(i64, u64)> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = rx.recv() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
-            match refresh(&store, &live).await {
+            match refresh_once(&store, &live, rejected).await {
+                Ok(Refresh::Rejected(v, errs)) => {
+                    live.set_store_reachable(true);
+                    tracing::error!(
+                        store_version = v,
+                        "the store's config does not validate with this node's config file; keeping the last good config:\n{errs}"
+                    );
+                    rejected = Some((v, live.version()));
+                }
                 Ok(_) => {
-                    if !healthy {
+                    if !live.store_reachable() {
                         tracing::info!("store reachable again");
-                        healthy = true;
                     }
+                    live.set_store_reachable(true);
                 }
                 Err(e) => {
-                    if healthy {
+                    if live.store_reachable() {
                         tracing::error!("store unreachable, serving the last good config: {e}");
-                        healthy = false;
                     }
+                    live.set_store_reachable(false);
                 }
             }
         }
     });
 }
 
-/// Rebuild from the store if it moved on. Ok(true): a new snapshot serves.
+pub enum Refresh {
+    Unchanged,
+    Applied(i64),
+    Rejected(i64, String),
+}
+
+/// Rebuild from the store if it moved on. Err: the store could not be read.
 pub async fn refresh(store: &Store, live: &Live) -> Result<bool, String> {
+    match refresh_once(store, live, None).await? {
+        Refresh::Applied(_) => Ok(true),
+        Refresh::Unchanged => Ok(false),
+        Refresh::Rejected(_, e) => Err(e),
+    }
+}
+
+async fn refresh_once(
+    store: &Store,
+    live: &Live,
+    rejected: Option<(i64, u64)>,
+) -> Result<Refresh, String> {
     let v = store.config_version().await.map_err(|e| e.to_string())?;
-    if v <= live.store_version() {
-        return Ok(false);
+    if v <= live.store_version() || rejected == Some((v, live.version())) {
+        return Ok(Refresh::Unchanged);
     }
     let (catalog, version) = store.load_catalog().await.map_err(|e| e.to_string())?;
     match live.apply_catalog(catalog, version) {
-        Ok(applied) => {
-            if applied {
-                tracing::info!(store_version = version, "store change applied");
-            }
-            Ok(applied)
+        Ok(true) => {
+            tracing::info!(store_version = version, "store change applied");
+            Ok(Refresh::Applied(version))
         }
-        Err(errs) => Err(format!(
-            "the store's config does not validate with this node's config file; keeping the last good config:\n{errs}"
-        )),
+        Ok(false) => Ok(Refresh::Unchanged),
+        Err(errs) => Ok(Refresh::Rejected(version, errs.to_string())),
     }
 }
 

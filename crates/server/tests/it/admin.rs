@@ -41,6 +41,11 @@ impl Node {
     }
 
     pub async fn start_env(db: &str, key: &MasterKey, toml: &str, vars: &[(&str, &str)]) -> Node {
+        // Warnings reach the test's output (shown when it fails).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("signalbox.toml");
         std::fs::write(&config_path, toml).unwrap();
@@ -836,6 +841,16 @@ async fn postgresql_going_away_keeps_traffic_flowing_and_writes_resume_when_it_r
     let via = db.replace(&hostport, &relay.addr.to_string());
     let node = Node::start(&via, &MasterKey::generate(), BASE).await;
     node.route_to("r", "t1", "echo-1").await;
+    let ready = async || {
+        client()
+            .get(format!("{}/ready", node.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
 
     relay.down();
     let r = node
@@ -852,6 +867,14 @@ async fn postgresql_going_away_keeps_traffic_flowing_and_writes_resume_when_it_r
         assert_eq!((s, served_model(&body)), (200, "echo-1"));
     }
 
+    let t0 = Instant::now();
+    while ready().await != 503 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "/ready never noticed the store is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     relay.restore();
     let t0 = Instant::now();
     loop {
@@ -870,6 +893,14 @@ async fn postgresql_going_away_keeps_traffic_flowing_and_writes_resume_when_it_r
     }
     node.route_to("r", "t2", "echo-2").await;
     assert_eq!(served_model(&node.chat("route::r").await.1), "echo-2");
+    let t0 = Instant::now();
+    while ready().await != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "/ready never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -901,6 +932,124 @@ async fn concurrent_edits_with_the_same_etag_let_exactly_one_win() {
         assert_eq!(statuses, vec![200, 412, 412, 412, 412, 412, 412, 412], "{db}");
         let (_, h) = node.get_json("/projects/default/routes/r/history").await;
         assert_eq!(h["data"].as_array().unwrap().len(), 2, "one winner, no lost or doubled version");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn store_objects_cannot_reach_the_servers_environment() {
+    let fake = fake_upstream::FakeUpstream::openai().start().await;
+    each_store(async |db| {
+        let vars = [("OPENAI_API_KEY", "sk-server-env-secret"), ("SOME_SECRET", "s3cr3t-value")];
+        let node = Node::start_env(&db, &MasterKey::generate(), BASE, &vars).await;
+        // An explicit env:: reference in a store object is refused.
+        let r = node
+            .put_json(
+                "/projects/default/providers/evil",
+                json!({"kind": "openai", "base_url": fake.base_url(), "models": ["gpt-4o"], "credential": "env::SOME_SECRET"}),
+            )
+            .await;
+        let (s, e) = error_of(r).await;
+        assert_eq!((s, e["error"]["param"].as_str()), (400, Some("providers.evil.credential")), "{e}");
+        let r = node.put_json("/projects/default/targets/t", json!({"model": "echo-1", "credential": "env::SOME_SECRET"})).await;
+        assert_eq!(error_of(r).await.0, 400);
+        // A store provider with a well-known id does not pick up the conventional variable.
+        let r = node
+            .put_json("/projects/default/providers/openai", json!({"base_url": fake.base_url(), "models": ["gpt-4o"]}))
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        node.put_json("/projects/default/targets/o", json!({"provider": "openai", "model": "gpt-4o"})).await;
+        node.put_json("/projects/default/routes/o", json!({"targets": ["o"]})).await;
+        node.chat("route::o").await;
+        for req in fake.requests() {
+            assert!(req.header("authorization").is_none_or(|a| !a.contains("sk-server-env-secret")));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_name_can_be_created_again_and_keeps_its_history() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("r", "t", "echo-1").await;
+        assert_eq!(
+            node.delete("/projects/default/routes/r").await.status(),
+            204
+        );
+        assert_eq!(node.chat("route::r").await.0, 404);
+        let r = node
+            .put_json(
+                "/projects/default/routes/r",
+                json!({"targets": ["t"], "retry": {"max_retries": 0}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{db}");
+        assert_eq!(header(&r, "etag"), Some("\"3\""));
+        let (_, h) = node.get_json("/projects/default/routes/r/history").await;
+        let versions: Vec<(i64, bool)> = h["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_i64().unwrap(),
+                    v["deleted"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(versions, vec![(3, false), (2, true), (1, false)]);
+        assert_eq!(node.chat("route::r").await.0, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn moving_a_provider_drops_its_targets_credentials_too() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.post_json(
+            "/projects/default/credentials",
+            json!({"name": "k", "value": "sk-target-secret"}),
+        )
+        .await;
+        let r = node
+            .put_json(
+                "/projects/default/providers/p",
+                json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"]}),
+            )
+            .await;
+        assert!(r.status().is_success());
+        let r = node
+            .put_json(
+                "/projects/default/targets/t",
+                json!({"provider": "p", "model": "m", "credential": "credential::k"}),
+            )
+            .await;
+        assert!(r.status().is_success());
+        let r = node
+            .put_json(
+                "/projects/default/targets/u",
+                json!({"model": "m", "credential": "credential::k"}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let r = node
+            .admin(reqwest::Method::PATCH, "/projects/default/providers/p")
+            .json(&json!({"base_url": "http://127.0.0.2:9/v1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for t in ["t", "u"] {
+            let (_, body) = node
+                .get_json(&format!("/projects/default/targets/{t}"))
+                .await;
+            assert!(
+                body.get("credential").is_none(),
+                "target {t} keeps its credential after the move: {body}"
+            );
+        }
     })
     .await;
 }
