@@ -127,7 +127,8 @@ targets = ["t"]
                                       stdout=subprocess.DEVNULL))
         mp = subprocess.Popen(["taskset", "-c", "0", f"{REL}/minproxy", f"127.0.0.1:{MIN_PORT}",
                                f"127.0.0.1:{FAKE_PORT}"], stdout=subprocess.DEVNULL)
-        gw = subprocess.Popen(["taskset", "-c", "0", f"{REL}/signalbox", "serve", "--config", cfg], env=env,
+        gw = subprocess.Popen(["taskset", "-c", "0", f"{REL}/signalbox", "serve", "--config", cfg,
+                               "--data-dir", os.path.join(tmp, "data")], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs += [mp, gw]
         wait_up(f"http://127.0.0.1:{FAKE_PORT}/v1/models")

@@ -368,6 +368,9 @@ fn respond(
                 .as_ref()
                 .and_then(|u| cost(&entry.target.price, u));
             trace.latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0;
+            if let Some(c) = trace.content.as_mut() {
+                c.push_response(&body);
+            }
             sink.record(trace);
             Outcome {
                 status,
@@ -995,6 +998,11 @@ impl Forward {
     async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         loop {
             if let Some(b) = self.out.pop_front() {
+                if let Some((t, _)) = self.trace.as_mut()
+                    && let Some(c) = t.content.as_mut()
+                {
+                    c.push_response(&b);
+                }
                 return Some((Ok(b), self));
             }
             if self.finished {

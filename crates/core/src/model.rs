@@ -427,6 +427,8 @@ pub struct ProjectSnapshot {
     pub provider_models: HashMap<String, Vec<Arc<Provider>>>,
     /// Endpoint kind of each model named by `[models.NAME]` (others are chat).
     pub model_kinds: HashMap<String, EndpointKind>,
+    /// Traces of this project keep request and answer text (capped).
+    pub capture_content: bool,
 }
 
 impl ProjectSnapshot {

@@ -64,6 +64,52 @@ pub struct TraceRecord {
     pub session_id: Option<String>,
     pub traceparent: Option<String>,
     pub invalid_stream_events: u32,
+    /// Request and answer text, only for projects with content capture on.
+    pub content: Option<Box<Captured>>,
+}
+
+/// Most bytes of a request or an answer a trace keeps.
+pub const CAPTURE_CAP: usize = 32 * 1024;
+
+/// Message content of one request, kept only when its project captures content; each side
+/// is cut at [`CAPTURE_CAP`] bytes (on a character boundary) and marked when it was.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Captured {
+    pub request: String,
+    pub response: String,
+    pub request_truncated: bool,
+    pub response_truncated: bool,
+}
+
+impl Captured {
+    pub fn of_request(body: &[u8]) -> Captured {
+        let mut c = Captured::default();
+        c.request_truncated = push_capped(&mut c.request, body);
+        c
+    }
+
+    /// Append answer bytes (a body, or stream chunks as they go out).
+    pub fn push_response(&mut self, bytes: &[u8]) {
+        if !self.response_truncated {
+            self.response_truncated = push_capped(&mut self.response, bytes);
+        }
+    }
+}
+
+/// Append as much of `bytes` (as UTF-8, lossily) as fits under the cap; true when cut.
+fn push_capped(out: &mut String, bytes: &[u8]) -> bool {
+    let room = CAPTURE_CAP.saturating_sub(out.len());
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= room {
+        out.push_str(&text);
+        return false;
+    }
+    let mut cut = room;
+    while cut > 0 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&text[..cut]);
+    true
 }
 
 /// How long the writer lets records gather between batches.

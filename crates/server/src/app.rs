@@ -360,6 +360,11 @@ async fn proxy(
             trace,
         );
     };
+    if ps.capture_content {
+        trace.content = Some(Box::new(signalbox_core::trace::Captured::of_request(
+            &bytes,
+        )));
+    }
     let resolved = match resolve(ps, endpoint, &peeked.model) {
         Ok(r) => r,
         Err(e) => return fail(e, trace),

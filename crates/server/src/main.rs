@@ -308,8 +308,13 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
         tracing::info!("admin API listening on http://{}/admin/v1", l.local_addr()?);
         admin_task = Some(serve::start_admin(l, router, stop.clone()));
     }
-    let traces: Arc<dyn signalbox_core::trace::TraceStore> = store.clone();
-    let running = serve::start_with(live, listener, same, Some(traces))?;
+    let traces: Option<Arc<dyn signalbox_core::trace::TraceStore>> = if loc.store_traces {
+        Some(store.clone())
+    } else {
+        tracing::info!("[store] traces = false: trace records feed metrics and logs only");
+        None
+    };
+    let running = serve::start_with(live, listener, same, traces)?;
     admin::sync::retain_traces(store.clone(), loc.trace_retention_days, stop.clone());
     tracing::info!(
         config_version = snap.version,

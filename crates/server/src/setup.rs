@@ -14,6 +14,8 @@ pub struct StoreArgs {
 
 #[derive(Debug, Clone)]
 pub struct StoreLocation {
+    /// `[store] traces` (default true): store trace records.
+    pub store_traces: bool,
     /// `[store] trace_retention_days` (default 30; 0 keeps traces forever).
     pub trace_retention_days: u64,
     pub url: String,
@@ -68,6 +70,7 @@ pub fn locate(
         None => data_dir.join("master.key"),
     };
     Ok(StoreLocation {
+        store_traces: raw.traces.unwrap_or(true),
         trace_retention_days: raw.trace_retention_days.unwrap_or(30),
         url,
         data_dir,

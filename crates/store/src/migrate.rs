@@ -8,6 +8,11 @@ use sqlx::{AnyPool, Row};
 pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
     (2, "traces", include_str!("../migrations/0002_traces.sql")),
+    (
+        3,
+        "trace content",
+        include_str!("../migrations/0003_trace_content.sql"),
+    ),
 ];
 
 /// Apply what is missing; returns the versions applied now.

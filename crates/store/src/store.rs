@@ -116,6 +116,12 @@ pub enum Change {
     DeleteProject {
         name: String,
     },
+    /// Set what is given; None leaves a field as it is.
+    UpdateProject {
+        name: String,
+        description: Option<String>,
+        content_capture: Option<bool>,
+    },
     /// Create or replace an object; `if_match` the version the writer last saw;
     /// `create_only` refuses to replace.
     PutObject {
@@ -218,6 +224,8 @@ pub struct ApiKeyInfo {
 pub struct ProjectInfo {
     pub name: String,
     pub description: String,
+    /// Traces keep request and answer text (capped).
+    pub content_capture: bool,
     pub created_at: i64,
 }
 
@@ -314,6 +322,15 @@ fn object_record(r: &AnyRow) -> Result<ObjectRecord, StoreError> {
         version: r.try_get("version")?,
         updated_at: r.try_get("updated_at")?,
         updated_by: r.try_get("updated_by")?,
+    })
+}
+
+fn project_info(r: &AnyRow) -> Result<ProjectInfo, StoreError> {
+    Ok(ProjectInfo {
+        name: r.try_get(0)?,
+        description: r.try_get(1)?,
+        content_capture: r.try_get::<i64, _>(2)? != 0,
+        created_at: r.try_get(3)?,
     })
 }
 
@@ -424,12 +441,18 @@ impl Store {
             .fetch_one(&mut **tx)
             .await?
             .try_get(0)?;
-        let projects = sqlx::query("SELECT name FROM projects ORDER BY name")
+        let mut projects = Vec::new();
+        let mut capture_content = Vec::new();
+        for r in sqlx::query("SELECT name, content_capture FROM projects ORDER BY name")
             .fetch_all(&mut **tx)
             .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
+        {
+            let name: String = r.try_get(0)?;
+            if r.try_get::<i64, _>(1)? != 0 {
+                capture_content.push(name.clone());
+            }
+            projects.push(name);
+        }
         let mut objects = Vec::new();
         for r in sqlx::query(
             "SELECT kind, project, name, body, version FROM objects ORDER BY kind, name",
@@ -493,6 +516,7 @@ impl Store {
         Ok((
             Catalog {
                 projects,
+                capture_content,
                 objects,
                 credentials,
                 keys,
@@ -645,6 +669,42 @@ impl Store {
                     &format!("project:{name}"),
                     None,
                     Some(&after),
+                )
+                .await?;
+            }
+            Change::UpdateProject {
+                name,
+                description,
+                content_capture,
+            } => {
+                let before = self.project_in(tx, name).await?;
+                if let Some(d) = description {
+                    sqlx::query("UPDATE projects SET description = $1 WHERE name = $2")
+                        .bind(d.clone())
+                        .bind(name.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                if let Some(c) = content_capture {
+                    sqlx::query("UPDATE projects SET content_capture = $1 WHERE name = $2")
+                        .bind(*c as i64)
+                        .bind(name.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                let after = self.project_in(tx, name).await?;
+                let (b, a) = (
+                    serde_json::to_value(&before).ok(),
+                    serde_json::to_value(&after).ok(),
+                );
+                Self::audit(
+                    tx,
+                    actor,
+                    Some(name),
+                    "update",
+                    &format!("project:{name}"),
+                    b.as_ref(),
+                    a.as_ref(),
                 )
                 .await?;
             }
@@ -1096,18 +1156,25 @@ impl Store {
     // ---- reads ----
 
     pub async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
-        sqlx::query("SELECT name, description, created_at FROM projects ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(ProjectInfo {
-                    name: r.try_get(0)?,
-                    description: r.try_get(1)?,
-                    created_at: r.try_get(2)?,
-                })
-            })
-            .collect()
+        sqlx::query(
+            "SELECT name, description, content_capture, created_at FROM projects ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(project_info)
+        .collect()
+    }
+
+    async fn project_in(&self, tx: &mut Tx<'_>, name: &str) -> Result<ProjectInfo, StoreError> {
+        let r = sqlx::query(
+            "SELECT name, description, content_capture, created_at FROM projects WHERE name = $1",
+        )
+        .bind(name.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no project named '{name}'")))?;
+        project_info(&r)
     }
 
     pub async fn project(&self, name: &str) -> Result<Option<ProjectInfo>, StoreError> {

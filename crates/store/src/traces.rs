@@ -10,7 +10,7 @@ use signalbox_core::trace::TraceRecord;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id";
+const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id, content_json";
 
 /// A stored trace, as the query API returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +46,9 @@ pub struct TraceRow {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub trace_id: Option<String>,
+    /// Captured request and answer text (projects with content capture on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
 }
 
 fn row(r: &AnyRow) -> Result<TraceRow, StoreError> {
@@ -82,6 +85,9 @@ fn row(r: &AnyRow) -> Result<TraceRow, StoreError> {
         user_id: r.try_get("user_id")?,
         session_id: r.try_get("session_id")?,
         trace_id: r.try_get("trace_id")?,
+        content: r
+            .try_get::<Option<String>, _>("content_json")?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
@@ -303,7 +309,7 @@ impl Store {
     pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         let sql = format!(
-            "INSERT INTO traces ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31) ON CONFLICT (id) DO NOTHING"
+            "INSERT INTO traces ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) ON CONFLICT (id) DO NOTHING"
         );
         for r in batch {
             let last = r.attempts.last();
@@ -341,6 +347,11 @@ impl Store {
                 .bind(r.user_id.clone())
                 .bind(r.session_id.clone())
                 .bind(trace_id(r.traceparent.as_deref()))
+                .bind(
+                    r.content
+                        .as_ref()
+                        .and_then(|c| serde_json::to_string(c).ok()),
+                )
                 .execute(&mut *tx)
                 .await?;
         }

@@ -74,6 +74,8 @@ pub struct CatalogCredential {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub projects: Vec<String>,
+    /// Projects whose traces keep message content.
+    pub capture_content: Vec<String>,
     pub objects: Vec<CatalogObject>,
     /// `credential::NAME` references resolve here.
     pub credentials: HashMap<String, CatalogCredential>,
@@ -87,6 +89,7 @@ impl Catalog {
     pub fn file_only() -> Catalog {
         Catalog {
             projects: Vec::new(),
+            capture_content: Vec::new(),
             objects: Vec::new(),
             credentials: HashMap::new(),
             keys: Vec::new(),

@@ -72,6 +72,9 @@ pub struct RawStore {
     pub data_dir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub master_key_file: Option<String>,
+    /// Whether trace records are stored (default true; false: metrics and logs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<bool>,
     /// Days traces are kept (default 30; 0 keeps them forever).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_retention_days: Option<u64>,

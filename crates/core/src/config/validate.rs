@@ -859,6 +859,9 @@ pub fn build_snapshot(
     for name in &catalog.projects {
         proj_mut(&mut projects, name);
     }
+    for name in &catalog.capture_content {
+        proj_mut(&mut projects, name).capture_content = true;
+    }
 
     if !cx.errors.is_empty() {
         return Err(ConfigErrors(cx.errors));

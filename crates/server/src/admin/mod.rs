@@ -73,7 +73,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/me", get(me))
         .route("/openapi.json", get(openapi::document))
         .route("/projects", get(list_projects).post(create_project))
-        .route("/projects/{p}", get(get_project).delete(delete_project))
+        .route(
+            "/projects/{p}",
+            get(get_project).patch(patch_project).delete(delete_project),
+        )
         .route("/projects/{p}/explain", post(explain))
         .route("/projects/{p}/export", get(export))
         .route("/projects/{p}/audit", get(project_audit))
@@ -570,6 +573,41 @@ async fn get_project(
     Path(p): Path<String>,
 ) -> Result<Json<Value>, AdminError> {
     auth.need(&p, 1)?;
+    let info = st
+        .store
+        .project(&p)
+        .await?
+        .ok_or_else(|| AdminError::not_found(format!("no project named '{p}'")))?;
+    Ok(Json(timed(info)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectPatch {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    content_capture: Option<bool>,
+}
+
+/// Change a project's description or content capture (owner).
+async fn patch_project(
+    State(st): State<AdminState>,
+    auth: Auth,
+    Path(p): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    need_project(&st, &auth, &p, 3).await?;
+    let b: ProjectPatch = parse_json(&body)?;
+    st.commit(
+        &auth.actor(),
+        vec![Change::UpdateProject {
+            name: p.clone(),
+            description: b.description,
+            content_capture: b.content_capture,
+        }],
+    )
+    .await?;
     let info = st
         .store
         .project(&p)

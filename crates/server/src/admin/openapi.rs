@@ -60,12 +60,60 @@ const OPERATIONS: &[Operation] = &[
         "projects",
     ),
     (
+        "patch",
+        "/projects/{project}",
+        "Change a project's description or content capture (owner)",
+        Some("ProjectPatch"),
+        200,
+        "projects",
+    ),
+    (
         "delete",
         "/projects/{project}",
         "Delete an empty project (admin)",
         None,
         204,
         "projects",
+    ),
+    (
+        "get",
+        "/projects/{project}/traces",
+        "Traces, newest first: filters from, to, status, endpoint, route, variant, provider, model, key, user, session, min_tokens, max_tokens; order, limit, cursor, content",
+        None,
+        200,
+        "traces",
+    ),
+    (
+        "get",
+        "/projects/{project}/traces/{id}",
+        "One trace with its attempts (and captured content)",
+        None,
+        200,
+        "traces",
+    ),
+    (
+        "get",
+        "/projects/{project}/traces/aggregate",
+        "Figures by route, variant, provider, model, endpoint or status: requests, error rate, latency and TTFT percentiles, tokens, cost",
+        None,
+        200,
+        "traces",
+    ),
+    (
+        "get",
+        "/projects/{project}/traces/export",
+        "Every matching trace as JSON lines (content=false leaves captured content out)",
+        None,
+        200,
+        "traces",
+    ),
+    (
+        "get",
+        "/projects/{project}/{collection}/{name}/experiment",
+        "Per-variant figures of an experiment route or function, beside its weights",
+        None,
+        200,
+        "traces",
     ),
     (
         "post",
@@ -348,6 +396,8 @@ fn build() -> Value {
                 "details": {"type": "array", "items": {"type": "object", "properties": {"param": {"type": "string"}, "message": {"type": "string"}}}}}}}},
         "Login": {"type": "object", "required": ["username", "password"], "additionalProperties": false,
             "properties": {"username": {"type": "string"}, "password": {"type": "string"}}},
+        "ProjectPatch": {"type": "object", "additionalProperties": false,
+            "properties": {"description": {"type": "string"}, "content_capture": {"type": "boolean"}}},
         "Project": {"type": "object", "required": ["name"], "additionalProperties": false,
             "properties": {"name": {"type": "string"}, "description": {"type": "string"}}},
         "Explain": {"type": "object", "required": ["model"], "additionalProperties": false,
@@ -380,7 +430,8 @@ fn build() -> Value {
             COLLECTIONS
                 .iter()
                 .filter(|(c, _)| {
-                    !path.contains("/variants/") || matches!(*c, "routes" | "functions")
+                    !(path.contains("/variants/") || path.ends_with("/experiment"))
+                        || matches!(*c, "routes" | "functions")
                 })
                 .map(|(c, schema)| {
                     let body = match body {

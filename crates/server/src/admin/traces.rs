@@ -35,6 +35,8 @@ pub struct TraceQuery {
     cursor: Option<String>,
     /// Aggregates: route, variant, provider, model, endpoint, status.
     by: Option<String>,
+    /// Include captured content: lists default to no, one trace and exports to yes.
+    content: Option<bool>,
 }
 
 /// A time as RFC 3339 or Unix milliseconds.
@@ -97,8 +99,15 @@ fn query_of(
 }
 
 fn trace_json(t: &TraceRow) -> Value {
+    trace_json_with(t, true)
+}
+
+fn trace_json_with(t: &TraceRow, content: bool) -> Value {
     let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
     v["time"] = json!(rfc3339(t.time));
+    if !content && let Some(o) = v.as_object_mut() {
+        o.remove("content");
+    }
     v
 }
 
@@ -120,8 +129,9 @@ pub async fn list(
         )
         .await
         .map_err(|e| AdminError::from(e).with_param("cursor"))?;
+    let with_content = q.content.unwrap_or(false);
     Ok(Json(json!({
-        "data": page.data.iter().map(trace_json).collect::<Vec<_>>(),
+        "data": page.data.iter().map(|t| trace_json_with(t, with_content)).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,
     })))
 }
@@ -161,6 +171,7 @@ pub async fn export(
     need_project(&st, &auth, &p, 1).await?;
     let q = query_of(q)?;
     let filter = q.filter(&p)?;
+    let with_content = q.content.unwrap_or(true);
     let store = st.store.clone();
     let stream = futures_util::stream::unfold(Some(None::<String>), move |state| {
         let store = store.clone();
@@ -171,7 +182,7 @@ pub async fn export(
                 Ok(page) => {
                     let mut chunk = String::new();
                     for t in &page.data {
-                        chunk.push_str(&trace_json(t).to_string());
+                        chunk.push_str(&trace_json_with(t, with_content).to_string());
                         chunk.push('\n');
                     }
                     let next = page.next_cursor.map(Some);

@@ -412,3 +412,66 @@ async fn metrics_are_prometheus_text_with_bounded_labels_and_an_optional_token()
     );
     assert!(!m.contains("m-secret") && !m.contains(BOOT_KEY));
 }
+
+#[tokio::test]
+async fn content_capture_keeps_request_and_answer_text_only_where_switched_on() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        node.route_to("r", "t", "echo-1").await;
+        assert_eq!(node.chat("route::r").await.0, 200);
+        traces(&node, "", 1).await;
+        let r = node
+            .admin(reqwest::Method::PATCH, "/projects/default")
+            .json(&json!({"content_capture": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["content_capture"], true);
+        let (s, answer) = node.chat("route::r").await;
+        assert_eq!(s, 200);
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(BOOT_KEY)
+            .json(&json!({"model": "route::r", "stream": true, "messages": [{"role": "user", "content": "x".repeat(40_000)}]}))
+            .send()
+            .await
+            .unwrap();
+        let streamed = r.text().await.unwrap();
+        let data = traces(&node, "order=asc&content=true", 3).await;
+        assert!(data[0].get("content").is_none(), "captured before it was on: {db}");
+        let plain = &data[1]["content"];
+        assert!(plain["request"].as_str().unwrap().contains("Say hello"), "{plain}");
+        let said = answer["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(plain["response"].as_str().unwrap().contains(said));
+        let big = &data[2]["content"];
+        assert_eq!(big["request_truncated"], true);
+        assert_eq!(big["request"].as_str().unwrap().len(), 32 * 1024);
+        assert!(streamed.starts_with(&big["response"].as_str().unwrap()[..20]));
+        // Lists leave content out unless asked; an export leaves it out on request.
+        let (_, list) = node.get_json("/projects/default/traces").await;
+        assert!(list["data"].as_array().unwrap().iter().all(|t| t.get("content").is_none()));
+        let lines = node
+            .admin(reqwest::Method::GET, "/projects/default/traces/export?content=false")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!lines.contains("Say hello"));
+        // Viewers cannot switch it (owner only).
+        node.post_json("/users", json!({"name": "v", "password": "viewer-pass-1", "roles": {"default": "editor"}})).await;
+        let tok = crate::admin::login(&node.url, "v", "viewer-pass-1").await.unwrap();
+        let r = client()
+            .patch(format!("{}/admin/v1/projects/default", node.url))
+            .bearer_auth(tok)
+            .json(&json!({"content_capture": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 403);
+    })
+    .await;
+}
