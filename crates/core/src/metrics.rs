@@ -217,7 +217,7 @@ impl Metrics {
         );
         registry.register(
             "signalbox_traces_dropped",
-            "Trace records dropped because the queue was full",
+            "Trace records lost: the queue was full, or the store refused their batch",
             m.traces_dropped.clone(),
         );
         registry.register(

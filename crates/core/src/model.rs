@@ -466,16 +466,17 @@ pub struct ServerSettings {
 pub struct KeyEntry {
     pub id: String,
     pub project: String,
-    /// Unix seconds after which the key no longer works (expiry, or the end of a rotation's grace).
-    pub expires_at: Option<i64>,
+    /// Unix milliseconds from which the key no longer works (expiry, or the end of a
+    /// rotation's grace).
+    pub expires_at_ms: Option<i64>,
 }
 
 impl KeyEntry {
     pub fn expired(&self) -> bool {
-        self.expires_at.is_some_and(|t| {
+        self.expires_at_ms.is_some_and(|t| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
+                .map(|d| d.as_millis() as i64)
                 .unwrap_or(i64::MAX);
             now >= t
         })

@@ -27,6 +27,7 @@ const TABLE: &[(&str, f64, f64, Option<f64>)] = &[
     ("text-embedding-3-large", 0.13, 0.0, None),
     ("text-embedding-ada-002", 0.10, 0.0, None),
     // Anthropic (cached input = cache read)
+    ("claude-opus-4-5", 5.0, 25.0, Some(0.50)),
     ("claude-opus-4-1", 15.0, 75.0, Some(1.50)),
     ("claude-opus-4", 15.0, 75.0, Some(1.50)),
     ("claude-sonnet-4-5", 3.0, 15.0, Some(0.30)),
@@ -50,10 +51,15 @@ pub fn builtin(model: &str) -> Option<Price> {
     let m = model.rsplit('/').next().unwrap_or(model);
     let mut best: Option<&(&str, f64, f64, Option<f64>)> = None;
     for row in TABLE {
+        // A snapshot suffix is a date (`-20250514`, `-2024-08-06`) or `-latest`; a short
+        // number is another model (`claude-opus-4-5` is not `claude-opus-4`).
         let hit = m == row.0
             || m.strip_prefix(row.0).is_some_and(|rest| {
                 rest.strip_prefix('-').is_some_and(|s| {
-                    s == "latest" || s.chars().next().is_some_and(|c| c.is_ascii_digit())
+                    s == "latest"
+                        || (s.len() >= 8
+                            && s.starts_with(|c: char| c.is_ascii_digit())
+                            && s.chars().all(|c| c.is_ascii_digit() || c == '-'))
                 })
             });
         if hit && best.is_none_or(|b| row.0.len() > b.0.len()) {
@@ -96,6 +102,11 @@ mod tests {
             Some(3.0)
         );
         assert!(builtin("gpt-4o-audio-preview").is_none());
+        assert_eq!(builtin("claude-opus-4-5").unwrap().input, Some(5.0));
+        assert!(
+            builtin("claude-opus-4-7").is_none(),
+            "an unknown newer model stays unpriced"
+        );
         assert!(builtin("llama3.1").is_none());
     }
 

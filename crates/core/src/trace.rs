@@ -236,6 +236,7 @@ async fn write_batch(batch: &mut Vec<TraceRecord>, store: Option<&dyn TraceStore
                     }
                     Err(e) => {
                         m.trace_write_errors.inc();
+                        m.traces_dropped.inc_by(batch.len() as u64);
                         tracing::warn!(records = batch.len(), "trace batch not stored: {e}");
                         break;
                     }

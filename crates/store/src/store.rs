@@ -509,7 +509,7 @@ impl Store {
                 KeyEntry {
                     id: r.try_get(0)?,
                     project: r.try_get(1)?,
-                    expires_at: expires.map(|ms| ms.div_euclid(1000)),
+                    expires_at_ms: expires,
                 },
             ));
         }

@@ -225,7 +225,7 @@ async fn gateway_keys_are_stored_only_as_keyed_hashes() {
             .unwrap();
         let new = c2.revealed.unwrap();
         let old_entry = cat.keys.iter().find(|(_, e)| e.id == info.id).unwrap();
-        assert!(old_entry.1.expires_at.is_some());
+        assert!(old_entry.1.expires_at_ms.is_some());
         assert!(
             cat.keys
                 .iter()

@@ -164,8 +164,9 @@ impl Where {
         }
         if let Some(s) = &f.status {
             match s.as_str() {
-                "error" => w.and("status >= 400", vec![]),
-                "ok" => w.and("status < 400", vec![]),
+                // A stream cut after its first byte keeps status 200 but is an error.
+                "error" => w.and("(status >= 400 OR error_code IS NOT NULL)", vec![]),
+                "ok" => w.and("(status < 400 AND error_code IS NULL)", vec![]),
                 c if c.len() == 3 && c.ends_with("xx") => {
                     let d = c[..1].parse::<i64>().map_err(|_| {
                         StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
@@ -200,7 +201,12 @@ impl Where {
             }
         }
         if let Some(v) = &f.variant {
-            w.and("serving_variant = ?", vec![Bind::S(v.clone())]);
+            // A request that failed everywhere has no serving variant: it counts for the one
+            // it was assigned.
+            w.and(
+                "COALESCE(serving_variant, assigned_variant) = ?",
+                vec![Bind::S(v.clone())],
+            );
         }
         if let Some(v) = &f.provider {
             w.and("provider = ?", vec![Bind::S(v.clone())]);
@@ -291,7 +297,7 @@ pub const GROUPS: &[&str] = &[
 fn group_column(by: &str) -> Result<&'static str, StoreError> {
     Ok(match by {
         "route" => "route",
-        "variant" => "serving_variant",
+        "variant" => "COALESCE(serving_variant, assigned_variant)",
         "provider" => "provider",
         "model" => "model",
         "endpoint" => "endpoint",
@@ -444,7 +450,7 @@ impl Store {
         };
         let sums = format!(
             // SUM of integers is NUMERIC on PostgreSQL: cast back to BIGINT for both.
-            "SELECT {g} AS grp, COUNT(*), CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT), \
+            "SELECT {g} AS grp, COUNT(*), CAST(SUM(CASE WHEN status >= 400 OR error_code IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT), \
              CAST(SUM(COALESCE(input_tokens, 0)) AS BIGINT), CAST(SUM(COALESCE(output_tokens, 0)) AS BIGINT), \
              CAST(SUM(COALESCE(cached_tokens, 0)) AS BIGINT), \
              SUM(cost_usd), COUNT(cost_usd), COUNT(ttft_ms) FROM traces{} GROUP BY {g}",

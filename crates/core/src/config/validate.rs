@@ -848,7 +848,7 @@ pub fn build_snapshot(
             KeyEntry {
                 id: name.clone(),
                 project: proj,
-                expires_at: None,
+                expires_at_ms: None,
             },
         );
     }

@@ -100,6 +100,10 @@ impl From<StoreError> for AdminError {
                     details,
                 }
             }
+            StoreError::MasterKey(m) => {
+                tracing::error!("store: {m}");
+                AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", m)
+            }
             StoreError::Db(e) => {
                 tracing::error!("store: {e}");
                 AdminError::new(

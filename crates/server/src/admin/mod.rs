@@ -478,9 +478,15 @@ fn timed(v: impl serde::Serialize) -> Value {
     v
 }
 
+/// Unix milliseconds as RFC 3339 in UTC, with milliseconds.
 pub(crate) fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    httpdate_rfc3339(t)
+    let whole = httpdate_rfc3339(t);
+    format!(
+        "{}.{:03}Z",
+        whole.trim_end_matches('Z'),
+        ms.rem_euclid(1000)
+    )
 }
 
 fn httpdate_rfc3339(t: std::time::SystemTime) -> String {

@@ -98,6 +98,23 @@ fn query_of(
     })
 }
 
+/// Name the query parameter a store refusal is about.
+fn param_of(mut e: AdminError) -> AdminError {
+    if e.code == "bad_request" {
+        for (start, p) in [
+            ("invalid cursor", "cursor"),
+            ("status '", "status"),
+            ("cannot group by", "by"),
+        ] {
+            if e.message.starts_with(start) {
+                e.param = Some(p.to_string());
+                break;
+            }
+        }
+    }
+    e
+}
+
 fn trace_json(t: &TraceRow) -> Value {
     trace_json_with(t, true)
 }
@@ -128,7 +145,7 @@ pub async fn list(
             q.cursor.as_deref(),
         )
         .await
-        .map_err(|e| AdminError::from(e).with_param("cursor"))?;
+        .map_err(|e| param_of(AdminError::from(e)))?;
     let with_content = q.content.unwrap_or(false);
     Ok(Json(json!({
         "data": page.data.iter().map(|t| trace_json_with(t, with_content)).collect::<Vec<_>>(),
@@ -157,7 +174,7 @@ pub async fn aggregate(
         .store
         .aggregate(&q.filter(&p)?, q.by.as_deref())
         .await
-        .map_err(|e| AdminError::from(e).with_param("by"))?;
+        .map_err(|e| param_of(AdminError::from(e)))?;
     Ok(Json(json!({ "by": q.by, "data": data })))
 }
 
