@@ -314,6 +314,26 @@ fn gateway_headers(
     h
 }
 
+/// The variant's params and what the caller had sent for the same keys (null: nothing).
+/// Parses the body again, but only for experiments whose variants set params.
+fn overridden_params(
+    body: &Bytes,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let caller: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).unwrap_or_default();
+    let mine: serde_json::Map<String, serde_json::Value> = params
+        .keys()
+        .map(|k| {
+            (
+                k.clone(),
+                caller.get(k).cloned().unwrap_or(serde_json::Value::Null),
+            )
+        })
+        .collect();
+    serde_json::json!({ "variant": params, "caller": mine })
+}
+
 fn finish_error(
     ex: &Exchange<'_>,
     entry: Option<&PlannedTarget>,
@@ -342,6 +362,9 @@ fn respond(
 ) -> Outcome {
     let mut headers = gateway_headers(ex, Some(entry), plan, attempts);
     trace.serving_variant = entry.variant.as_ref().map(|v| v.name.clone());
+    if let Some(v) = entry.variant.as_ref().filter(|v| !v.params.is_empty()) {
+        trace.params = Some(Box::new(overridden_params(&ex.body, &v.params)));
+    }
     // One pass over the upstream's headers (a handful) beats a lookup per allowed name.
     let copy_upstream = |up: &HeaderMap, headers: &mut HeaderMap| {
         for (name, v) in up {

@@ -66,6 +66,9 @@ pub struct TraceRecord {
     pub invalid_stream_events: u32,
     /// Request and answer text, only for projects with content capture on.
     pub content: Option<Box<Captured>>,
+    /// When a variant's generation params overrode the caller's: both,
+    /// `{"variant": {...}, "caller": {...}}` (the caller's value, or null, for each key).
+    pub params: Option<Box<serde_json::Value>>,
 }
 
 /// Most bytes of a request or an answer a trace keeps.

@@ -13,6 +13,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace content",
         include_str!("../migrations/0003_trace_content.sql"),
     ),
+    (
+        4,
+        "trace params",
+        include_str!("../migrations/0004_trace_params.sql"),
+    ),
 ];
 
 /// Apply what is missing; returns the versions applied now.

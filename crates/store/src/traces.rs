@@ -10,7 +10,8 @@ use signalbox_core::trace::TraceRecord;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id, content_json";
+const COLUMN_COUNT: usize = 33;
+const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id, content_json, params_json";
 
 /// A stored trace, as the query API returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +50,8 @@ pub struct TraceRow {
     /// Captured request and answer text (projects with content capture on).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<Value>,
+    /// A variant's generation params and the caller's values they overrode.
+    pub params: Option<Value>,
 }
 
 fn row(r: &AnyRow) -> Result<TraceRow, StoreError> {
@@ -87,6 +90,9 @@ fn row(r: &AnyRow) -> Result<TraceRow, StoreError> {
         trace_id: r.try_get("trace_id")?,
         content: r
             .try_get::<Option<String>, _>("content_json")?
+            .and_then(|c| serde_json::from_str(&c).ok()),
+        params: r
+            .try_get::<Option<String>, _>("params_json")?
             .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
@@ -281,15 +287,6 @@ pub struct Aggregate {
     pub priced_requests: i64,
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 pub const GROUPS: &[&str] = &[
     "route", "variant", "provider", "model", "endpoint", "status",
 ];
@@ -311,55 +308,74 @@ fn group_column(by: &str) -> Result<&'static str, StoreError> {
 }
 
 impl Store {
-    /// Store a batch in one transaction.
+    /// Store a batch in one transaction, many rows per statement (one round trip to the
+    /// database per slice, not per record).
     pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
+        const PER_STATEMENT: usize = 100; // 33 values a row: well under either database's limit
         let mut tx = self.pool().begin().await?;
-        let sql = format!(
-            "INSERT INTO traces ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32) ON CONFLICT (id) DO NOTHING"
-        );
-        for r in batch {
-            let last = r.attempts.last();
-            let attempts = serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into());
-            let u = r.usage.as_ref();
-            sqlx::query(&sql)
-                .bind(r.id.clone())
-                .bind(r.project.clone())
-                .bind(r.time_unix_ms as i64)
-                .bind(r.client_request_id.clone())
-                .bind(r.key_id.clone())
-                .bind(r.endpoint.to_string())
-                .bind(r.requested_model.clone())
-                .bind(r.layer.map(str::to_string))
-                .bind(r.route.clone())
-                .bind(r.route_version.map(|v| v as i64))
-                .bind(r.assigned_variant.clone())
-                .bind(r.serving_variant.clone())
-                .bind(r.sticky_source.map(str::to_string))
-                .bind(last.map(|a| a.target.provider.id.clone()))
-                .bind(last.map(|a| a.target.name.clone()))
-                .bind(last.map(|a| a.target.model.clone()))
-                .bind(r.attempts.len() as i64)
-                .bind(attempts)
-                .bind(r.status as i64)
-                .bind(r.error_code.map(str::to_string))
-                .bind(r.latency_ms)
-                .bind(r.ttft_ms)
-                .bind(u.map(|u| u.prompt_tokens as i64))
-                .bind(u.map(|u| u.completion_tokens as i64))
-                .bind(u.map(|u| u.cached_tokens() as i64))
-                .bind(u.map(|u| u.reasoning_tokens() as i64))
-                .bind(r.cost_usd)
-                .bind(r.stream as i64)
-                .bind(r.user_id.clone())
-                .bind(r.session_id.clone())
-                .bind(trace_id(r.traceparent.as_deref()))
-                .bind(
-                    r.content
-                        .as_ref()
-                        .and_then(|c| serde_json::to_string(c).ok()),
-                )
-                .execute(&mut *tx)
-                .await?;
+        for slice in batch.chunks(PER_STATEMENT) {
+            let mut sql = format!("INSERT INTO traces ({COLUMNS}) VALUES ");
+            let mut n = 0;
+            for i in 0..slice.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 0..COLUMN_COUNT {
+                    n += 1;
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (id) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for r in slice {
+                let last = r.attempts.last();
+                let u = r.usage.as_ref();
+                q = q
+                    .bind(r.id.clone())
+                    .bind(r.project.clone())
+                    .bind(r.time_unix_ms as i64)
+                    .bind(r.client_request_id.clone())
+                    .bind(r.key_id.clone())
+                    .bind(r.endpoint.to_string())
+                    .bind(r.requested_model.clone())
+                    .bind(r.layer.map(str::to_string))
+                    .bind(r.route.clone())
+                    .bind(r.route_version.map(|v| v as i64))
+                    .bind(r.assigned_variant.clone())
+                    .bind(r.serving_variant.clone())
+                    .bind(r.sticky_source.map(str::to_string))
+                    .bind(last.map(|a| a.target.provider.id.clone()))
+                    .bind(last.map(|a| a.target.name.clone()))
+                    .bind(last.map(|a| a.target.model.clone()))
+                    .bind(r.attempts.len() as i64)
+                    .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
+                    .bind(r.status as i64)
+                    .bind(r.error_code.map(str::to_string))
+                    .bind(r.latency_ms)
+                    .bind(r.ttft_ms)
+                    .bind(u.map(|u| u.prompt_tokens as i64))
+                    .bind(u.map(|u| u.completion_tokens as i64))
+                    .bind(u.map(|u| u.cached_tokens() as i64))
+                    .bind(u.map(|u| u.reasoning_tokens() as i64))
+                    .bind(r.cost_usd)
+                    .bind(r.stream as i64)
+                    .bind(r.user_id.clone())
+                    .bind(r.session_id.clone())
+                    .bind(trace_id(r.traceparent.as_deref()))
+                    .bind(
+                        r.content
+                            .as_ref()
+                            .and_then(|c| serde_json::to_string(c).ok()),
+                    )
+                    .bind(r.params.as_ref().map(|p| p.to_string()));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -485,32 +501,56 @@ impl Store {
                 priced_requests: r.try_get(7)?,
             });
         }
-        // Percentiles: the latencies of the matching rows, per group.
-        let lat = format!(
-            "SELECT {g} AS grp, latency_ms, ttft_ms FROM traces{}",
-            w.sql
-        );
-        let mut per: std::collections::HashMap<Option<String>, (Vec<f64>, Vec<f64>)> =
-            std::collections::HashMap::new();
-        for r in bind_all(sqlx::query(&lat), &w.binds)
-            .fetch_all(self.pool())
-            .await?
-        {
-            let e = per.entry(r.try_get(0)?).or_default();
-            e.0.push(r.try_get(1)?);
-            if let Some(t) = r.try_get::<Option<f64>, _>(2)? {
-                e.1.push(t);
-            }
-        }
-        for a in &mut out {
-            if let Some((l, t)) = per.get_mut(&a.group) {
-                l.sort_by(f64::total_cmp);
-                t.sort_by(f64::total_cmp);
-                a.latency_ms_p50 = percentile(l, 50.0);
-                a.latency_ms_p95 = percentile(l, 95.0);
-                a.latency_ms_p99 = percentile(l, 99.0);
-                a.ttft_ms_p50 = percentile(t, 50.0);
-                a.ttft_ms_p95 = percentile(t, 95.0);
+        // Percentiles, nearest rank (rank = ceil(p/100 * n)), picked in the database with
+        // window functions: the sort runs there and only the chosen rows come back.
+        for (column, targets) in [
+            ("latency_ms", [50, 95, 99].as_slice()),
+            ("ttft_ms", [50, 95].as_slice()),
+        ] {
+            let ranks = targets
+                .iter()
+                .map(|p| format!("rn = (cnt * {p} + 99) / 100"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let not_null = if column == "ttft_ms" {
+                if w.sql.is_empty() {
+                    " WHERE ttft_ms IS NOT NULL"
+                } else {
+                    " AND ttft_ms IS NOT NULL"
+                }
+            } else {
+                ""
+            };
+            let sql = format!(
+                "SELECT grp, v, rn, cnt FROM (\
+                   SELECT grp, v, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY v) AS rn, COUNT(*) OVER (PARTITION BY grp) AS cnt \
+                   FROM (SELECT {g} AS grp, {column} AS v FROM traces{}{not_null}) sub\
+                 ) ranked WHERE {ranks}",
+                w.sql
+            );
+            for r in bind_all(sqlx::query(&sql), &w.binds)
+                .fetch_all(self.pool())
+                .await?
+            {
+                let grp: Option<String> = r.try_get(0)?;
+                let v: f64 = r.try_get(1)?;
+                let rn: i64 = r.try_get(2)?;
+                let cnt: i64 = r.try_get(3)?;
+                let Some(a) = out.iter_mut().find(|a| a.group == grp) else {
+                    continue;
+                };
+                for p in targets {
+                    if rn == (cnt * p + 99) / 100 {
+                        match (column, p) {
+                            ("latency_ms", 50) => a.latency_ms_p50 = Some(v),
+                            ("latency_ms", 95) => a.latency_ms_p95 = Some(v),
+                            ("latency_ms", 99) => a.latency_ms_p99 = Some(v),
+                            ("ttft_ms", 50) => a.ttft_ms_p50 = Some(v),
+                            ("ttft_ms", 95) => a.ttft_ms_p95 = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
             }
         }
         out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.group.cmp(&b.group)));
@@ -530,16 +570,6 @@ impl signalbox_core::trace::TraceStore for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&v, 50.0), Some(50.0));
-        assert_eq!(percentile(&v, 95.0), Some(95.0));
-        assert_eq!(percentile(&v, 99.0), Some(99.0));
-        assert_eq!(percentile(&[7.0], 99.0), Some(7.0));
-        assert_eq!(percentile(&[], 50.0), None);
-    }
 
     #[test]
     fn trace_ids_come_from_traceparent() {

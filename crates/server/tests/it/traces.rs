@@ -325,7 +325,7 @@ async fn an_experiment_shows_its_variants_side_by_side() {
         let r = node
             .put_json(
                 "/projects/default/routes/tone",
-                json!({"strategy": "experiment", "sticky": "user", "variants": {"fast": {"target": "t1", "weight": 30}, "slow": {"model": "echo-2", "weight": 70}}}),
+                json!({"strategy": "experiment", "sticky": "user", "variants": {"fast": {"target": "t1", "weight": 30, "temperature": 0.2}, "slow": {"model": "echo-2", "weight": 70}}}),
             )
             .await;
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
@@ -333,13 +333,19 @@ async fn an_experiment_shows_its_variants_side_by_side() {
             let r = client()
                 .post(format!("{}/v1/chat/completions", node.url))
                 .bearer_auth(BOOT_KEY)
-                .json(&json!({"model": "route::tone", "user": format!("user-{i}"), "messages": [{"role": "user", "content": "hi"}]}))
+                .json(&json!({"model": "route::tone", "user": format!("user-{i}"), "temperature": 0.9, "messages": [{"role": "user", "content": "hi"}]}))
                 .send()
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200);
         }
-        traces(&node, "route=tone&limit=100", 40).await;
+        let all = traces(&node, "route=tone&limit=100", 40).await;
+        // The trace records both the variant's params and the caller's it overrode.
+        let fast = all.iter().find(|t| t["serving_variant"] == "fast").expect("some user lands on fast");
+        assert_eq!(fast["params"], json!({"variant": {"temperature": 0.2}, "caller": {"temperature": 0.9}}));
+        let slow = all.iter().find(|t| t["serving_variant"] == "slow").unwrap();
+        assert!(slow["params"].is_null());
+        assert_eq!(fast["sticky_source"], "body.user");
         let (s, e) = node.get_json("/projects/default/routes/tone/experiment").await;
         assert_eq!(s, 200, "{e}");
         assert_eq!(e["sticky"], "user");
