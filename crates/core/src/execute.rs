@@ -322,13 +322,33 @@ fn overridden_params(
 ) -> serde_json::Value {
     let caller: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).unwrap_or_default();
+    // Generation params only: anything else a variant sets (`instructions`, `tools`, ...)
+    // may carry the caller's content, which a trace keeps only under content capture.
+    const PLAIN: &[&str] = &[
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "seed",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "reasoning_effort",
+        "response_format",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "parallel_tool_calls",
+    ];
     let mine: serde_json::Map<String, serde_json::Value> = params
         .keys()
         .map(|k| {
-            (
-                k.clone(),
-                caller.get(k).cloned().unwrap_or(serde_json::Value::Null),
-            )
+            let v = if PLAIN.contains(&k.as_str()) {
+                caller.get(k).cloned().unwrap_or(serde_json::Value::Null)
+            } else {
+                serde_json::Value::String("(not recorded)".into())
+            };
+            (k.clone(), v)
         })
         .collect();
     serde_json::json!({ "variant": params, "caller": mine })

@@ -55,12 +55,8 @@ pub fn builtin(model: &str) -> Option<Price> {
         // number is another model (`claude-opus-4-5` is not `claude-opus-4`).
         let hit = m == row.0
             || m.strip_prefix(row.0).is_some_and(|rest| {
-                rest.strip_prefix('-').is_some_and(|s| {
-                    s == "latest"
-                        || (s.len() >= 8
-                            && s.starts_with(|c: char| c.is_ascii_digit())
-                            && s.chars().all(|c| c.is_ascii_digit() || c == '-'))
-                })
+                rest.strip_prefix('-')
+                    .is_some_and(|s| s == "latest" || is_date(s))
             });
         if hit && best.is_none_or(|b| row.0.len() > b.0.len()) {
             best = Some(row);
@@ -71,6 +67,17 @@ pub fn builtin(model: &str) -> Option<Price> {
         output: Some(r.2),
         cached_input: r.3,
     })
+}
+
+/// `YYYYMMDD` or `YYYY-MM-DD`.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    match b.len() {
+        8 => digits(0..8),
+        10 => digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10),
+        _ => false,
+    }
 }
 
 /// The price of a model: the config's fields first, the shipped table for the rest.

@@ -102,8 +102,11 @@ impl Captured {
 /// Append as much of `bytes` (as UTF-8, lossily) as fits under the cap; true when cut.
 fn push_capped(out: &mut String, bytes: &[u8]) -> bool {
     let room = CAPTURE_CAP.saturating_sub(out.len());
-    let text = String::from_utf8_lossy(bytes);
-    if text.len() <= room {
+    // Convert only what can fit (a few bytes more, for a character cut at the edge): a large
+    // answer is never scanned whole.
+    let cut_bytes = bytes.len() > room + 4;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(room + 4)]);
+    if text.len() <= room && !cut_bytes {
         out.push_str(&text);
         return false;
     }

@@ -1,6 +1,6 @@
 //! Trace records: batched inserts, retention, filtered queries with cursor pagination, and
-//! aggregates (counts and sums in SQL; percentiles over the matching rows in Rust, the same
-//! on SQLite and PostgreSQL).
+//! aggregates (counts, sums and nearest-rank percentiles in SQL, the same on SQLite and
+//! PostgreSQL).
 
 use crate::StoreError;
 use crate::store::Store;
@@ -127,6 +127,7 @@ pub struct TraceFilter {
     pub max_tokens: Option<i64>,
 }
 
+#[derive(Clone)]
 enum Bind {
     I(i64),
     S(String),
@@ -311,9 +312,15 @@ impl Store {
     /// Store a batch in one transaction, many rows per statement (one round trip to the
     /// database per slice, not per record).
     pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
-        const PER_STATEMENT: usize = 100; // 33 values a row: well under either database's limit
+        // 33 values a row: well under either database's limit. Full slices share one prepared
+        // statement; the rest go a row at a time (a second one), so only two are ever prepared.
+        const PER_STATEMENT: usize = 64;
         let mut tx = self.pool().begin().await?;
-        for slice in batch.chunks(PER_STATEMENT) {
+        let full = batch.len() / PER_STATEMENT * PER_STATEMENT;
+        let slices = batch[..full]
+            .chunks(PER_STATEMENT)
+            .chain(batch[full..].chunks(1));
+        for slice in slices {
             let mut sql = format!("INSERT INTO traces ({COLUMNS}) VALUES ");
             let mut n = 0;
             for i in 0..slice.len() {
@@ -501,54 +508,51 @@ impl Store {
                 priced_requests: r.try_get(7)?,
             });
         }
-        // Percentiles, nearest rank (rank = ceil(p/100 * n)), picked in the database with
-        // window functions: the sort runs there and only the chosen rows come back.
-        for (column, targets) in [
-            ("latency_ms", [50, 95, 99].as_slice()),
-            ("ttft_ms", [50, 95].as_slice()),
-        ] {
-            let ranks = targets
-                .iter()
-                .map(|p| format!("rn = (cnt * {p} + 99) / 100"))
-                .collect::<Vec<_>>()
-                .join(" OR ");
-            let not_null = if column == "ttft_ms" {
-                if w.sql.is_empty() {
-                    " WHERE ttft_ms IS NOT NULL"
-                } else {
-                    " AND ttft_ms IS NOT NULL"
-                }
-            } else {
-                ""
+        // Percentiles, nearest rank (rank = ceil(p/100 * n)): for each group and percentile
+        // the database sorts that group's values and hands back the one row at that rank
+        // (ORDER BY ... LIMIT 1 OFFSET rank-1), so no more than a row per figure leaves it.
+        for a in &mut out {
+            let mut gw = Where {
+                sql: w.sql.clone(),
+                binds: w.binds.iter().map(Bind::clone).collect(),
             };
-            let sql = format!(
-                "SELECT grp, v, rn, cnt FROM (\
-                   SELECT grp, v, ROW_NUMBER() OVER (PARTITION BY grp ORDER BY v) AS rn, COUNT(*) OVER (PARTITION BY grp) AS cnt \
-                   FROM (SELECT {g} AS grp, {column} AS v FROM traces{}{not_null}) sub\
-                 ) ranked WHERE {ranks}",
-                w.sql
-            );
-            for r in bind_all(sqlx::query(&sql), &w.binds)
-                .fetch_all(self.pool())
-                .await?
-            {
-                let grp: Option<String> = r.try_get(0)?;
-                let v: f64 = r.try_get(1)?;
-                let rn: i64 = r.try_get(2)?;
-                let cnt: i64 = r.try_get(3)?;
-                let Some(a) = out.iter_mut().find(|a| a.group == grp) else {
-                    continue;
-                };
+            match (&a.group, by) {
+                (_, None) => {}
+                (Some(v), Some(_)) => gw.and(&format!("{g} = ?"), vec![Bind::S(v.clone())]),
+                (None, Some(_)) => gw.and(&format!("{g} IS NULL"), vec![]),
+            }
+            for (column, n, targets) in [
+                ("latency_ms", a.requests, [50i64, 95, 99].as_slice()),
+                ("ttft_ms", a.ttft_count, [50i64, 95].as_slice()),
+            ] {
                 for p in targets {
-                    if rn == (cnt * p + 99) / 100 {
-                        match (column, p) {
-                            ("latency_ms", 50) => a.latency_ms_p50 = Some(v),
-                            ("latency_ms", 95) => a.latency_ms_p95 = Some(v),
-                            ("latency_ms", 99) => a.latency_ms_p99 = Some(v),
-                            ("ttft_ms", 50) => a.ttft_ms_p50 = Some(v),
-                            ("ttft_ms", 95) => a.ttft_ms_p95 = Some(v),
-                            _ => {}
-                        }
+                    if n == 0 {
+                        continue;
+                    }
+                    let offset = (n * p + 99) / 100 - 1;
+                    let extra = if column == "ttft_ms" {
+                        " AND ttft_ms IS NOT NULL"
+                    } else {
+                        ""
+                    };
+                    let k = gw.binds.len() + 1;
+                    let sql = format!(
+                        "SELECT {column} FROM traces{}{extra} ORDER BY {column} LIMIT 1 OFFSET ${k}",
+                        gw.sql
+                    );
+                    let v: Option<f64> = bind_all(sqlx::query(&sql), &gw.binds)
+                        .bind(offset)
+                        .fetch_optional(self.pool())
+                        .await?
+                        .map(|r| r.try_get(0))
+                        .transpose()?;
+                    match (column, p) {
+                        ("latency_ms", 50) => a.latency_ms_p50 = v,
+                        ("latency_ms", 95) => a.latency_ms_p95 = v,
+                        ("latency_ms", 99) => a.latency_ms_p99 = v,
+                        ("ttft_ms", 50) => a.ttft_ms_p50 = v,
+                        ("ttft_ms", 95) => a.ttft_ms_p95 = v,
+                        _ => {}
                     }
                 }
             }
