@@ -24,6 +24,8 @@ model = "gpt-4o"
 [routes.bench]
 targets = ["t"]
 T
+# The same with trace storage off (records still feed metrics).
+sed 's/^\[server\]$/[store]\ntraces = false\n[server]/' "$OUT/gw.toml" > "$OUT/gw-notrace.toml"
 "$REL/fake-upstream" --port 19011 >/dev/null &
 FAKE=$!
 trap 'kill $FAKE 2>/dev/null || true' EXIT
@@ -56,15 +58,20 @@ run() { # name loaded(0/1) cmd...
 }
 wait_up http://127.0.0.1:19011/v1/models
 export BENCH_KEY=sk-bench SIGNALBOX_LOG=warn
-gi=$(run gw 0 "$REL/signalbox" serve --config "$OUT/gw.toml")
-gl=$(run gw 1 "$REL/signalbox" serve --config "$OUT/gw.toml")
+# Create the store (first start, argon2 included) before measuring, so both runs reuse it.
+"$REL/signalbox" keys list --config "$OUT/gw.toml" --data-dir "$OUT/data" >/dev/null 2>&1
+gi=$(run gw 0 "$REL/signalbox" serve --config "$OUT/gw.toml" --data-dir "$OUT/data")
+gl=$(run gw 1 "$REL/signalbox" serve --config "$OUT/gw.toml" --data-dir "$OUT/data")
+ni=$(run gw 0 "$REL/signalbox" serve --config "$OUT/gw-notrace.toml" --data-dir "$OUT/data")
+nl=$(run gw 1 "$REL/signalbox" serve --config "$OUT/gw-notrace.toml" --data-dir "$OUT/data")
 mi=$(run mp 0 "$REL/minproxy" 127.0.0.1:19110 127.0.0.1:19011)
 ml=$(run mp 1 "$REL/minproxy" 127.0.0.1:19110 127.0.0.1:19011)
-python3 - "$gi" "$gl" "$mi" "$ml" "$N" <<'PY'
+python3 - "$gi" "$gl" "$ni" "$nl" "$mi" "$ml" "$N" <<'PY'
 import sys
-gi, gl, mi, ml, n = map(int, sys.argv[1:])
-g, m = (gl - gi) / n, (ml - mi) / n
+gi, gl, ni, nl, mi, ml, n = map(int, sys.argv[1:])
+g, t, m = (gl - gi) / n, (nl - ni) / n, (ml - mi) / n
 print(f"requests: {n} sequential, keep-alive")
-print(f"minimal proxy: {m:,.0f} instructions/request")
-print(f"Signalbox:     {g:,.0f} instructions/request ({g / m:.2f}x)")
+print(f"minimal proxy:                  {m:,.0f} instructions/request")
+print(f"Signalbox, traces stored:       {g:,.0f} instructions/request ({g / m:.2f}x)")
+print(f"Signalbox, [store] traces=false: {t:,.0f} instructions/request ({t / m:.2f}x)")
 PY

@@ -183,6 +183,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--queries-only", action="store_true", help="skip the on/off overhead part")
     a = ap.parse_args()
     if not a.skip_build:
         subprocess.run(["cargo", "build", "--release", "-p", "signalbox", "-p", "fake-upstream"], cwd=ROOT, check=True)
@@ -191,6 +192,8 @@ def main():
     fake = subprocess.Popen(["taskset", "-c", "1", f"{REL}/fake-upstream", "--port", str(FAKE_PORT)],
                             stdout=subprocess.DEVNULL)
     try:
+        if a.queries_only:
+            raise StopIteration
         wait_up(f"http://127.0.0.1:{FAKE_PORT}/v1/models")
         med = overhead(tmp, a.duration, a.rounds)
         on, off = med[True], med[False]
@@ -201,6 +204,8 @@ def main():
                   f"| requests/s, c=64 | {on['rps']:.0f} | {off['rps']:.0f} | {on['rps'] / off['rps']:.2f}x |",
                   f"| gateway CPU per request, c=64 (µs) | {on['cpu_us']:.1f} | {off['cpu_us']:.1f} | {on['cpu_us'] / off['cpu_us']:.2f}x |",
                   f"| non-2xx | {on['non2xx']:.0f} | {off['non2xx']:.0f} | |", ""]
+    except StopIteration:
+        pass
     finally:
         stop(fake)
 
