@@ -84,6 +84,11 @@ pub async fn connect_and_migrate(url: &str) -> Result<(AnyPool, Backend, Vec<i64
                     sqlx::query("PRAGMA busy_timeout = 5000")
                         .execute(&mut *conn)
                         .await?;
+                    // 2 MiB of page cache a connection (SQLite's default is about 8 MiB):
+                    // the gateway's memory should not grow with the trace table.
+                    sqlx::query("PRAGMA cache_size = -2048")
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 Ok(())
             })
