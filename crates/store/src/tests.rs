@@ -293,3 +293,59 @@ async fn short_bootstrap_secrets_are_refused() {
     })
     .await;
 }
+
+/// A NULL then a number in the same column, in one batch and across batches: a prepared
+/// statement must not keep the type of the first NULL (PostgreSQL refused the number).
+#[tokio::test]
+async fn trace_batches_mixing_nulls_and_numbers_are_stored() {
+    use signalbox_core::trace::TraceRecord;
+    each_backend(async |url| {
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        let rec = |id: &str, ttft: Option<f64>, cost: Option<f64>| TraceRecord {
+            id: id.into(),
+            project: "default".into(),
+            endpoint: "chat",
+            status: 200,
+            latency_ms: 1.0,
+            ttft_ms: ttft,
+            cost_usd: cost,
+            ..Default::default()
+        };
+        store
+            .insert_traces(&[rec("a", None, None), rec("b", Some(2.5), Some(0.1))])
+            .await
+            .unwrap();
+        store
+            .insert_traces(&[rec("c", None, Some(0.2))])
+            .await
+            .unwrap();
+        store
+            .insert_traces(&[rec("d", Some(1.5), None)])
+            .await
+            .unwrap();
+        let many: Vec<TraceRecord> = (0..70)
+            .map(|i| {
+                rec(
+                    &format!("m{i}"),
+                    (i % 2 == 0).then_some(1.0),
+                    (i % 3 == 0).then_some(0.5),
+                )
+            })
+            .collect();
+        store.insert_traces(&many).await.unwrap();
+        let page = store
+            .traces(
+                &crate::TraceFilter {
+                    project: "default".into(),
+                    ..Default::default()
+                },
+                true,
+                1000,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.data.len(), 74, "{url}");
+    })
+    .await;
+}

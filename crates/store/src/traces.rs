@@ -3,7 +3,7 @@
 //! streamed out and sorted here, the same on SQLite and PostgreSQL).
 
 use crate::StoreError;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use serde::Serialize;
 use serde_json::Value;
 use signalbox_core::trace::TraceRecord;
@@ -348,7 +348,10 @@ impl Store {
                 sql.push(')');
             }
             sql.push_str(" ON CONFLICT (id) DO NOTHING");
-            let mut q = sqlx::query(&sql);
+            // On PostgreSQL a reused prepared statement keeps the parameter types of its first
+            // use, and a NULL bound first (a trace without ttft_ms) then refuses a number:
+            // prepare afresh there. SQLite's types are per value, so it keeps the cache.
+            let mut q = sqlx::query(&sql).persistent(self.backend() == Backend::Sqlite);
             for r in slice {
                 let last = r.attempts.last();
                 let u = r.usage.as_ref();
