@@ -51,6 +51,7 @@ pub enum StoreError {
 /// `SIGNALBOX_TEST_PG_URL` names a server (the test command starts one). In CI a missing
 /// PostgreSQL is an error, never a silent skip.
 #[doc(hidden)]
+#[allow(clippy::panic)]
 pub mod testing {
     use sqlx::Connection;
 
@@ -75,10 +76,16 @@ pub mod testing {
             }
         };
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&base).await.ok()?;
-        sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-            .await
-            .ok()?;
+        // Named but unreachable is a failure, never a silent skip.
+        let mut conn = match sqlx::PgConnection::connect(&base).await {
+            Ok(c) => c,
+            Err(e) => panic!("SIGNALBOX_TEST_PG_URL is set but PostgreSQL is unreachable: {e}"),
+        };
+        if let Err(e) =
+            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await
+        {
+            panic!("cannot create a test database: {e}");
+        }
         let cut = base.rfind('/')?;
         Some(format!("{}/{name}", &base[..cut]))
     }

@@ -389,7 +389,8 @@ async fn need_project(st: &AdminState, auth: &Auth, p: &str, rank: u8) -> Result
 }
 
 /// A refused delete names what still uses the object.
-fn explain_delete(kind: ObjectKind, name: &str, e: AdminError) -> AdminError {
+/// `what` is what was to be deleted, e.g. `target 'x'`.
+fn explain_delete(what: &str, e: AdminError) -> AdminError {
     if e.code != "invalid_config" {
         return e;
     }
@@ -401,8 +402,7 @@ fn explain_delete(kind: ObjectKind, name: &str, e: AdminError) -> AdminError {
     users.sort();
     users.dedup();
     let mut out = AdminError::conflict(format!(
-        "{} '{name}' is still used by {}; change those first",
-        kind.as_str(),
+        "{what} is still used by {}; change those first",
         users.join(", ")
     ));
     out.details = e.details;
@@ -955,7 +955,7 @@ async fn delete_object(
         }],
     )
     .await
-    .map_err(|e| explain_delete(kind, &name, e))?;
+    .map_err(|e| explain_delete(&format!("{} '{name}'", kind.as_str()), e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1077,20 +1077,30 @@ async fn put_variant(
             vm.insert(v, variant);
         }
     }
-    let wanted = if_match(&headers)?.unwrap_or(current.version);
-    write_object(
-        &st,
-        &auth,
-        &p,
-        ObjectWrite {
-            kind,
-            name: name.to_string(),
-            body: next,
-            if_match: Some(wanted),
-            create_only: false,
-        },
-    )
-    .await
+    write_variants(&st, &auth, &p, kind, &name, next, current.version, &headers).await
+}
+
+/// Save a route's or function's body with its variants changed, against the version read.
+#[allow(clippy::too_many_arguments)]
+async fn write_variants(
+    st: &AdminState,
+    auth: &Auth,
+    p: &str,
+    kind: ObjectKind,
+    name: &str,
+    body: Value,
+    read_version: i64,
+    headers: &HeaderMap,
+) -> Result<Response, AdminError> {
+    let wanted = if_match(headers)?.unwrap_or(read_version);
+    let w = ObjectWrite {
+        kind,
+        name: name.to_string(),
+        body,
+        if_match: Some(wanted),
+        create_only: false,
+    };
+    write_object(st, auth, p, w).await
 }
 
 async fn delete_variant(
@@ -1115,20 +1125,7 @@ async fn delete_variant(
             kind.as_str()
         )));
     }
-    let wanted = if_match(&headers)?.unwrap_or(current.version);
-    write_object(
-        &st,
-        &auth,
-        &p,
-        ObjectWrite {
-            kind,
-            name: name.to_string(),
-            body: next,
-            if_match: Some(wanted),
-            create_only: false,
-        },
-    )
-    .await
+    write_variants(&st, &auth, &p, kind, &name, next, current.version, &headers).await
 }
 
 // ---- explain, export, audit ----
@@ -1342,24 +1339,7 @@ async fn delete_credential(
         }],
     )
     .await
-    .map_err(|e| {
-        if e.code != "invalid_config" {
-            return e;
-        }
-        let mut users: Vec<String> = e
-            .details
-            .iter()
-            .map(|(k, _)| k.split(['.', '[']).take(2).collect::<Vec<_>>().join("."))
-            .collect();
-        users.sort();
-        users.dedup();
-        let mut out = AdminError::conflict(format!(
-            "credential '{name}' is still used by {}; change those first",
-            users.join(", ")
-        ));
-        out.details = e.details;
-        out
-    })?;
+    .map_err(|e| explain_delete(&format!("credential '{name}'"), e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
