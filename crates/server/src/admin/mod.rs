@@ -204,19 +204,21 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AdminEr
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let mut err = AdminError::bad_request(format!("invalid JSON body: {msg}"));
-        if let Some(field) = msg
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
-            err = err.with_param(field.to_string());
-        } else if let Some(field) = msg
-            .strip_prefix("missing field `")
-            .and_then(|r| r.split('`').next())
-        {
-            err = err.with_param(field.to_string());
-        }
+        err.param = field_named(&msg);
         err
     })
+}
+
+/// The field a serde error is about (`unknown field `x``, `missing field `x``), for `param`.
+pub(crate) fn field_named(msg: &str) -> Option<String> {
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|start| {
+            msg.split(start)
+                .nth(1)
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string)
+        })
 }
 
 fn object_kind(s: &str) -> Result<ObjectKind, AdminError> {
@@ -295,12 +297,7 @@ fn check_shape(kind: ObjectKind, body: &Value) -> Result<(), AdminError> {
     r.map_err(|e| {
         let msg = e.to_string();
         let mut err = AdminError::bad_request(format!("invalid {}: {msg}", kind.as_str()));
-        if let Some(field) = msg
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-        {
-            err = err.with_param(field.to_string());
-        }
+        err.param = field_named(&msg).filter(|_| msg.starts_with("unknown field"));
         err
     })
 }
@@ -311,7 +308,11 @@ fn file_config(live: &Live) -> RawConfig {
 }
 
 fn file_object(live: &Live, kind: ObjectKind, name: &str) -> Option<(String, Value)> {
-    let raw = file_config(live);
+    file_object_in(&file_config(live), kind, name)
+}
+
+/// One object of a parsed file: its project and its body without `project`.
+fn file_object_in(raw: &RawConfig, kind: ObjectKind, name: &str) -> Option<(String, Value)> {
     fn get<T: serde::Serialize + signalbox_core::config::raw::HasProject>(
         m: &std::collections::BTreeMap<String, T>,
         name: &str,
@@ -345,7 +346,7 @@ fn file_objects(live: &Live, kind: ObjectKind, project: &str) -> Vec<(String, Va
     names
         .into_iter()
         .filter_map(|n| {
-            let (p, body) = file_object(live, kind, &n)?;
+            let (p, body) = file_object_in(&raw, kind, &n)?;
             // Models describe provider models and belong to every project.
             (p == project || kind == ObjectKind::Model).then_some((n, body))
         })

@@ -87,13 +87,8 @@ fn query_of(
 ) -> Result<TraceQuery, AdminError> {
     q.map(|Query(q)| q).map_err(|e| {
         let msg = e.body_text();
-        let param = msg
-            .split("unknown field `")
-            .nth(1)
-            .and_then(|r| r.split('`').next())
-            .map(str::to_string);
         let mut err = AdminError::bad_request(format!("invalid query: {msg}"));
-        err.param = param;
+        err.param = super::field_named(&msg).filter(|_| msg.contains("unknown field"));
         err
     })
 }
