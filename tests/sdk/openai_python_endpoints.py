@@ -111,7 +111,9 @@ tools = [
 ]
 first = msgs("What is the weather in Paris?")
 r = c.chat.completions.create(model="route::chat", messages=first, tools=tools, tool_choice="auto")
-assert r.choices[0].message.content, r  # the fake answers in plain text
+# The fake model calls the first tool with the user's words as `input`.
+assert r.choices[0].finish_reason == "tool_calls", r
+assert r.choices[0].message.tool_calls[0].function.name == "get_weather", r
 # The follow-up a client sends after running the tool the model asked for.
 follow_up = first + [
     {
@@ -128,7 +130,8 @@ follow_up = first + [
     {"role": "tool", "tool_call_id": "call_weather_1", "content": '{"temp_c": 21, "sky": "clear"}'},
 ]
 r = c.chat.completions.create(model="route::chat", messages=follow_up, tools=tools)
-assert isinstance(r, ChatCompletion) and r.choices[0].message.content, r
+assert isinstance(r, ChatCompletion), r
+assert r.choices[0].message.content == 'fake reply to tool result: {"temp_c": 21, "sky": "clear"}', r
 
 # ---- chat: response_format json_schema, raw and through the SDK's parse() helper -----------
 schema = {

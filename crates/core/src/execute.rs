@@ -11,7 +11,7 @@ use crate::headers::*;
 use crate::model::{EndpointKind, RetryPolicy, TargetAuth};
 use crate::plan::{Plan, PlannedTarget};
 use crate::providers::{
-    self, BodyStream, FORWARDED_RESPONSE_HEADERS, OutBody, Outbound, TransportError,
+    self, BodyStream, FORWARDED_RESPONSE_HEADERS, OutBody, Outbound, SendError, TransportError,
 };
 use crate::sse::{EventInfo, Protocol, SseFramer, Usage, inspect_as};
 use crate::trace::{AttemptRecord, TraceRecord, TraceSink, cost};
@@ -656,7 +656,8 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
     };
     let mut resp = match timeout_at(head_until, providers::send(out)).await {
         Err(_) => return Err(timeout_failure(pid, "send response headers")),
-        Ok(Err(e)) => return Err(transport_failure(e, pid)),
+        Ok(Err(SendError::Transport(e))) => return Err(transport_failure(e, pid)),
+        Ok(Err(SendError::Request(e))) => return Err(answer(e)),
         Ok(Ok(r)) => r,
     };
     let status = resp.status;
@@ -733,15 +734,8 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
                             continue;
                         }
                         if first == EventInfo::Error {
-                            return Err(Failure {
-                                kind: FailKind::Target,
-                                error: ApiError::new(
-                                    ErrorCode::Upstream,
-                                    format!("provider '{pid}' sent an error event"),
-                                ),
-                                retry_after: None,
-                                status: Some(status.as_u16()),
-                            });
+                            let ev = &held[..];
+                            return Err(first_event_error(ev, pid, status));
                         }
                         return Ok(Success::Stream {
                             status,
@@ -782,6 +776,80 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
         Err(None) => Err(timeout_failure(pid, "finish its answer")),
         Err(Some(e)) => Err(transport_failure(e, pid)),
     }
+}
+
+/// A stream whose first event is an error: nothing has reached the caller, so it is
+/// classified like an error status. Its code (the translating adapters write the gateway's
+/// own codes; OpenAI writes its error types) decides whether to retry, move on or answer.
+fn first_event_error(events: &[u8], pid: &str, status: StatusCode) -> Failure {
+    let upstream = first_error_object(events);
+    let code = upstream
+        .as_ref()
+        .and_then(|u| u.code.as_ref().and_then(|c| c.as_str().map(str::to_owned)))
+        .or_else(|| upstream.as_ref().and_then(|u| u.kind.clone()))
+        .unwrap_or_default();
+    let message = upstream.as_ref().and_then(|u| u.message.clone());
+    let failure = |kind, error| Failure {
+        kind,
+        error,
+        retry_after: None,
+        status: Some(status.as_u16()),
+    };
+    match code.as_str() {
+        "content_policy" | "content_filter" => failure(
+            FailKind::Answer,
+            ApiError::new(
+                ErrorCode::ContentPolicy,
+                message
+                    .unwrap_or_else(|| "the provider's content filter refused the request".into()),
+            ),
+        ),
+        "bad_request" | "invalid_request_error" => failure(
+            FailKind::Answer,
+            ApiError::bad_request(
+                message.unwrap_or_else(|| format!("provider '{pid}' refused the request")),
+            ),
+        ),
+        "rate_limit" | "rate_limit_error" | "rate_limit_exceeded" => failure(
+            FailKind::Transient,
+            ApiError::new(
+                ErrorCode::RateLimit,
+                format!("provider '{pid}' is rate limiting requests"),
+            ),
+        ),
+        "overloaded" | "overloaded_error" => failure(
+            FailKind::Transient,
+            ApiError::new(
+                ErrorCode::Overloaded,
+                format!("provider '{pid}' is overloaded"),
+            ),
+        ),
+        _ => failure(
+            FailKind::Target,
+            ApiError::new(
+                ErrorCode::Upstream,
+                format!("provider '{pid}' sent an error event"),
+            ),
+        ),
+    }
+}
+
+/// The error object of the first error event among `events` (whole SSE events).
+fn first_error_object(events: &[u8]) -> Option<UpstreamError> {
+    let mut framer = SseFramer::new();
+    let (block, ends) = framer.push(events)?;
+    let mut start = 0;
+    for end in ends {
+        let ev = &block[start..end];
+        start = end;
+        if let Some(d) = crate::sse::event_data(ev)
+            && let Ok(b) = serde_json::from_slice::<UpstreamErrorBody>(&d)
+            && b.error.is_some()
+        {
+            return b.error;
+        }
+    }
+    None
 }
 
 /// The largest buffered (non-streamed) answer the gateway accepts from an upstream.

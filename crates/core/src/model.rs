@@ -80,6 +80,10 @@ pub enum ProviderKind {
     OpenAi,
     /// OpenAI's wire format at deployment-based URLs with an `api-key` header.
     AzureOpenAi,
+    /// Anthropic's Messages API, translated.
+    Anthropic,
+    /// Google's Gemini API, translated.
+    Gemini,
     Mock,
 }
 
@@ -88,6 +92,8 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi => "openai",
             ProviderKind::AzureOpenAi => "azure-openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
             ProviderKind::Mock => "mock",
         }
     }
@@ -95,7 +101,7 @@ impl ProviderKind {
     pub fn serves_responses_api(self) -> bool {
         match self {
             ProviderKind::OpenAi | ProviderKind::Mock => true,
-            ProviderKind::AzureOpenAi => false,
+            ProviderKind::AzureOpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => false,
         }
     }
 
@@ -103,6 +109,8 @@ impl ProviderKind {
         match self {
             ProviderKind::OpenAi | ProviderKind::AzureOpenAi => true,
             ProviderKind::Mock => !matches!(kind, EndpointKind::AudioTranscription),
+            // The native adapters translate chat completions only.
+            ProviderKind::Anthropic | ProviderKind::Gemini => kind == EndpointKind::Chat,
         }
     }
 }
@@ -186,6 +194,8 @@ pub const UPSTREAM_PATHS: &[&str] = &[
     "/audio/transcriptions",
     "/audio/translations",
     "/responses",
+    // Anthropic's Messages API.
+    "/messages",
 ];
 
 impl Provider {
@@ -268,6 +278,34 @@ impl Target {
             None => Err(format!("no upstream URL for {path}")),
         }
     }
+}
+
+/// URLs of a Gemini model: `{base}/models/{model}:generateContent` under the pseudo-path
+/// `/chat/completions`, and `:streamGenerateContent?alt=sse` under `/chat/completions#stream`.
+pub fn gemini_urls(base_url: &str, model: &str) -> Vec<(&'static str, reqwest::Url, http::Uri)> {
+    [
+        (crate::providers::gemini::GENERATE, "generateContent", false),
+        (
+            crate::providers::gemini::STREAM,
+            "streamGenerateContent",
+            true,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, method, sse)| {
+        let mut url = reqwest::Url::parse(base_url).ok()?;
+        {
+            let mut segs = url.path_segments_mut().ok()?;
+            segs.pop_if_empty()
+                .extend(["models", &format!("{model}:{method}")]);
+        }
+        if sse {
+            url.query_pairs_mut().append_pair("alt", "sse");
+        }
+        let uri = url.as_str().parse::<http::Uri>().ok()?;
+        Some((key, url, uri))
+    })
+    .collect()
 }
 
 /// URLs of an Azure OpenAI deployment: `{base}/openai/deployments/{deployment}{path}?api-version=V`,

@@ -1,4 +1,6 @@
 //! Request handling: behaviours, auth, routing and the OpenAI wire format.
+//! The Anthropic and Gemini formats live in `anthropic.rs` and `gemini.rs`;
+//! what every format answers is decided in `reply.rs`.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -21,22 +23,57 @@ use serde_json::Value;
 
 use crate::audio::Task;
 use crate::body::{End, FakeBody, Guard};
+use crate::reply::{Answer, Ending, Finish, Turn, Usage};
 use crate::util::{
-    base64, completion_id, fnv1a, json_str, push_json_str, request_id, splitmix64, unix_now,
+    anthropic_request_id, base64, call_id, completion_id, fnv1a, json_str, push_json_str,
+    request_id, splitmix64, unix_now,
 };
-use crate::{Behaviour, RecordedRequest, Shared};
+use crate::{Behaviour, RecordedRequest, Shared, anthropic, gemini};
 
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 pub(crate) const EVENT_STREAM: &str = "text/event-stream";
 const FINGERPRINT: &str = "fp_fake";
 const MODEL_CREATED: u64 = 1_686_935_002;
-pub(crate) const MAX_ECHO_CHARS: usize = 256;
 const MAX_DIMENSIONS: u64 = 16_384;
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
 static OPENAI_PROCESSING_MS: HeaderName = HeaderName::from_static("openai-processing-ms");
 static OPENAI_VERSION: HeaderName = HeaderName::from_static("openai-version");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// Which provider's API a request is for, chosen by its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// Everything else (including Azure OpenAI's deployment paths).
+    OpenAi,
+    /// `/v1/messages`.
+    Anthropic,
+    /// `/v1beta/...`.
+    Gemini,
+}
+
+impl Api {
+    fn of(path: &str) -> Self {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Api::Anthropic
+        } else if path == "/v1beta" || path.starts_with("/v1beta/") {
+            Api::Gemini
+        } else {
+            Api::OpenAi
+        }
+    }
+
+    /// The request id this API puts in its response headers (none for Gemini).
+    fn request_id(self) -> String {
+        match self {
+            Api::OpenAi => request_id(),
+            Api::Anthropic => anthropic_request_id(),
+            Api::Gemini => String::new(),
+        }
+    }
+}
 
 pub(crate) type Resp = Response<FakeBody>;
 
@@ -74,9 +111,12 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
         guard.disarm();
     }
 
+    let api = Api::of(parts.uri.path());
     let cx = Cx {
         shared: &shared,
         start,
+        api,
+        request_id: api.request_id(),
     };
     match &behaviour {
         Behaviour::Reset => return Err(io::Error::other("fake-upstream: reset")),
@@ -91,6 +131,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
             body,
         } => return Ok(cx.status_response(*status, retry_after.as_deref(), body.as_deref())),
         _ => {}
+    }
+    match api {
+        Api::Anthropic => return Ok(cx.anthropic(&parts, &body, &behaviour)),
+        Api::Gemini => return Ok(cx.gemini(&parts, &body, &behaviour)),
+        Api::OpenAi => {}
     }
 
     // Azure OpenAI: `/openai/deployments/{deployment}/...?api-version=...`, key in `api-key`.
@@ -179,6 +224,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
 pub(crate) struct Cx<'a> {
     pub(crate) shared: &'a Arc<Shared>,
     start: Instant,
+    pub(crate) api: Api,
+    /// Sent in `x-request-id` (OpenAI) or `request-id` (Anthropic, and in its error bodies).
+    pub(crate) request_id: String,
 }
 
 impl Cx<'_> {
@@ -188,19 +236,42 @@ impl Cx<'_> {
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        if let Ok(v) = HeaderValue::from_str(&request_id()) {
-            h.insert(X_REQUEST_ID.clone(), v);
-        }
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        h.insert(OPENAI_PROCESSING_MS.clone(), HeaderValue::from(ms));
-        h.insert(
-            OPENAI_VERSION.clone(),
-            HeaderValue::from_static("2020-10-01"),
-        );
+        let id = HeaderValue::from_str(&self.request_id);
+        match self.api {
+            Api::OpenAi => {
+                if let Ok(v) = id {
+                    h.insert(X_REQUEST_ID.clone(), v);
+                }
+                h.insert(OPENAI_PROCESSING_MS.clone(), HeaderValue::from(ms));
+                h.insert(
+                    OPENAI_VERSION.clone(),
+                    HeaderValue::from_static("2020-10-01"),
+                );
+            }
+            Api::Anthropic => {
+                if let Ok(v) = id {
+                    h.insert(REQUEST_ID.clone(), v);
+                }
+            }
+            Api::Gemini => {
+                if let Ok(v) = HeaderValue::from_str(&format!("gfet4t7; dur={ms}")) {
+                    h.insert(SERVER_TIMING.clone(), v);
+                }
+            }
+        }
         resp
     }
 
-    fn full(&self, status: u16, content_type: &'static str, body: Bytes) -> Resp {
+    /// The content type of this API's JSON bodies.
+    pub(crate) fn json_type(&self) -> &'static str {
+        match self.api {
+            Api::Gemini => gemini::JSON,
+            _ => JSON,
+        }
+    }
+
+    pub(crate) fn full(&self, status: u16, content_type: &'static str, body: Bytes) -> Resp {
         self.respond(
             status,
             content_type,
@@ -210,7 +281,7 @@ impl Cx<'_> {
 
     /// A 200 JSON response shaped by the stream behaviours (see [`Behaviour`]).
     pub(crate) fn json_ok(&self, body: String, behaviour: &Behaviour) -> Resp {
-        self.shaped_ok(JSON, Bytes::from(body), behaviour)
+        self.shaped_ok(self.json_type(), Bytes::from(body), behaviour)
     }
 
     /// A 200 response of one body shaped by the stream behaviours (see [`Behaviour`]).
@@ -262,13 +333,25 @@ impl Cx<'_> {
             Guard::new(self.shared),
         );
         let mut resp = self.respond(200, content_type, body);
-        if content_type == EVENT_STREAM {
+        if content_type.starts_with(EVENT_STREAM) {
             resp.headers_mut().insert(
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("no-cache"),
             );
         }
         resp
+    }
+
+    /// A 200 stream of `events` shaped by the stream behaviours (see [`shape_stream`]).
+    pub(crate) fn stream_ok(
+        &self,
+        content_type: &'static str,
+        mut events: VecDeque<Bytes>,
+        behaviour: &Behaviour,
+        error: impl FnOnce(usize) -> Bytes,
+    ) -> Resp {
+        let (first_delay, end) = shape_stream(&mut events, behaviour, error);
+        self.paced_ok(content_type, events, first_delay, end)
     }
 
     fn error(
@@ -286,15 +369,18 @@ impl Cx<'_> {
         )
     }
 
+    /// `Behaviour::Status`: `body`, or this API's own error for `status`.
     fn status_response(&self, status: u16, retry_after: Option<&str>, body: Option<&str>) -> Resp {
-        let body = match body {
-            Some(b) => Bytes::from(b.to_owned()),
-            None => {
+        let body = match (body, self.api) {
+            (Some(b), _) => b.to_owned(),
+            (None, Api::OpenAi) => {
                 let (message, kind, code) = default_error(status);
-                Bytes::from(error_json(message, kind, None, code))
+                error_json(message, kind, None, code)
             }
+            (None, Api::Anthropic) => anthropic::status_error(status, &self.request_id),
+            (None, Api::Gemini) => gemini::status_error(status, retry_after),
         };
-        let mut resp = self.full(status, JSON, body);
+        let mut resp = self.full(status, self.json_type(), Bytes::from(body));
         if let Some(v) = retry_after.and_then(|r| HeaderValue::from_str(r).ok()) {
             resp.headers_mut().insert(RETRY_AFTER, v);
         }
@@ -357,42 +443,47 @@ impl Cx<'_> {
             return self.bad_request("you must provide a model parameter", None, None);
         };
         let Some(messages) = req.messages else {
-            return self.bad_request(
-                "Missing required parameter: 'messages'.",
-                Some("messages"),
-                Some("missing_required_parameter"),
-            );
+            return self.missing("messages");
         };
 
-        let mut prompt_chars = 0usize;
-        let mut last_user: Option<Cow<'_, str>> = None;
+        let mut turn = Turn::new();
         for m in &messages {
             let text = content_text(m.content.as_ref());
-            prompt_chars += text.chars().count();
+            turn.prompt_chars += text.chars().count();
             if m.role.as_deref() == Some("user") {
-                last_user = Some(text);
+                turn.last_user = Some(text);
             }
         }
-        let reply: Cow<'_, str> = match (&self.shared.reply, last_user) {
-            (Some(r), _) => Cow::Borrowed(r.as_str()),
-            (None, Some(msg)) => {
-                let cut = msg
-                    .char_indices()
-                    .nth(MAX_ECHO_CHARS)
-                    .map_or(msg.len(), |(i, _)| i);
-                Cow::Owned(format!("fake reply to: {}", &msg[..cut]))
+        turn.ending = match messages.last() {
+            Some(m) if m.role.as_deref() == Some("tool") => {
+                Ending::ToolResult(content_text(m.content.as_ref()))
             }
-            (None, None) => Cow::Borrowed("fake reply"),
+            Some(m) if m.role.as_deref() == Some("user") => Ending::User,
+            _ => Ending::Other,
         };
-        let prompt_tokens = prompt_chars.div_ceil(4).max(1);
-        let completion_tokens = reply.split_whitespace().count();
-        let usage = usage_json(prompt_tokens, completion_tokens);
+        turn.tool = openai_tool(req.tools.as_deref(), req.tool_choice.as_ref());
+        turn.stop = match &req.stop {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        turn.max_tokens = req.max_completion_tokens.or(req.max_tokens);
+        let reply = self.shared.answer(turn);
+        let usage = usage_json(&reply.usage);
         let id = completion_id();
         let created = unix_now();
+        let finish = match &reply.answer {
+            Answer::Call { .. } => "\"tool_calls\"",
+            Answer::Text {
+                finish: Finish::MaxTokens,
+                ..
+            } => "\"length\"",
+            Answer::Text { .. } => "\"stop\"",
+        };
 
         let stream = req.stream.unwrap_or(false);
         if !stream {
-            let mut out = String::with_capacity(600 + reply.len() + model.len());
+            let mut out = String::with_capacity(700 + model.len());
             out.push_str("{\"id\":\"");
             out.push_str(&id);
             let _ = write!(
@@ -403,11 +494,24 @@ impl Cx<'_> {
             out.push_str(
                 ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":",
             );
-            push_json_str(&mut out, &reply);
-            out.push_str(
-                ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":",
+            match &reply.answer {
+                Answer::Text { text, .. } => push_json_str(&mut out, text),
+                Answer::Call {
+                    name, arguments, ..
+                } => {
+                    out.push_str("null,\"tool_calls\":[{\"id\":\"");
+                    out.push_str(&call_id());
+                    out.push_str("\",\"type\":\"function\",\"function\":{\"name\":");
+                    push_json_str(&mut out, name);
+                    out.push_str(",\"arguments\":");
+                    push_json_str(&mut out, arguments);
+                    out.push_str("}}]");
+                }
+            }
+            let _ = write!(
+                out,
+                ",\"refusal\":null,\"annotations\":[]}},\"logprobs\":null,\"finish_reason\":{finish}}}],\"usage\":{usage}"
             );
-            out.push_str(&usage);
             out.push_str(",\"service_tier\":\"default\",\"system_fingerprint\":\"");
             out.push_str(FINGERPRINT);
             out.push_str("\"}");
@@ -440,65 +544,55 @@ impl Cx<'_> {
             Bytes::from(s)
         };
 
-        let pieces = split_pieces(&reply, self.shared.chunks);
-        let mut events = VecDeque::with_capacity(pieces.len() + 4);
-        events.push_back(chunk(
-            "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
-            "null",
-        ));
-        for piece in pieces {
-            let mut delta = String::with_capacity(piece.len() + 16);
-            delta.push_str("{\"content\":");
-            push_json_str(&mut delta, piece);
-            delta.push('}');
-            events.push_back(chunk(&delta, "null"));
+        let mut events = VecDeque::with_capacity(self.shared.chunks + 5);
+        match &reply.answer {
+            Answer::Text { text, .. } => {
+                events.push_back(chunk(
+                    "{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null}",
+                    "null",
+                ));
+                for piece in split_pieces(text, self.shared.chunks) {
+                    let mut delta = String::with_capacity(piece.len() + 16);
+                    delta.push_str("{\"content\":");
+                    push_json_str(&mut delta, piece);
+                    delta.push('}');
+                    events.push_back(chunk(&delta, "null"));
+                }
+            }
+            Answer::Call {
+                name, arguments, ..
+            } => {
+                let mut delta = String::from(
+                    "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"",
+                );
+                delta.push_str(&call_id());
+                delta.push_str("\",\"type\":\"function\",\"function\":{\"name\":");
+                push_json_str(&mut delta, name);
+                delta.push_str(",\"arguments\":\"\"}}],\"refusal\":null}");
+                events.push_back(chunk(&delta, "null"));
+                for piece in split_pieces(arguments, self.shared.chunks.max(2)) {
+                    let mut delta =
+                        String::from("{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":");
+                    push_json_str(&mut delta, piece);
+                    delta.push_str("}}]}");
+                    events.push_back(chunk(&delta, "null"));
+                }
+            }
         }
-        events.push_back(chunk("{}", "\"stop\""));
+        events.push_back(chunk("{}", finish));
         if include_usage {
             events.push_back(Bytes::from(format!("{prefix}[],\"usage\":{usage}}}\n\n")));
         }
         events.push_back(Bytes::from_static(DONE_EVENT));
-
-        let mut first_delay = Duration::ZERO;
-        let mut end = End::Complete;
-        match behaviour {
-            Behaviour::SlowFirstEvent(d) => first_delay = *d,
-            Behaviour::CutAfter(k) => {
-                events.truncate(*k);
-                end = End::Cut;
-            }
-            Behaviour::StallAfter(k) => {
-                events.truncate(*k);
-                end = End::Stall;
-            }
-            Behaviour::EndWithoutDone => {
-                events.pop_back();
-            }
-            Behaviour::ErrorEventAfter(k) => {
-                events.truncate(*k);
-                let err = error_json(
-                    "The server had an error while processing your request. Sorry about that!",
-                    "server_error",
-                    None,
-                    None,
-                );
-                events.push_back(Bytes::from(format!("data: {err}\n\n")));
-            }
-            _ => {}
-        }
-        let body = FakeBody::paced(
-            events,
-            first_delay,
-            self.shared.chunk_delay,
-            end,
-            Guard::new(self.shared),
-        );
-        let mut resp = self.respond(200, EVENT_STREAM, body);
-        resp.headers_mut().insert(
-            http::header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        );
-        resp
+        self.stream_ok(EVENT_STREAM, events, behaviour, |_| {
+            let err = error_json(
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                None,
+                None,
+            );
+            Bytes::from(format!("data: {err}\n\n"))
+        })
     }
 
     fn embeddings(&self, body: &[u8], behaviour: &Behaviour) -> Resp {
@@ -698,11 +792,66 @@ pub(crate) fn error_json(
     out
 }
 
-fn usage_json(prompt: usize, completion: usize) -> String {
+/// Chat completions usage: cached tokens are part of `prompt_tokens`.
+fn usage_json(u: &Usage) -> String {
+    let (prompt, completion, cached) = (u.prompt + u.cache_read, u.completion, u.cache_read);
     format!(
-        "{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":0,\"audio_tokens\":0}},\"completion_tokens_details\":{{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}}",
+        "{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{cached},\"audio_tokens\":0}},\"completion_tokens_details\":{{\"reasoning_tokens\":0,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}}",
         prompt + completion
     )
+}
+
+/// The tool a chat request makes the fake call: the forced one
+/// (`{"type":"function","function":{"name":X}}`) or the first declared;
+/// none without tools or with `tool_choice: "none"`.
+fn openai_tool<'a>(tools: Option<&'a [Value]>, choice: Option<&'a Value>) -> Option<&'a str> {
+    let first = tools?.first()?.get("function")?.get("name")?.as_str()?;
+    match choice {
+        Some(Value::String(s)) if s == "none" => None,
+        Some(c) => Some(
+            c.get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or(first),
+        ),
+        None => Some(first),
+    }
+}
+
+/// Applies the stream-shaping behaviours to `events` (see [`Behaviour`]):
+/// returns the delay before the first event and how the body ends.
+/// `EndWithoutDone` drops the last event (`[DONE]`, `message_stop`, ...);
+/// `ErrorEventAfter(k)` keeps `k` events and appends `error(k)`.
+pub(crate) fn shape_stream(
+    events: &mut VecDeque<Bytes>,
+    behaviour: &Behaviour,
+    error: impl FnOnce(usize) -> Bytes,
+) -> (Duration, End) {
+    match behaviour {
+        Behaviour::SlowFirstEvent(d) => return (*d, End::Complete),
+        Behaviour::CutAfter(k) => {
+            events.truncate(*k);
+            return (Duration::ZERO, End::Cut);
+        }
+        Behaviour::StallAfter(k) => {
+            events.truncate(*k);
+            return (Duration::ZERO, End::Stall);
+        }
+        Behaviour::EndWithoutDone => {
+            events.pop_back();
+        }
+        Behaviour::ErrorEventAfter(k) => {
+            events.truncate(*k);
+            events.push_back(error(events.len()));
+        }
+        _ => {}
+    }
+    (Duration::ZERO, End::Complete)
+}
+
+/// One named SSE event: `event: <name>` and one `data:` line.
+pub(crate) fn sse_event(name: &str, json: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {json}\n\n"))
 }
 
 /// The text of a message's `content`: a string, or the `text` of its parts.
@@ -796,6 +945,11 @@ struct ChatRequest {
     messages: Option<Vec<ChatMessage>>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    stop: Option<Value>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -28,12 +28,15 @@
 //! path; once the queue is empty every request gets the `always` behaviour
 //! (default [`Behaviour::Ok`]).
 
+mod anthropic;
 mod audio;
 mod body;
+mod gemini;
 mod handler;
 mod images;
 mod media;
 mod multipart;
+mod reply;
 mod responses;
 mod util;
 
@@ -190,6 +193,8 @@ pub struct FakeUpstream {
     chunk_delay: Duration,
     latency: Duration,
     api_key: Option<String>,
+    cache_read: u64,
+    cache_write: u64,
     queue: VecDeque<Behaviour>,
     always: Behaviour,
     record: bool,
@@ -212,6 +217,8 @@ impl FakeUpstream {
             chunk_delay: Duration::ZERO,
             latency: Duration::ZERO,
             api_key: None,
+            cache_read: 0,
+            cache_write: 0,
             queue: VecDeque::new(),
             always: Behaviour::Ok,
             record: true,
@@ -255,9 +262,26 @@ impl FakeUpstream {
         self
     }
 
-    /// Require `Authorization: Bearer <key>`; otherwise 401 `invalid_api_key`.
+    /// Require the key the way each API sends it: `Authorization: Bearer <key>`
+    /// (or Azure's `api-key`) on OpenAI paths, else 401 `invalid_api_key`;
+    /// `x-api-key` on `/v1/messages`, else 401 `authentication_error`; the
+    /// `x-goog-api-key` header or the `key` query parameter on `/v1beta/...`,
+    /// else 403 `PERMISSION_DENIED` without a key and 400 `INVALID_ARGUMENT`
+    /// (`API_KEY_INVALID`) with a wrong one.
     pub fn require_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// Prompt-cache tokens to report (default 0, 0): Anthropic's usage says
+    /// `cache_read_input_tokens: read` and `cache_creation_input_tokens: write`
+    /// beside the uncached `input_tokens`; Gemini's `cachedContentTokenCount:
+    /// read` and OpenAI's `prompt_tokens_details.cached_tokens: read` (Responses
+    /// API: `input_tokens_details.cached_tokens`) are included in their prompt
+    /// counts, which are then the uncached count plus `read`.
+    pub fn cache_tokens(mut self, read: u64, write: u64) -> Self {
+        self.cache_read = read;
+        self.cache_write = write;
         self
     }
 
@@ -356,7 +380,10 @@ impl FakeUpstream {
             chunks: self.chunks.max(1),
             chunk_delay: self.chunk_delay,
             latency: self.latency,
-            auth_header: self.api_key.map(|k| format!("Bearer {k}")),
+            auth_header: self.api_key.as_ref().map(|k| format!("Bearer {k}")),
+            api_key: self.api_key,
+            cache_read: self.cache_read,
+            cache_write: self.cache_write,
             record: self.record,
             behaviours: Mutex::new(Behaviours {
                 queue: self.queue,
@@ -390,6 +417,10 @@ pub(crate) struct Shared {
     pub(crate) latency: Duration,
     /// The exact expected `authorization` value, if a key is required.
     pub(crate) auth_header: Option<String>,
+    /// The key itself, if one is required.
+    pub(crate) api_key: Option<String>,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
     pub(crate) record: bool,
     behaviours: Mutex<Behaviours>,
     requests: Mutex<Vec<RecordedRequest>>,
@@ -488,8 +519,18 @@ impl FakeHandle {
         self.shared.addr
     }
 
-    /// `http://HOST:PORT/v1` (an unspecified bind address is replaced by loopback).
+    /// `http://HOST:PORT/v1` (an unspecified bind address is replaced by loopback):
+    /// the base URL of the OpenAI and Anthropic APIs.
     pub fn base_url(&self) -> String {
+        self.url_with("v1")
+    }
+
+    /// `http://HOST:PORT/v1beta`: the base URL of the Gemini API.
+    pub fn gemini_base_url(&self) -> String {
+        self.url_with("v1beta")
+    }
+
+    fn url_with(&self, version: &str) -> String {
         let mut addr = self.shared.addr;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
@@ -500,9 +541,9 @@ impl FakeHandle {
         }
         if self.shared.https {
             // The bundled test certificate names `localhost`.
-            format!("https://localhost:{}/v1", addr.port())
+            format!("https://localhost:{}/{version}", addr.port())
         } else {
-            format!("http://{addr}/v1")
+            format!("http://{addr}/{version}")
         }
     }
 

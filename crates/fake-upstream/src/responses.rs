@@ -2,15 +2,14 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Behaviour;
-use crate::body::End;
-use crate::handler::{Cx, EVENT_STREAM, MAX_ECHO_CHARS, Resp, content_text, split_pieces};
+use crate::handler::{Cx, EVENT_STREAM, Resp, content_text, split_pieces, sse_event};
+use crate::reply::words;
 use crate::util::{random_u64, unix_now};
 
 #[derive(Deserialize)]
@@ -105,23 +104,23 @@ impl OutputText {
 
 #[derive(Clone, Copy, Serialize)]
 struct Usage {
-    input_tokens: usize,
+    input_tokens: u64,
     input_tokens_details: InputDetails,
-    output_tokens: usize,
+    output_tokens: u64,
     output_tokens_details: OutputDetails,
-    total_tokens: usize,
+    total_tokens: u64,
 }
 
 #[derive(Clone, Copy, Serialize)]
 struct InputDetails {
-    cached_tokens: usize,
+    cached_tokens: u64,
     /// Newer SDKs require it.
-    cache_write_tokens: usize,
+    cache_write_tokens: u64,
 }
 
 #[derive(Clone, Copy, Serialize)]
 struct OutputDetails {
-    reasoning_tokens: usize,
+    reasoning_tokens: u64,
 }
 
 /// One SSE event: `type` and `sequence_number` first, then the event's own fields.
@@ -221,8 +220,7 @@ fn event<T: Serialize>(kind: &str, seq: &mut usize, body: T) -> Bytes {
         body,
     };
     *seq += 1;
-    let json = serde_json::to_string(&ev).unwrap_or_default();
-    Bytes::from(format!("event: {kind}\ndata: {json}\n\n"))
+    sse_event(kind, &serde_json::to_string(&ev).unwrap_or_default())
 }
 
 impl Cx<'_> {
@@ -245,24 +243,16 @@ impl Cx<'_> {
             Some(Value::String(s)) => s.chars().count(),
             _ => 0,
         };
-        let reply: Cow<'_, str> = match (&self.shared.reply, last_user) {
-            (Some(r), _) => Cow::Borrowed(r.as_str()),
-            (None, Some(msg)) => {
-                let cut = msg
-                    .char_indices()
-                    .nth(MAX_ECHO_CHARS)
-                    .map_or(msg.len(), |(i, _)| i);
-                Cow::Owned(format!("fake reply to: {}", &msg[..cut]))
-            }
-            (None, None) => Cow::Borrowed("fake reply"),
-        };
-        let input_tokens = (input_chars + instruction_chars).div_ceil(4).max(1);
-        let output_tokens = reply.split_whitespace().count();
+        let reply = self.shared.reply_text(last_user.as_deref());
+        // Cached tokens are part of `input_tokens`.
+        let cached = self.shared.cache_read;
+        let input_tokens = (input_chars + instruction_chars).div_ceil(4).max(1) as u64 + cached;
+        let output_tokens = words(&reply);
         let usage = Usage {
             input_tokens,
             input_tokens_details: InputDetails {
-                cached_tokens: 0,
-                cache_write_tokens: 0,
+                cached_tokens: cached,
+                cache_write_tokens: self.shared.cache_write,
             },
             output_tokens,
             output_tokens_details: OutputDetails {
@@ -411,36 +401,17 @@ impl Cx<'_> {
             WithResponse { response: &done },
         ));
 
-        let mut first_delay = Duration::ZERO;
-        let mut end = End::Complete;
-        match behaviour {
-            Behaviour::SlowFirstEvent(d) => first_delay = *d,
-            Behaviour::CutAfter(k) => {
-                events.truncate(*k);
-                end = End::Cut;
-            }
-            Behaviour::StallAfter(k) => {
-                events.truncate(*k);
-                end = End::Stall;
-            }
-            Behaviour::EndWithoutDone => {
-                events.pop_back();
-            }
-            Behaviour::ErrorEventAfter(k) => {
-                events.truncate(*k);
-                let mut seq = events.len();
-                events.push_back(event(
-                    "error",
-                    &mut seq,
-                    ErrorBody {
-                        code: "server_error",
-                        message: "The server had an error while processing your request. Sorry about that!",
-                        param: Value::Null,
-                    },
-                ));
-            }
-            _ => {}
-        }
-        self.paced_ok(EVENT_STREAM, events, first_delay, end)
+        self.stream_ok(EVENT_STREAM, events, behaviour, |kept| {
+            let mut seq = kept;
+            event(
+                "error",
+                &mut seq,
+                ErrorBody {
+                    code: "server_error",
+                    message: "The server had an error while processing your request. Sorry about that!",
+                    param: Value::Null,
+                },
+            )
+        })
     }
 }

@@ -39,23 +39,50 @@ pub(crate) fn request_id() -> String {
 }
 
 const ALNUM: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// `chatcmpl-` followed by 29 random alphanumerics, like OpenAI's ids.
-pub(crate) fn completion_id() -> String {
-    let mut s = String::with_capacity(38);
-    s.push_str("chatcmpl-");
+/// `prefix` followed by `n` random characters of `alphabet` (at most 64 symbols).
+fn random_id(prefix: &str, alphabet: &[u8], n: usize) -> String {
+    let mut s = String::with_capacity(prefix.len() + n);
+    s.push_str(prefix);
     let mut bits = random_u64();
     let mut left = 10; // 10 x 6 bits fit in a u64
-    for _ in 0..29 {
+    for _ in 0..n {
         if left == 0 {
             bits = random_u64();
             left = 10;
         }
-        s.push(ALNUM[(bits % 62) as usize] as char);
+        s.push(alphabet[(bits % alphabet.len() as u64) as usize] as char);
         bits /= 64;
         left -= 1;
     }
     s
+}
+
+/// `chatcmpl-` followed by 29 random alphanumerics, like OpenAI's ids.
+pub(crate) fn completion_id() -> String {
+    random_id("chatcmpl-", ALNUM, 29)
+}
+
+/// `call_` followed by 24 lowercase hex digits: an OpenAI tool call id.
+pub(crate) fn call_id() -> String {
+    random_id("call_", HEX, 24)
+}
+
+/// An Anthropic-style id: `prefix` then `01` and 22 alphanumerics, like
+/// `msg_01XFDUDYJgAACzvnptvVoYEL` or `toolu_01A09q90qw90lq917835lq9`.
+pub(crate) fn anthropic_id(prefix: &str) -> String {
+    random_id(&format!("{prefix}01"), ALNUM, 22)
+}
+
+/// An Anthropic `request-id`: `req_011C` and 20 alphanumerics (`req_011CaDvrymxizFC1oij4M9EK`).
+pub(crate) fn anthropic_request_id() -> String {
+    random_id("req_011C", ALNUM, 20)
+}
+
+/// A Gemini `responseId`: 22 alphanumerics.
+pub(crate) fn gemini_response_id() -> String {
+    random_id("", ALNUM, 22)
 }
 
 /// Seconds since the Unix epoch.
@@ -95,7 +122,6 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
         match esc {
             Some(e) => out.push_str(e),
             None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.push_str("\\u00");
                 out.push(HEX[usize::from(b >> 4)] as char);
                 out.push(HEX[usize::from(b & 0xF)] as char);
@@ -177,5 +203,14 @@ mod tests {
         assert_eq!(r.len(), 36);
         assert!(r[4..].bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(completion_id(), completion_id());
+        let c = call_id();
+        assert!(c.starts_with("call_") && c.len() == 29, "{c}");
+        assert!(c[5..].bytes().all(|b| b.is_ascii_hexdigit()));
+        let m = anthropic_id("msg_");
+        assert!(m.starts_with("msg_01") && m.len() == 28, "{m}");
+        assert!(m[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        let r = anthropic_request_id();
+        assert!(r.starts_with("req_011C") && r.len() == 28, "{r}");
+        assert_eq!(gemini_response_id().len(), 22);
     }
 }

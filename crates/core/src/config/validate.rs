@@ -88,6 +88,24 @@ const WELL_KNOWN: &[WellKnown] = &[
         needs_key: false,
     },
     WellKnown {
+        id: "anthropic",
+        kind: ProviderKind::Anthropic,
+        base_url: "https://api.anthropic.com/v1",
+        needs_key: true,
+    },
+    WellKnown {
+        id: "gemini",
+        kind: ProviderKind::Gemini,
+        base_url: "https://generativelanguage.googleapis.com/v1beta",
+        needs_key: true,
+    },
+    WellKnown {
+        id: "google",
+        kind: ProviderKind::Gemini,
+        base_url: "https://generativelanguage.googleapis.com/v1beta",
+        needs_key: true,
+    },
+    WellKnown {
         id: "mock",
         kind: ProviderKind::Mock,
         base_url: "mock://local",
@@ -108,12 +126,10 @@ fn target_urls(
         (ProviderKind::AzureOpenAi, Some(v)) => {
             azure_urls(&provider.base_url, deployment.unwrap_or(model), v)
         }
+        (ProviderKind::Gemini, _) => crate::model::gemini_urls(&provider.base_url, model),
         _ => Vec::new(),
     }
 }
-
-/// Kinds the SPEC names that this build does not serve yet.
-const PLANNED_KINDS: &[&str] = &["anthropic", "gemini"];
 
 fn k(s: &str) -> Seg {
     Seg::Key(s.to_string())
@@ -417,7 +433,9 @@ pub fn build_snapshot(
             .unwrap_or(EndpointKind::Chat)
     };
 
-    // Providers, with one pooled client per (provider, connect timeout).
+    // Providers, with one pooled client per (provider, connect timeout), kept from earlier
+    // snapshots when unchanged.
+    crate::providers::transport::next_build();
     let mut clients: HashMap<(String, Duration), Transport> = HashMap::new();
     let mut providers: BTreeMap<String, BuiltProvider> = BTreeMap::new();
     for (id, rp) in &raw.providers {
@@ -1092,7 +1110,7 @@ fn client_for(
     if let Some(t) = clients.get(&(provider.to_string(), connect)) {
         return Some(t.clone());
     }
-    match Transport::new(connect, roots, base_url) {
+    match crate::providers::transport::shared(provider, connect, roots, base_url) {
         Ok(t) => {
             clients.insert((provider.to_string(), connect), t.clone());
             Some(t)
@@ -1131,23 +1149,17 @@ fn build_provider(
     let kind = match rp.kind.as_deref() {
         Some("openai") => ProviderKind::OpenAi,
         Some("azure-openai") => ProviderKind::AzureOpenAi,
+        Some("anthropic") => ProviderKind::Anthropic,
+        Some("gemini") => ProviderKind::Gemini,
         Some("mock") => ProviderKind::Mock,
-        Some(other) if PLANNED_KINDS.contains(&other) => {
-            cx.err(with(path, k("kind")), format!("provider kind '{other}' is not supported by this build yet (supported: openai, mock)"));
-            return None;
-        }
         Some(other) => {
             cx.err(with(path, k("kind")), format!("unknown provider kind '{other}' (openai, azure-openai, anthropic, gemini, mock)"));
             return None;
         }
         None => match known {
             Some(w) => w.kind,
-            None if PLANNED_KINDS.contains(&id) || id == "google" => {
-                cx.err(path, format!("provider '{id}' needs a native adapter that this build does not have yet (supported kinds: openai, mock)"));
-                return None;
-            }
             None => {
-                cx.err(path, "`kind` is required for a provider that is not well known (openai, groq, mistral, deepseek, openrouter, together, fireworks, ollama, mock)");
+                cx.err(path, "`kind` is required for a provider that is not well known (openai, anthropic, gemini, google, groq, mistral, deepseek, openrouter, together, fireworks, ollama, mock)");
                 return None;
             }
         },
@@ -1243,7 +1255,13 @@ fn build_provider(
         );
     }
     let auth_type = match rp.auth_type.as_deref() {
-        None if kind == ProviderKind::AzureOpenAi => AuthType::ApiKeyHeader,
+        None if matches!(
+            kind,
+            ProviderKind::AzureOpenAi | ProviderKind::Anthropic | ProviderKind::Gemini
+        ) =>
+        {
+            AuthType::ApiKeyHeader
+        }
         None | Some("bearer") => AuthType::Bearer,
         Some("api_key_header") => AuthType::ApiKeyHeader,
         Some("query_param") => AuthType::QueryParam,
@@ -1255,10 +1273,12 @@ fn build_provider(
             AuthType::Bearer
         }
     };
-    let default_header = match auth_type {
-        AuthType::Bearer => "authorization",
-        AuthType::ApiKeyHeader => "api-key",
-        AuthType::QueryParam => "key",
+    let default_header = match (auth_type, kind) {
+        (AuthType::Bearer, _) => "authorization",
+        (AuthType::ApiKeyHeader, ProviderKind::Anthropic) => "x-api-key",
+        (AuthType::ApiKeyHeader, ProviderKind::Gemini) => "x-goog-api-key",
+        (AuthType::ApiKeyHeader, _) => "api-key",
+        (AuthType::QueryParam, _) => "key",
     };
     let header_name = rp.auth_header_name.as_deref().unwrap_or(default_header);
     let auth_header_name = match http::HeaderName::from_bytes(header_name.as_bytes()) {

@@ -1,8 +1,12 @@
 //! Provider adapters. Only `providers/<kind>` knows a provider's wire format; everything
 //! else sees OpenAI-shaped requests and responses.
 
+mod anthropic;
+mod chat;
+pub mod gemini;
 mod mock;
 mod openai;
+mod translate;
 pub mod transport;
 
 pub use transport::Transport;
@@ -31,6 +35,26 @@ pub enum TransportError {
     Tls(String),
     #[error("the connection to the provider failed: {0}")]
     Reset(String),
+}
+
+/// Why an attempt could not be made or answered.
+#[derive(Debug)]
+pub enum SendError {
+    Transport(TransportError),
+    /// The request cannot be translated for this provider (a parameter it cannot honour).
+    Request(crate::error::ApiError),
+}
+
+impl From<TransportError> for SendError {
+    fn from(e: TransportError) -> Self {
+        SendError::Transport(e)
+    }
+}
+
+impl From<crate::error::ApiError> for SendError {
+    fn from(e: crate::error::ApiError) -> Self {
+        SendError::Request(e)
+    }
 }
 
 /// A request body as it goes upstream.
@@ -79,11 +103,15 @@ pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 8] = [
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
-pub async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
+pub async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, SendError> {
     match out.target.provider.kind {
         // Azure OpenAI speaks OpenAI's format; only its URLs and auth header differ, and
         // those are set when the config loads.
-        ProviderKind::OpenAi | ProviderKind::AzureOpenAi => openai::send(out).await,
-        ProviderKind::Mock => mock::send(out).await,
+        ProviderKind::OpenAi | ProviderKind::AzureOpenAi => {
+            Ok(openai::post(out, HeaderMap::new()).await?)
+        }
+        ProviderKind::Anthropic => anthropic::send(out).await,
+        ProviderKind::Gemini => gemini::send(out).await,
+        ProviderKind::Mock => Ok(mock::send(out).await?),
     }
 }

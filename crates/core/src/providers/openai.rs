@@ -1,4 +1,5 @@
 //! The `openai` kind: OpenAI and any OpenAI-compatible API. Bodies pass through as they are.
+//! Its HTTP sending is shared by the translating adapters.
 
 use super::transport::Transport;
 use super::{FORWARDED_REQUEST_HEADERS, OutBody, Outbound, TransportError, UpstreamResponse};
@@ -12,6 +13,7 @@ const USER_AGENT: &str = concat!("signalbox/", env!("CARGO_PKG_VERSION"));
 /// then the credential (so nothing can override it).
 fn request_headers(
     out: &Outbound<'_>,
+    extra: HeaderMap,
 ) -> Result<(HeaderMap, Option<(String, String)>), TransportError> {
     let t = out.target;
     let p = &t.provider;
@@ -50,6 +52,16 @@ fn request_headers(
             h.append(name.clone(), v.clone());
         }
     }
+    let mut last = None;
+    for (name, value) in extra {
+        if let Some(name) = name {
+            h.remove(&name);
+            last = Some(name);
+        }
+        if let Some(name) = &last {
+            h.append(name.clone(), value);
+        }
+    }
     for (name, value) in &p.headers {
         h.insert(name.clone(), value.clone());
     }
@@ -80,9 +92,15 @@ fn request_headers(
     Ok((h, query))
 }
 
-pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, TransportError> {
+/// POST a request in the provider's own format: `extra` headers (an adapter's own, such as
+/// `anthropic-version`) go after the caller's allow-listed ones and before the provider's
+/// static headers and the credential.
+pub(super) async fn post(
+    out: Outbound<'_>,
+    extra: HeaderMap,
+) -> Result<UpstreamResponse, TransportError> {
     let t = out.target;
-    let (headers, query) = request_headers(&out)?;
+    let (headers, query) = request_headers(&out, extra)?;
     match &t.transport {
         Transport::Direct(client) => {
             let uri = match &query {

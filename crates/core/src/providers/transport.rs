@@ -32,6 +32,89 @@ pub struct ExtraRoots {
     der: Vec<CertificateDer<'static>>,
 }
 
+impl ExtraRoots {
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for c in &self.der {
+            c.as_ref().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+/// What makes two transports interchangeable.
+#[derive(Hash, PartialEq, Eq)]
+struct Key {
+    provider: String,
+    base_url: String,
+    connect: Duration,
+    roots: u64,
+}
+
+/// Transports outlive snapshots: a config change that leaves a provider's connection
+/// settings alone keeps its client, so its warm connections and TLS setup are not thrown
+/// away (building a client costs far more than the rest of a snapshot). Only snapshot
+/// builds touch this, never requests; entries unused for `KEEP_BUILDS` builds are dropped.
+struct Reuse {
+    build: u64,
+    entries: std::collections::HashMap<Key, (Transport, u64)>,
+}
+
+const KEEP_BUILDS: u64 = 64;
+
+static REUSE: std::sync::LazyLock<std::sync::Mutex<Reuse>> = std::sync::LazyLock::new(|| {
+    std::sync::Mutex::new(Reuse {
+        build: 0,
+        entries: std::collections::HashMap::new(),
+    })
+});
+
+fn reuse() -> std::sync::MutexGuard<'static, Reuse> {
+    REUSE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Start a snapshot build: transports unused for a while are let go.
+pub fn next_build() {
+    let mut r = reuse();
+    r.build += 1;
+    let keep_after = r.build.saturating_sub(KEEP_BUILDS);
+    r.entries.retain(|_, (_, used)| *used >= keep_after);
+}
+
+/// The transport for a provider's settings: the one earlier snapshots used when nothing
+/// that shapes it changed, else a new one.
+pub fn shared(
+    provider: &str,
+    connect_timeout: Duration,
+    roots: &ExtraRoots,
+    base_url: &str,
+) -> Result<Transport, String> {
+    let key = Key {
+        provider: provider.to_string(),
+        base_url: base_url.to_string(),
+        connect: connect_timeout,
+        roots: roots.fingerprint(),
+    };
+    {
+        let mut r = reuse();
+        let build = r.build;
+        if let Some((t, used)) = r.entries.get_mut(&key) {
+            *used = build;
+            return Ok(t.clone());
+        }
+    }
+    // Built outside the lock (it is the costly part); a racing build may make a twin,
+    // which only costs that one client.
+    let t = Transport::new(connect_timeout, roots, base_url)?;
+    let mut r = reuse();
+    let build = r.build;
+    r.entries.insert(key, (t.clone(), build));
+    Ok(t)
+}
+
 impl Transport {
     pub fn new(
         connect_timeout: Duration,

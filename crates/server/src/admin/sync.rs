@@ -201,9 +201,15 @@ pub async fn test_connection(p: &Provider) -> Value {
         ProviderKind::AzureOpenAi => {
             return json!({"status": "unsupported", "message": "Azure OpenAI lists deployments, not models; call a route to test it", "models": []});
         }
-        ProviderKind::OpenAi => {}
+        ProviderKind::OpenAi | ProviderKind::Anthropic | ProviderKind::Gemini => {}
     }
     let mut url = format!("{}/models", p.base_url.trim_end_matches('/'));
+    // One page with every model: Anthropic and Gemini page their lists (20 and 50 a page).
+    match p.kind {
+        ProviderKind::Anthropic => url.push_str("?limit=1000"),
+        ProviderKind::Gemini => url.push_str("?pageSize=1000"),
+        _ => {}
+    }
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -231,6 +237,9 @@ pub async fn test_connection(p: &Provider) -> Value {
             req = client.get(&url).bearer_auth(c.expose());
         }
         (None, _) => req = client.get(&url),
+    }
+    if p.kind == ProviderKind::Anthropic {
+        req = req.header("anthropic-version", "2023-06-01");
     }
     for (k, v) in &p.headers {
         req = req.header(k, v);
@@ -263,12 +272,18 @@ pub async fn test_connection(p: &Provider) -> Value {
         Ok(b) if b.len() <= 4 << 20 => serde_json::from_slice(&b).unwrap_or(Value::Null),
         _ => Value::Null,
     };
+    // OpenAI and Anthropic: `data[].id`; Gemini: `models[].name` as `models/ID`.
+    let (list, field) = match p.kind {
+        ProviderKind::Gemini => ("models", "name"),
+        _ => ("data", "id"),
+    };
     let models: Vec<String> = body
-        .get("data")
+        .get(list)
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+                .filter_map(|m| m.get(field).and_then(Value::as_str))
+                .map(|id| id.strip_prefix("models/").unwrap_or(id).to_string())
                 .collect()
         })
         .unwrap_or_default();

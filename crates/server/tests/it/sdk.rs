@@ -461,7 +461,7 @@ async fn run_client(program: &str, script: &str, args: &[&str], hint: &str) -> S
     out
 }
 
-async fn run_python(script: &str, args: &[&str]) -> String {
+pub(crate) async fn run_python(script: &str, args: &[&str]) -> String {
     run_client(
         "python3",
         script,
