@@ -102,6 +102,34 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def dataplane(port, tok, duration, tmp, wrk_cpus):
+    """wrk -c1 on route::r with no changes, then while the route is repointed every 1 s and every
+    100 ms. Returns [(label, changes, wrk result)]."""
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    out = [("none", 0, wrk(url, "route::r", 1, duration, tmp, cpus=wrk_cpus))]
+    for label, interval in (("every 1 s", 1.0), ("every 100 ms", 0.1)):
+        stop = threading.Event()
+        flips = [0]
+
+        def flipper():
+            c = Client(port)
+            i = 0
+            while not stop.is_set():
+                c.call("PUT", "/admin/v1/projects/default/routes/r",
+                       {"targets": ["t2" if i % 2 == 0 else "t1"]}, tok)
+                flips[0] += 1
+                i += 1
+                stop.wait(interval)
+
+        th = threading.Thread(target=flipper)
+        th.start()
+        r = wrk(url, "route::r", 1, duration, tmp, cpus=wrk_cpus)
+        stop.set()
+        th.join()
+        out.append((label, flips[0], r))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-build", action="store_true")
@@ -126,25 +154,16 @@ def main():
                   f"| single node (SQLite): admin write answered | {statistics.median(w):.1f} | {pct(w, 99):.1f} | {max(w):.1f} |",
                   f"| single node (SQLite): write sent -> first request on the new config | {statistics.median(s):.1f} | {pct(s, 99):.1f} | {max(s):.1f} |"]
 
-        # 3. Data-plane latency without and with changes (on the single node).
-        base = wrk("http://127.0.0.1:19300/v1/chat/completions", "route::r", 1, a.duration, tmp)
-        stop = threading.Event()
-        flips = [0]
-
-        def flipper():
-            c = Client(19300)
-            i = 0
-            while not stop.is_set():
-                c.call("PUT", "/admin/v1/projects/default/routes/r", {"targets": ["t2" if i % 2 == 0 else "t1"]}, tok)
-                flips[0] += 1
-                i += 1
-                time.sleep(0.1)
-
-        th = threading.Thread(target=flipper)
-        th.start()
-        busy = wrk("http://127.0.0.1:19300/v1/chat/completions", "route::r", 1, a.duration, tmp)
-        stop.set()
-        th.join()
+        # 3. Data-plane latency without and with changes (on the single node), pinned.
+        runs = dataplane(19300, tok, a.duration, tmp, "1")
+        p.terminate()
+        p.wait()
+        procs.remove(p)
+        # ... and unpinned: gateway and wrk share both cores as the scheduler sees fit.
+        p = start_node(tmp, "single", 19300, cpu="0-1")
+        procs.append(p)
+        tok = login(19300)
+        runs_free = dataplane(19300, tok, a.duration, tmp, "0-1")
         p.terminate()
         p.wait()
         procs.remove(p)
@@ -171,11 +190,14 @@ def main():
             procs.clear()
             subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "stop"], check=False)
 
-        lines += ["", f"Data plane, `route::r` (mock target), wrk -c1 {a.duration}s, gateway on CPU 0, wrk on CPU 1:", "",
-                  "| run | p50 ms | p99 ms | req/s | non-2xx |", "|---|---|---|---|---|",
-                  f"| no changes | {base['p50']:.3f} | {base['p99']:.3f} | {base['rps']:.0f} | {base['non2xx']} |",
-                  f"| route repointed every 100 ms ({flips[0]} changes) | {busy['p50']:.3f} | {busy['p99']:.3f} | {busy['rps']:.0f} | {busy['non2xx']} |",
-                  "", f"p50 ratio (changes / none): {busy['p50'] / base['p50']:.2f}x; p99 ratio: {busy['p99'] / base['p99']:.2f}x"]
+        lines += ["", f"Data plane, `route::r` (mock target), wrk -c1 {a.duration}s:", "",
+                  "| placement | changes | p50 ms | p99 ms | req/s | non-2xx | p50 vs none | p99 vs none |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for placement, rs in (("gateway CPU 0, wrk CPU 1", runs), ("unpinned", runs_free)):
+            base = rs[0][2]
+            for label, flips, r in rs:
+                lines.append(f"| {placement} | {label} ({flips} changes) | {r['p50']:.3f} | {r['p99']:.3f} | "
+                             f"{r['rps']:.0f} | {r['non2xx']} | {r['p50'] / base['p50']:.2f}x | {r['p99'] / base['p99']:.2f}x |")
     finally:
         for q in procs:
             q.terminate()

@@ -62,13 +62,13 @@ def to_ms(v):
     return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
 
 
-def wrk(url, model, conns, duration, lua_dir, stream=False):
+def wrk(url, model, conns, duration, lua_dir, stream=False, cpus="1"):
     lua = os.path.join(lua_dir, f"{model.replace(':', '_')}.lua")
     body = '{"model":"%s","messages":[{"role":"user","content":"hello there"}]}' % model
     with open(lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
         f.write("wrk.body = '%s'\n" % body)
-    out = sh(["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua, url])
+    out = sh(["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua, url])
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))

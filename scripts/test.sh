@@ -5,11 +5,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== installing test dependencies"
-# The client SDKs of the black-box compatibility suite (crates/server/tests/it/sdk.rs), pinned:
-# the OpenAI Python SDK in tests/sdk/requirements.txt, the OpenAI Node SDK and the Vercel AI SDK
-# in tests/sdk/node/package-lock.json. Each is installed only when missing or not the pinned one.
-openai_pin="$(sed -n 's/^openai==//p' tests/sdk/requirements.txt)"
-if ! python3 -c "import sys, openai; sys.exit(openai.__version__ != '$openai_pin')" 2>/dev/null; then
+# The client SDKs the tests run, pinned: the Python SDKs in tests/sdk/requirements.txt (OpenAI
+# for the black-box compatibility suite, crates/server/tests/it/sdk.rs; OpenAI, Anthropic and
+# Google GenAI for the fake upstream's wire formats), the OpenAI Node SDK and the Vercel AI SDK in
+# tests/sdk/node/package-lock.json. They are installed only when one is missing or not the pinned one.
+if ! python3 - tests/sdk/requirements.txt <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+for line in open(sys.argv[1]):
+    name, sep, pin = line.split("#", 1)[0].strip().partition("==")
+    if not sep:
+        continue
+    try:
+        if version(name.strip()) != pin.strip():
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi
 if ! node tests/sdk/node/check_install.mjs 2>/dev/null; then

@@ -1,14 +1,36 @@
-//! A fake OpenAI-compatible upstream for Signalbox's tests and benchmarks.
+//! A fake LLM upstream for Signalbox's tests and benchmarks: one server that
+//! speaks the OpenAI, Anthropic and Gemini wire formats, chosen by path.
 //!
-//! It speaks the OpenAI wire format for `POST /v1/chat/completions` (plain and
-//! SSE streaming), `POST /v1/embeddings`, `GET /v1/models[/{id}]`,
-//! `POST /v1/responses` (plain and SSE streaming with named events),
-//! `POST /v1/audio/speech` (binary audio: mp3, opus, aac, flac, wav, pcm),
-//! `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`
-//! (`multipart/form-data` in; json, text, srt, vtt or verbose_json out) and
-//! `POST /v1/images/generations`, and can be told to misbehave in the ways
-//! real providers do: error statuses, rate limits, connections reset without a
-//! response, hung requests, streams that are cut, stall, or end without `[DONE]`.
+//! - **OpenAI** (`/v1/...`): `POST /v1/chat/completions` (plain and SSE
+//!   streaming, with tool calls), `POST /v1/embeddings`, `GET /v1/models[/{id}]`,
+//!   `POST /v1/responses` (plain and SSE streaming with named events),
+//!   `POST /v1/audio/speech` (binary audio: mp3, opus, aac, flac, wav, pcm),
+//!   `POST /v1/audio/transcriptions` and `POST /v1/audio/translations`
+//!   (`multipart/form-data` in; json, text, srt, vtt or verbose_json out),
+//!   `POST /v1/images/generations`, and Azure OpenAI's
+//!   `/openai/deployments/{deployment}/...?api-version=...` paths.
+//! - **Anthropic** (`POST /v1/messages`, base URL [`FakeHandle::base_url`]):
+//!   the Messages API, plain and streamed (`message_start`, `ping`,
+//!   `content_block_*`, `message_delta`, `message_stop`), with tool use,
+//!   request validation, Anthropic error bodies and a `request-id` header.
+//! - **Gemini** (`/v1beta/...`, base URL [`FakeHandle::gemini_base_url`]):
+//!   `models/{model}:generateContent`, `:streamGenerateContent` (SSE with
+//!   `?alt=sse`, else a streamed JSON array), `:countTokens` and
+//!   `GET models[/{id}]`, with function calls, safety blocks and google.rpc
+//!   error bodies.
+//!
+//! Every format answers by the same rules: a fixed [`FakeUpstream::reply`] or
+//! `"fake reply to: <last user text>"`; one call of the first declared (or
+//! forced) tool when the request has tools and ends with the user; `"fake
+//! reply to tool result: <result>"` when it ends with tool results; the reply
+//! cut at the request's stop sequences and to its max tokens (in words).
+//! Prompt tokens are the prompt's characters / 4 (rounded up, at least 1),
+//! completion tokens its words, plus any [`FakeUpstream::cache_tokens`].
+//!
+//! The fake can be told to misbehave in the ways real providers do, in each
+//! provider's own shape: error statuses, rate limits, connections reset
+//! without a response, hung requests, streams that are cut, stall, end
+//! without their last event or end with an error event.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -19,8 +41,9 @@
 //!     .then(Behaviour::CutAfter(2))
 //!     .start()
 //!     .await;
-//! let base = up.base_url(); // "http://127.0.0.1:PORT/v1"
-//! # let _ = base;
+//! let base = up.base_url(); // "http://127.0.0.1:PORT/v1" (OpenAI, Anthropic)
+//! let gemini = up.gemini_base_url(); // "http://127.0.0.1:PORT/v1beta"
+//! # let _ = (base, gemini);
 //! # }
 //! ```
 //!
@@ -59,7 +82,8 @@ pub use body::FakeBody;
 ///
 /// Stream-shaping variants (`SlowFirstEvent`, `CutAfter`, `StallAfter`,
 /// `EndWithoutDone`, `ErrorEventAfter`) count "events" as SSE `data:` events,
-/// the first being the `role` chunk. On non-streaming responses
+/// the first being the `role` chunk (the tool call's first chunk when the
+/// reply is a tool call). On non-streaming responses
 /// `SlowFirstEvent` sends the headers at once and the body after the delay,
 /// `CutAfter`/`StallAfter` send the headers and the first half of the body
 /// before aborting/stalling, and `EndWithoutDone`/`ErrorEventAfter` behave
@@ -71,12 +95,24 @@ pub use body::FakeBody;
 /// `ErrorEventAfter` sends an `event: error`. On `/v1/audio/speech` the
 /// events are the body frames of the audio (see [`FakeUpstream::chunks`]),
 /// and `EndWithoutDone`/`ErrorEventAfter` behave like `Ok`.
+///
+/// On an Anthropic stream the events are `message_start` (1), `ping` (2),
+/// `content_block_start`, the deltas, `content_block_stop`, `message_delta`
+/// and `message_stop`; `EndWithoutDone` leaves out `message_stop`, and
+/// `ErrorEventAfter` sends `event: error` with an `overloaded_error`. On a
+/// Gemini stream each `GenerateContentResponse` is an event (an SSE `data:`
+/// event, or an element of the JSON array without `alt=sse`);
+/// `EndWithoutDone` leaves out the last one, which carries the finish reason
+/// and the full usage, and `ErrorEventAfter` ends with
+/// `{"error":{"code":500,...,"status":"INTERNAL"}}`. `Status` answers with
+/// each provider's own error body for the status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Behaviour {
     /// Answer normally.
     #[default]
     Ok,
-    /// Answer with this status. `body: None` => an OpenAI-shaped error for the status.
+    /// Answer with this status. `body: None` => the error the path's provider sends
+    /// for the status (OpenAI, Anthropic or Google shape).
     Status {
         status: u16,
         retry_after: Option<String>,
@@ -92,14 +128,15 @@ pub enum Behaviour {
     CutAfter(usize),
     /// Stream: K events then nothing more, connection kept open.
     StallAfter(usize),
-    /// Stream: every event including the finish_reason (and usage) chunk, but no `[DONE]`.
+    /// Stream: every event including the finish_reason (and usage) chunk, but no `[DONE]`
+    /// (Anthropic: no `message_stop`; Gemini: no final event).
     EndWithoutDone,
-    /// Stream: K events then `data: {"error":{...}}` then a clean end.
+    /// Stream: K events then `data: {"error":{...}}` (Anthropic: `event: error`) then a clean end.
     ErrorEventAfter(usize),
 }
 
 impl Behaviour {
-    /// `Status` with no `retry-after` and the default OpenAI error body.
+    /// `Status` with no `retry-after` and the provider's default error body.
     pub fn status(code: u16) -> Self {
         Behaviour::Status {
             status: code,
@@ -184,7 +221,7 @@ impl RecordedRequest {
     }
 }
 
-/// Builder for a fake OpenAI upstream.
+/// Builder for a fake upstream (every API on one server, see the crate docs).
 #[derive(Clone, Debug)]
 pub struct FakeUpstream {
     reply: Option<String>,
@@ -208,7 +245,7 @@ impl Default for FakeUpstream {
 }
 
 impl FakeUpstream {
-    /// An OpenAI-compatible fake with default settings.
+    /// A fake with default settings (it serves the Anthropic and Gemini paths too).
     pub fn openai() -> Self {
         Self {
             reply: None,
@@ -226,9 +263,10 @@ impl FakeUpstream {
         }
     }
 
-    /// A fixed reply text for chat completions and the Responses API. Default:
-    /// `"fake reply to: <last user message>"` (the message cut to 256
-    /// characters), or `"fake reply"` without one. Transcriptions always say
+    /// A fixed reply text for chat completions, the Responses API, Anthropic
+    /// messages and Gemini. Default: `"fake reply to: <last user message>"`
+    /// (the message cut to 256 characters), or `"fake reply"` without one.
+    /// Tool calls and replies to tool results ignore it. Transcriptions always say
     /// `"fake transcript of <filename> (<n> bytes)"` (translations:
     /// `"fake translation of ..."`).
     pub fn reply(mut self, text: impl Into<String>) -> Self {
@@ -236,15 +274,17 @@ impl FakeUpstream {
         self
     }
 
-    /// Model ids listed by `GET /v1/models`. Chat and embeddings accept any model.
+    /// Model ids listed by `GET /v1/models` (and as `models/<id>` by Gemini's
+    /// `GET /v1beta/models`). Chat, messages, generateContent and embeddings accept any model.
     pub fn models(mut self, ids: &[&str]) -> Self {
         self.models = ids.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 
     /// Number of content pieces in a stream (default 4; fewer if the reply
-    /// has fewer characters; at least 1), and of body frames of the audio
-    /// from `/v1/audio/speech`.
+    /// has fewer characters; at least 1; at least 2 for a tool call's
+    /// arguments, except Gemini's, which come whole), and of body frames of
+    /// the audio from `/v1/audio/speech`.
     pub fn chunks(mut self, n: usize) -> Self {
         self.chunks = n.max(1);
         self

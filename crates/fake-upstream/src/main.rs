@@ -1,4 +1,5 @@
-//! Standalone fake OpenAI upstream, for benchmarks and manual testing.
+//! Standalone fake upstream (OpenAI, Anthropic and Gemini wire formats), for
+//! benchmarks and manual testing.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -8,8 +9,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use fake_upstream::FakeUpstream;
 
-/// Fake OpenAI-compatible upstream (chat completions, embeddings, models,
-/// responses, audio speech/transcriptions/translations, image generations).
+/// Fake LLM upstream: OpenAI (chat completions, embeddings, models, responses,
+/// audio speech/transcriptions/translations, image generations) under /v1,
+/// Anthropic messages at /v1/messages, Gemini generateContent under /v1beta.
 #[derive(Debug, Parser)]
 #[command(name = "fake-upstream", version)]
 struct Args {
@@ -34,9 +36,16 @@ struct Args {
     /// Comma-separated model ids listed by GET /v1/models.
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
-    /// Require `Authorization: Bearer KEY`.
+    /// Require KEY: `Authorization: Bearer KEY` (OpenAI), `x-api-key` (Anthropic),
+    /// `x-goog-api-key` or `?key=` (Gemini).
     #[arg(long)]
     require_key: Option<String>,
+    /// Prompt-cache read tokens to report in usage.
+    #[arg(long, default_value_t = 0)]
+    cache_read_tokens: u64,
+    /// Prompt-cache write tokens to report in usage (Anthropic only).
+    #[arg(long, default_value_t = 0)]
+    cache_write_tokens: u64,
     /// Tokio worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -69,7 +78,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .record_requests(false)
         .latency(Duration::from_millis(args.latency_ms))
         .chunks(args.chunks)
-        .chunk_delay(Duration::from_millis(args.chunk_delay_ms));
+        .chunk_delay(Duration::from_millis(args.chunk_delay_ms))
+        .cache_tokens(args.cache_read_tokens, args.cache_write_tokens);
     if let Some(reply) = args.reply {
         up = up.reply(reply);
     }

@@ -4,27 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers outside #[test] fns
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fake_upstream::{Behaviour, FakeHandle, FakeUpstream};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 
-async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
+mod common;
+use common::{bytes, connect, event_names, frames, json_body, named_events, root_url, sdk_check};
 
 async fn send_raw(
     up: &FakeHandle,
@@ -56,53 +46,8 @@ async fn post(up: &FakeHandle, path: &str, body: Value) -> Response<Incoming> {
     .await
 }
 
-async fn bytes(resp: Response<Incoming>) -> Bytes {
-    resp.into_body().collect().await.unwrap().to_bytes()
-}
-
-async fn json_body(resp: Response<Incoming>) -> Value {
-    serde_json::from_slice(&bytes(resp).await).unwrap()
-}
-
 fn content_type(resp: &Response<Incoming>) -> &str {
     resp.headers()["content-type"].to_str().unwrap()
-}
-
-/// Every data frame of the body, and whether the body ended with an error.
-async fn frames(resp: Response<Incoming>) -> (Vec<Bytes>, bool) {
-    let mut body = resp.into_body();
-    let mut out = Vec::new();
-    loop {
-        match body.frame().await {
-            None => return (out, false),
-            Some(Err(_)) => return (out, true),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    out.push(d);
-                }
-            }
-        }
-    }
-}
-
-/// Each frame must be exactly one named SSE event: `(event name, data json)`.
-fn named_events(frames: &[Bytes]) -> Vec<(String, Value)> {
-    frames
-        .iter()
-        .map(|f| {
-            let s = std::str::from_utf8(f).unwrap();
-            let s = s
-                .strip_suffix("\n\n")
-                .unwrap_or_else(|| panic!("unterminated: {s:?}"));
-            let (name, data) = s
-                .split_once('\n')
-                .unwrap_or_else(|| panic!("not a named event: {s:?}"));
-            let name = name.strip_prefix("event: ").unwrap();
-            let data = data.strip_prefix("data: ").unwrap();
-            assert!(!data.contains('\n'), "two events in one frame: {s:?}");
-            (name.to_owned(), serde_json::from_str(data).unwrap())
-        })
-        .collect()
 }
 
 /// A `multipart/form-data` body: `(content type, body)`.
@@ -767,7 +712,7 @@ async fn responses_stream_event_sequence() {
     let (frames, errored) = frames(resp).await;
     assert!(!errored);
     let evs = named_events(&frames);
-    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    let names = event_names(&evs);
     assert_eq!(
         names,
         [
@@ -873,49 +818,19 @@ async fn responses_stream_failures() {
 /// fake sends. Skipped when `python3` with `openai` is not installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk_parses_the_wire_formats() {
-    let has_sdk = std::process::Command::new("python3")
-        .args(["-c", "import openai, pydantic"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_sdk {
-        println!("note: skipping the openai SDK check: `python3 -c \"import openai\"` failed");
-        return;
-    }
-    let up = FakeUpstream::openai().require_key("sk-sdk").start().await;
+    let up = FakeUpstream::openai()
+        .require_key("sk-sdk")
+        .cache_tokens(7, 3)
+        .start()
+        .await;
     let failing = FakeUpstream::openai()
         .always(Behaviour::ErrorEventAfter(3))
         .start()
         .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_sdk_check.py");
-    let (base, error_base) = (up.base_url(), failing.base_url());
-    let run = tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new("python3");
-        cmd.arg(script).arg(base).arg("sk-sdk").arg(error_base);
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "OPENAI_BASE_URL",
-            "OPENAI_API_KEY",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("NO_PROXY", "*").output()
-    });
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("python timed out")
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = vec![up.base_url(), "sk-sdk".into(), failing.base_url()];
+    let Some(out) = sdk_check("openai", "openai_sdk_check.py", args).await else {
+        return;
+    };
     assert!(String::from_utf8_lossy(&out.stdout).contains("openai sdk check: ok"));
     assert!(up.hits() >= 9, "{}", up.hits());
 }
@@ -923,36 +838,14 @@ async fn openai_python_sdk_parses_the_wire_formats() {
 /// The SDK's Azure client (deployment URLs, `api-version`, `api-key`) against the fake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdks_azure_client_parses_the_fakes_azure_paths() {
-    let has_sdk = std::process::Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_sdk {
-        println!("note: skipping the Azure SDK check: `python3 -c \"import openai\"` failed");
+    let up = FakeUpstream::openai().require_key("az-key").start().await;
+    let args = vec![root_url(&up), "az-key".into()];
+    if sdk_check("openai", "azure_sdk_check.py", args)
+        .await
+        .is_none()
+    {
         return;
     }
-    let up = FakeUpstream::openai().require_key("az-key").start().await;
-    let endpoint = up.base_url().trim_end_matches("/v1").to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/azure_sdk_check.py");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .arg(endpoint)
-            .arg("az-key")
-            .env("NO_PROXY", "*")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     let paths: Vec<String> = up.requests().iter().map(|r| r.path.clone()).collect();
     assert!(
         paths
@@ -965,4 +858,102 @@ async fn the_openai_sdks_azure_client_parses_the_fakes_azure_paths() {
             .as_deref()
             .is_some_and(|q| q.contains("api-version=2024-10-21"))
     }));
+}
+
+/// The arguments of an SDK check: the main fake's root URL and `key`, then
+/// `NAME=ROOT_URL` for a new fake per `(NAME, status)` that always fails with
+/// that status (`retry-after: 7` on a 429) or, for `streamerr`, whose streams
+/// end with an error event after `error_after` events. Keep the fakes alive.
+async fn sdk_args(
+    up: &FakeHandle,
+    key: &str,
+    statuses: &[(&str, u16)],
+    error_after: usize,
+) -> (Vec<String>, Vec<FakeHandle>) {
+    let mut args = vec![root_url(up), key.to_owned()];
+    let mut fakes = Vec::new();
+    let behaviours = statuses
+        .iter()
+        .map(|&(name, status)| {
+            let retry_after = (status == 429).then(|| "7".to_owned());
+            let body = None;
+            (
+                name,
+                Behaviour::Status {
+                    status,
+                    retry_after,
+                    body,
+                },
+            )
+        })
+        .chain([("streamerr", Behaviour::ErrorEventAfter(error_after))]);
+    for (name, behaviour) in behaviours {
+        let fake = FakeUpstream::openai().always(behaviour).start().await;
+        args.push(format!("{name}={}", root_url(&fake)));
+        fakes.push(fake);
+    }
+    (args, fakes)
+}
+
+/// The official `anthropic` Python SDK against `/v1/messages`: every call,
+/// stream and error class, strictly validated (see anthropic_sdk_check.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_python_sdk_parses_the_messages_api() {
+    let up = FakeUpstream::openai()
+        .require_key("sk-ant")
+        .cache_tokens(7, 3)
+        .start()
+        .await;
+    let statuses = [("rate", 429), ("overloaded", 529), ("server", 500)];
+    let (args, _fakes) = sdk_args(&up, "sk-ant", &statuses, 3).await;
+    let Some(out) = sdk_check("anthropic", "anthropic_sdk_check.py", args).await else {
+        return;
+    };
+    assert!(String::from_utf8_lossy(&out.stdout).contains("anthropic sdk check"));
+    let reqs = up.requests();
+    assert!(reqs.len() >= 20, "{}", reqs.len());
+    assert!(reqs.iter().all(|r| r.path == "/v1/messages"));
+    // The 2.x SDK sends the key as a bearer token and the 2026-10-21 version.
+    let sdk = reqs
+        .iter()
+        .find(|r| {
+            r.header("user-agent")
+                .is_some_and(|ua| ua.starts_with("Anthropic/Python"))
+        })
+        .unwrap();
+    assert_eq!(sdk.header("authorization"), Some("Bearer sk-ant"));
+    assert_eq!(sdk.header("anthropic-version"), Some("2026-10-21"));
+    assert_eq!(sdk.json()["messages"][0]["role"], "user");
+}
+
+/// The official `google-genai` Python SDK against `/v1beta/models/...`: every
+/// call, stream and error class, strictly validated (see gemini_sdk_check.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_python_sdk_parses_the_generate_content_api() {
+    let up = FakeUpstream::openai()
+        .models(&["gemini-2.5-flash"])
+        .require_key("g-key")
+        .cache_tokens(7, 3)
+        .start()
+        .await;
+    let statuses = [("rate", 429), ("unavailable", 503), ("server", 500)];
+    let (args, _fakes) = sdk_args(&up, "g-key", &statuses, 2).await;
+    let Some(out) = sdk_check("google.genai", "gemini_sdk_check.py", args).await else {
+        return;
+    };
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gemini sdk check"));
+    let reqs = up.requests();
+    assert!(reqs.iter().all(|r| r.path.starts_with("/v1beta/")));
+    let sdk = reqs
+        .iter()
+        .find(|r| {
+            r.path.ends_with(":streamGenerateContent") && r.header("x-goog-api-client").is_some()
+        })
+        .unwrap();
+    assert_eq!(sdk.query.as_deref(), Some("alt=sse"));
+    assert_eq!(sdk.header("x-goog-api-key"), Some("g-key"));
+    assert_eq!(
+        sdk.path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+    );
 }

@@ -11,19 +11,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
+mod common;
+use common::{connect, data_events, frames, json_body};
 
 fn post_req(addr: SocketAddr, path: &str, body: &Value) -> Request<Full<Bytes>> {
     Request::post(format!("http://{addr}{path}"))
@@ -55,46 +48,6 @@ async fn get(up: &FakeHandle, path: &str) -> Response<Incoming> {
         .body(Full::new(Bytes::new()))
         .unwrap();
     send(&mut c, req).await.unwrap()
-}
-
-async fn json_body(resp: Response<Incoming>) -> Value {
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-/// Every data frame of the body, and whether the body ended with an error.
-async fn frames(resp: Response<Incoming>) -> (Vec<Bytes>, bool) {
-    let mut body = resp.into_body();
-    let mut out = Vec::new();
-    loop {
-        match body.frame().await {
-            None => return (out, false),
-            Some(Err(_)) => return (out, true),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    out.push(d);
-                }
-            }
-        }
-    }
-}
-
-/// Each frame must be exactly one SSE event; returns the payloads after `data: `.
-fn events(frames: &[Bytes]) -> Vec<String> {
-    frames
-        .iter()
-        .map(|f| {
-            let s = std::str::from_utf8(f).unwrap();
-            let payload = s
-                .strip_prefix("data: ")
-                .unwrap_or_else(|| panic!("not an event: {s:?}"));
-            let payload = payload
-                .strip_suffix("\n\n")
-                .unwrap_or_else(|| panic!("unterminated: {s:?}"));
-            assert!(!payload.contains("\n\n"), "two events in one frame: {s:?}");
-            payload.to_owned()
-        })
-        .collect()
 }
 
 fn chat(stream: bool) -> Value {
@@ -162,7 +115,7 @@ async fn stream_framing_without_usage() {
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let (frames, errored) = frames(resp).await;
     assert!(!errored);
-    let evs = events(&frames);
+    let evs = data_events(&frames, "\n\n");
     // role + 4 content pieces + finish + [DONE]
     assert_eq!(evs.len(), 7, "{evs:#?}");
     assert_eq!(evs[6], "[DONE]");
@@ -210,7 +163,7 @@ async fn stream_with_include_usage_and_custom_chunks() {
     body["stream_options"] = json!({"include_usage": true});
     let (frames, errored) = frames(post(&up, "/v1/chat/completions", body).await).await;
     assert!(!errored);
-    let evs = events(&frames);
+    let evs = data_events(&frames, "\n\n");
     // role + 2 pieces + finish + usage + [DONE]
     assert_eq!(evs.len(), 6, "{evs:#?}");
     assert_eq!(evs[5], "[DONE]");
@@ -346,7 +299,7 @@ async fn cut_after_aborts_mid_body() {
     assert_eq!(resp.status(), 200);
     let (frames, errored) = frames(resp).await;
     assert!(errored, "body should end with an error");
-    let evs = events(&frames);
+    let evs = data_events(&frames, "\n\n");
     assert_eq!(evs.len(), 2);
     assert!(evs.iter().all(|e| !e.contains("\"stop\"") && e != "[DONE]"));
     assert_eq!(up.completed(), 0);
@@ -368,13 +321,13 @@ async fn end_without_done_and_error_event() {
         .await;
     let (f, errored) = frames(post(&up, "/v1/chat/completions", chat(true)).await).await;
     assert!(!errored);
-    let evs = events(&f);
+    let evs = data_events(&f, "\n\n");
     assert_eq!(evs.len(), 6);
     assert!(evs.last().unwrap().contains("\"stop\""));
 
     let (f, errored) = frames(post(&up, "/v1/chat/completions", chat(true)).await).await;
     assert!(!errored);
-    let evs = events(&f);
+    let evs = data_events(&f, "\n\n");
     assert_eq!(evs.len(), 2);
     let err: Value = serde_json::from_str(&evs[1]).unwrap();
     assert_eq!(err["error"]["type"], "server_error");

@@ -2,7 +2,8 @@
 
 Run by tests/endpoints.rs as
 `python3 openai_sdk_check.py BASE_URL API_KEY ERROR_BASE_URL` against a running
-fake, and a second one (no key) whose streams end with an error event. The SDK builds its models leniently, so every raw
+fake (which reports 7 cached prompt tokens), and a second one (no key) whose
+streams end with an error event. The SDK builds its models leniently, so every raw
 body is also validated strictly with pydantic's `model_validate`.
 """
 
@@ -14,6 +15,7 @@ import warnings
 from openai import OpenAI
 from openai.types import ImagesResponse
 from openai.types.audio import Transcription, TranscriptionVerbose
+from openai.types.chat import ChatCompletion
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
@@ -126,6 +128,46 @@ assert srt.startswith("1\n00:00:00,000 --> "), srt
 raw = client.images.with_raw_response.generate(model="gpt-image-1", prompt="a cat", n=2)
 img = strict(ImagesResponse, raw)
 assert len(img.data) == 2 and img.usage.total_tokens > 0 and img.data[0].b64_json
+
+# Chat completions: tool calls, plain and streamed, and the tool result round trip.
+tools = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}},
+]
+ask = [{"role": "user", "content": "weather in Oslo?"}]
+raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=ask, tools=tools)
+chat = strict(ChatCompletion, raw)
+choice = chat.choices[0]
+assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice
+(call,) = choice.message.tool_calls
+assert call.id.startswith("call_") and call.type == "function" and call.function.name == "get_weather", call
+assert json.loads(call.function.arguments) == {"input": "weather in Oslo?"}, call
+with client.chat.completions.stream(model="gpt-4o", messages=ask, tools=tools) as stream:
+    final = stream.get_final_completion()
+(streamed,) = final.choices[0].message.tool_calls
+assert final.choices[0].finish_reason == "tool_calls", final
+assert json.loads(streamed.function.arguments) == {"input": "weather in Oslo?"}, streamed
+forced = client.chat.completions.create(
+    model="gpt-4o", messages=ask, tools=tools, tool_choice={"type": "function", "function": {"name": "get_time"}}
+)
+assert forced.choices[0].message.tool_calls[0].function.name == "get_time", forced
+history = ask + [
+    choice.message.model_dump(exclude_none=True),
+    {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21C"},
+]
+answer = client.chat.completions.create(model="gpt-4o", messages=history, tools=tools)
+assert answer.choices[0].message.content == "fake reply to tool result: sunny, 21C", answer
+assert answer.choices[0].finish_reason == "stop", answer
+
+# Stop sequences, max tokens, cached tokens.
+hi = [{"role": "user", "content": "hello there"}]
+r = client.chat.completions.create(model="gpt-4o", messages=hi, stop=["there"])
+assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("fake reply to: hello ", "stop"), r
+r = client.chat.completions.create(model="gpt-4o", messages=hi, max_completion_tokens=2)
+assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("fake reply", "length"), r
+assert r.usage.prompt_tokens == 3 + 7 and r.usage.prompt_tokens_details.cached_tokens == 7, r.usage
+r = client.responses.create(model="gpt-4o", input="hello there")
+assert r.usage.input_tokens == 3 + 7 and r.usage.input_tokens_details.cached_tokens == 7, r.usage
 
 # A stream that fails midway: three events, then a valid `error` event.
 events = raw_events(error_base, {"model": "gpt-4o-mini", "input": "x", "stream": True})

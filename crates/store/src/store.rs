@@ -105,6 +105,8 @@ pub struct Store {
     master: MasterKey,
     hasher: KeyHasher,
     hasher_key: [u8; 32],
+    /// Reads of the config version (what a follower polls), for its tests and diagnostics.
+    version_reads: std::sync::atomic::AtomicU64,
 }
 
 /// Who makes a change, for the audit log and history.
@@ -408,6 +410,7 @@ impl Store {
             master,
             hasher: KeyHasher::new(hasher_key),
             hasher_key,
+            version_reads: std::sync::atomic::AtomicU64::new(0),
         };
         // Every credential must decrypt: never start serving with garbage.
         store.load_catalog().await?;
@@ -426,7 +429,15 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// How many times [`Store::config_version`] has been read.
+    pub fn version_reads(&self) -> u64 {
+        self.version_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn config_version(&self) -> Result<i64, StoreError> {
+        self.version_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(sqlx::query("SELECT config_version FROM meta WHERE id = 1")
             .fetch_one(&self.pool)
             .await?

@@ -28,9 +28,11 @@ pub fn follow(store: Arc<Store>, live: Arc<Live>, pg_url: Option<String>, stop: 
         // not retried every tick, only once something changes.
         let mut rejected: Option<(i64, u64)> = None;
         loop {
+            // On SQLite nothing sends: the closed channel's `None` must not end the wait
+            // (it would poll the store in a busy loop), so only a real wake-up counts.
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = rx.recv() => {}
+                Some(()) = rx.recv() => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }
             match refresh_once(&store, &live, rejected).await {

@@ -179,6 +179,23 @@ pub async fn each_store(f: impl AsyncFn(String)) {
     }
 }
 
+#[tokio::test]
+async fn an_idle_node_polls_its_store_at_the_poll_interval_not_in_a_busy_loop() {
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        let before = node.store.version_reads();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let polls = node.store.version_reads() - before;
+        // Every 250 ms: four a second (PostgreSQL's NOTIFY adds wake-ups only on writes).
+        assert!(
+            polls <= 8,
+            "{polls} version reads in one idle second on {db}"
+        );
+        assert!(polls >= 2, "the follower stopped polling ({polls}) on {db}");
+    })
+    .await;
+}
+
 fn served_model(body: &Value) -> &str {
     body["model"].as_str().unwrap_or("")
 }
