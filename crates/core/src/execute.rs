@@ -145,9 +145,17 @@ enum Success {
 pub async fn execute(
     ex: Exchange<'_>,
     plan: &Plan,
-    mut trace: TraceRecord,
+    trace: TraceRecord,
     sink: TraceSink,
 ) -> Outcome {
+    // Until an answer takes the trace over, a caller that goes away (the future is dropped)
+    // still leaves a trace, with the attempt that was in flight.
+    let mut guard = Pending {
+        trace: Some(trace),
+        sink: sink.clone(),
+        started: ex.started,
+        in_flight: None,
+    };
     let mut attempts = 0u32;
     let mut last: Option<(usize, Failure)> = None;
     let n = plan.targets.len();
@@ -167,12 +175,14 @@ pub async fn execute(
             }
             attempts += 1;
             let t0 = Instant::now();
+            guard.in_flight = Some((entry.target.clone(), t0, retry, degraded));
             // At the end of a shutdown's drain, requests still waiting on an upstream stop
             // with a clear error (and their trace) instead of being cut off with the process.
             let result = tokio::select! {
                 r = attempt(&ex, entry) => r,
                 _ = ex.shutdown.cancelled() => Err(shutting_down()),
             };
+            guard.in_flight = None;
             if ex.shutdown.is_cancelled()
                 && let Err(f) = &result
                 && f.error.code == ErrorCode::Overloaded
@@ -185,7 +195,7 @@ pub async fn execute(
                 Ok(s) => (Some(s.status().as_u16()), None),
                 Err(f) => (f.status, Some(f.error.code.as_str())),
             };
-            trace.attempts.push(AttemptRecord {
+            guard.trace_mut().attempts.push(AttemptRecord {
                 target: entry.target.clone(),
                 status,
                 error_code: code,
@@ -194,12 +204,15 @@ pub async fn execute(
                 latency_ms,
             });
             match result {
-                Ok(success) => return respond(&ex, entry, plan, attempts, success, trace, sink),
+                Ok(success) => {
+                    return respond(&ex, entry, plan, attempts, success, guard.take(), sink);
+                }
                 Err(f) => {
                     tracing::debug!(target: "signalbox::attempt", provider = %entry.target.provider.id, target = %entry.target.name, code = ?f.error.code, status = ?f.status, retry, "attempt failed");
                     if f.kind == FailKind::Answer {
                         let mut err = f.error;
                         err.upstream_provider = Some(entry.target.provider.id.clone());
+                        let trace = guard.take();
                         return finish_error(&ex, Some(entry), plan, attempts, err, trace, &sink);
                     }
                     let kind = f.kind;
@@ -252,7 +265,53 @@ pub async fn execute(
     if let Some(e) = entry {
         err.upstream_provider = Some(e.target.provider.id.clone());
     }
+    let trace = guard.take();
     finish_error(&ex, entry, plan, attempts, err, trace, &sink)
+}
+
+/// The trace of a request still being worked on. Dropped while it still holds the trace
+/// (the caller disconnected before any answer), it records the request as status 499
+/// `client_closed`, with the attempt that was in flight.
+struct Pending {
+    trace: Option<TraceRecord>,
+    sink: TraceSink,
+    started: Instant,
+    in_flight: Option<(std::sync::Arc<crate::model::Target>, Instant, u32, bool)>,
+}
+
+/// The trace-only code of a request whose caller went away before its answer.
+pub const CLIENT_CLOSED: &str = "client_closed";
+
+impl Pending {
+    fn trace_mut(&mut self) -> &mut TraceRecord {
+        self.trace.get_or_insert_with(TraceRecord::default)
+    }
+
+    fn take(&mut self) -> TraceRecord {
+        self.trace.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(mut t) = self.trace.take() else {
+            return;
+        };
+        if let Some((target, t0, retry, degraded)) = self.in_flight.take() {
+            t.attempts.push(AttemptRecord {
+                target,
+                status: None,
+                error_code: Some(CLIENT_CLOSED),
+                retry,
+                degraded,
+                latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            });
+        }
+        t.status = 499;
+        t.error_code = Some(CLIENT_CLOSED);
+        t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.sink.record(t);
+    }
 }
 
 fn shutting_down() -> Failure {

@@ -634,9 +634,7 @@ impl Cx<'_> {
                 };
                 (Block::Text { text }, reason, seq)
             }
-            Answer::Call {
-                name, arguments, ..
-            } => {
+            Answer::Call { name, arguments } => {
                 input = serde_json::from_str::<Value>(arguments).unwrap_or_default();
                 let block = Block::ToolUse {
                     id: &tool_id,
@@ -692,9 +690,7 @@ impl Cx<'_> {
                     .map(|text| Delta::TextDelta { text })
                     .collect()
             }
-            Answer::Call {
-                name, arguments, ..
-            } => {
+            Answer::Call { name, arguments } => {
                 let empty = Value::Object(Map::new());
                 events.push_back(
                     Event::ContentBlockStart {

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::Behaviour;
 use crate::body::End;
-use crate::handler::{Cx, EVENT_STREAM, Resp, shape_stream};
+use crate::handler::{Cx, EVENT_STREAM, Resp, shape_stream, split_pieces};
 use crate::reply::{Answer, Ending, Finish, Turn, Usage, words};
 use crate::util::gemini_response_id;
 
@@ -249,12 +249,12 @@ fn parse(v: &Value) -> Result<Turn<'_>, String> {
         };
         let mut results = Vec::new();
         for (j, part) in parts.iter().enumerate() {
-            let Some(data) = PART_DATA.iter().find_map(|k| field(part, k)) else {
+            if !PART_DATA.iter().any(|k| field(part, k).is_some()) {
                 return Err(violation(
                     &format!("contents[{i}].parts[{j}].data"),
                     "required oneof field 'data' must have one initialized field",
                 ));
-            };
+            }
             let call = field(part, "functionCall").or(field(part, "functionResponse"));
             if call.is_some_and(|c| c.get("name").and_then(Value::as_str).is_none()) {
                 return Err(violation(
@@ -262,8 +262,8 @@ fn parse(v: &Value) -> Result<Turn<'_>, String> {
                     "Name cannot be empty.",
                 ));
             }
-            if field(part, "functionResponse").is_some() {
-                results.push(response_text(data));
+            if let Some(response) = field(part, "functionResponse") {
+                results.push(response_text(response));
             }
         }
         let text = parts_text(content);
@@ -652,9 +652,9 @@ impl Cx<'_> {
                     };
                     Outcome::Text(text, reason)
                 }
-                Answer::Call {
-                    name, arguments, ..
-                } => Outcome::Call(name, serde_json::from_str(&arguments).unwrap_or_default()),
+                Answer::Call { name, arguments } => {
+                    Outcome::Call(name, serde_json::from_str(&arguments).unwrap_or_default())
+                }
             }
         };
 
@@ -694,7 +694,7 @@ impl Cx<'_> {
                 elements.push_back(response(Some(candidate(Some(parts), Some(finish))), full));
             }
             Outcome::Text(text, finish) => {
-                for piece in crate::handler::split_pieces(text, self.shared.chunks) {
+                for piece in split_pieces(text, self.shared.chunks) {
                     let parts = vec![Part::Text { text: piece }];
                     elements.push_back(response(Some(candidate(Some(parts), None)), None));
                 }

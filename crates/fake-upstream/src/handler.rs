@@ -496,9 +496,7 @@ impl Cx<'_> {
             );
             match &reply.answer {
                 Answer::Text { text, .. } => push_json_str(&mut out, text),
-                Answer::Call {
-                    name, arguments, ..
-                } => {
+                Answer::Call { name, arguments } => {
                     out.push_str("null,\"tool_calls\":[{\"id\":\"");
                     out.push_str(&call_id());
                     out.push_str("\",\"type\":\"function\",\"function\":{\"name\":");
@@ -559,9 +557,7 @@ impl Cx<'_> {
                     events.push_back(chunk(&delta, "null"));
                 }
             }
-            Answer::Call {
-                name, arguments, ..
-            } => {
+            Answer::Call { name, arguments } => {
                 let mut delta = String::from(
                     "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"",
                 );

@@ -14,7 +14,10 @@ use hyper::{Request, Response};
 use serde_json::{Value, json};
 
 mod common;
-use common::{bytes, connect, event_names, frames, json_body, named_events, root_url, sdk_check};
+use common::{
+    assert_stalls_after, bytes, connect, event_names, frames, json_body, named_events, root_url,
+    sdk_check,
+};
 
 async fn send_raw(
     up: &FakeHandle,
@@ -799,14 +802,7 @@ async fn responses_stream_failures() {
     assert_eq!(err["param"], Value::Null);
     assert!(err["message"].is_string());
 
-    let resp = post(&up, "/v1/responses", stream_req("hi")).await;
-    let mut body = resp.into_body();
-    for _ in 0..2 {
-        body.frame().await.unwrap().unwrap();
-    }
-    let next = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
-    assert!(next.is_err(), "stream should stall");
-    drop(body);
+    assert_stalls_after(post(&up, "/v1/responses", stream_req("hi")).await, 2).await;
     assert!(up.wait_disconnects(1, Duration::from_secs(5)).await);
     assert_eq!(up.completed(), 2);
     assert_eq!(up.hits(), 4);

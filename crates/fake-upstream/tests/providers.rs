@@ -14,7 +14,9 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 mod common;
-use common::{call, data_events, event_names, frames, json_body, named_events};
+use common::{
+    assert_stalls_after, call, data_events, event_names, frames, json_body, named_events,
+};
 
 const EIGHT: &str = "one two three four five six seven eight";
 const ANTHROPIC: &[(&str, &str)] = &[("anthropic-version", "2023-06-01")];
@@ -62,6 +64,21 @@ fn text_of(v: &Value) -> String {
         .as_array()
         .map(|parts| parts.iter().filter_map(|p| p["text"].as_str()).collect())
         .unwrap_or_default()
+}
+
+/// A fake answering its requests, in turn, with these statuses and `retry-after`s.
+fn statuses_in_turn<'a>(
+    statuses: impl IntoIterator<Item = (u16, Option<&'a str>)>,
+) -> FakeUpstream {
+    statuses
+        .into_iter()
+        .fold(FakeUpstream::openai(), |up, (status, retry_after)| {
+            up.then(Behaviour::Status {
+                status,
+                retry_after: retry_after.map(str::to_owned),
+                body: None,
+            })
+        })
 }
 
 // ---------------------------------------------------------------- Anthropic
@@ -198,15 +215,7 @@ async fn anthropic_stream_behaviours() {
         b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n"
     );
 
-    let resp = messages(&up, claude("hi", true)).await;
-    let mut body = resp.into_body();
-    use http_body_util::BodyExt as _;
-    for _ in 0..3 {
-        body.frame().await.unwrap().unwrap();
-    }
-    let next = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
-    assert!(next.is_err(), "the stream stalls after 3 events");
-    drop(body);
+    assert_stalls_after(messages(&up, claude("hi", true)).await, 3).await;
     assert!(up.wait_disconnects(1, Duration::from_secs(5)).await);
 
     let t = Instant::now();
@@ -308,15 +317,7 @@ async fn anthropic_status_behaviours_use_anthropic_errors() {
         (500, "api_error"),
         (529, "overloaded_error"),
     ];
-    let mut up = FakeUpstream::openai();
-    for (status, _) in cases {
-        up = up.then(Behaviour::Status {
-            status,
-            retry_after: Some("3".into()),
-            body: None,
-        });
-    }
-    let up = up
+    let up = statuses_in_turn(cases.iter().map(|&(status, _)| (status, Some("3"))))
         .then(Behaviour::Status {
             status: 418,
             retry_after: None,
@@ -578,11 +579,7 @@ async fn gemini_sse_stream_and_behaviours() {
     assert_eq!(evs[1]["error"]["status"], "INTERNAL");
 
     let resp = generate(&up, "streamGenerateContent", "?alt=sse", gemini("hi")).await;
-    let mut body = resp.into_body();
-    use http_body_util::BodyExt as _;
-    body.frame().await.unwrap().unwrap();
-    let next = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
-    assert!(next.is_err(), "the stream stalls after 1 event");
+    assert_stalls_after(resp, 1).await;
 }
 
 #[tokio::test]
@@ -637,15 +634,14 @@ async fn gemini_status_behaviours_use_google_errors() {
         (503, "UNAVAILABLE"),
         (504, "DEADLINE_EXCEEDED"),
     ];
-    let mut up = FakeUpstream::openai();
-    for (status, _) in cases {
-        up = up.then(Behaviour::Status {
-            status,
-            retry_after: (status == 429).then(|| "12".to_owned()),
-            body: None,
-        });
-    }
-    let up = up.start().await;
+    let retry_after = |status| (status == 429).then_some("12");
+    let up = statuses_in_turn(
+        cases
+            .iter()
+            .map(|&(status, _)| (status, retry_after(status))),
+    )
+    .start()
+    .await;
     for (status, name) in cases {
         let resp = generate(&up, "generateContent", "", gemini("x")).await;
         assert_eq!(resp.status(), status);
@@ -853,6 +849,9 @@ async fn require_key_is_checked_the_way_each_api_sends_it() {
     for (method, path, headers, body, status) in cases {
         let resp = call(&up, method, path, headers, body).await;
         assert_eq!(resp.status(), status, "{path} {headers:?}");
+        if status == 200 {
+            continue;
+        }
         let v = json_body(resp).await;
         match status {
             403 => {
@@ -1016,4 +1015,119 @@ async fn openai_chat_stop_max_tokens_and_cached_tokens() {
         })
         .collect();
     assert_eq!(text, "one two");
+}
+
+// ---------------------------------------------------------------- fixtures
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Every field path of `v` (`a.b`, `a[].c`), leaving out the free-form tool
+/// arguments (`input`, `args`) and the `error` event of a stream.
+fn field_paths(v: &Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let path = format!("{prefix}{k}");
+                out.insert(path.clone());
+                if k != "input" && k != "args" {
+                    field_paths(x, &format!("{path}."), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for x in items {
+                field_paths(x, &format!("{}[].", prefix.trim_end_matches('.')), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn paths_of<'a>(values: impl IntoIterator<Item = &'a Value>) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for v in values {
+        field_paths(v, "", &mut out);
+    }
+    out
+}
+
+/// Every field path of `sent` is one of `documented`'s.
+fn assert_documented(sent: &[Value], documented: &[Value], what: &str) {
+    let extra: Vec<String> = paths_of(sent)
+        .difference(&paths_of(documented))
+        .cloned()
+        .collect();
+    assert!(extra.is_empty(), "{what} no fixture has: {extra:?}");
+}
+
+/// The fake sends no field that the documented transcripts in fixtures/ lack.
+#[tokio::test]
+async fn the_fake_sends_only_fields_the_fixtures_have() {
+    let up = FakeUpstream::openai().cache_tokens(5, 2).start().await;
+    let tools = json!([{"name": "lookup", "input_schema": {"type": "object"}}]);
+
+    let documented: Vec<Value> = [
+        "anthropic/message_text.json",
+        "anthropic/message_tool_use.json",
+    ]
+    .iter()
+    .map(|f| serde_json::from_str(&fixture(f)).unwrap())
+    .collect();
+    let mut with_tools = claude("x", false);
+    with_tools["tools"] = tools.clone();
+    let sent = [
+        json_body(messages(&up, claude("x", false)).await).await,
+        json_body(messages(&up, with_tools.clone()).await).await,
+    ];
+    assert_documented(&sent, &documented, "Anthropic fields");
+
+    let parse_sse = |text: &str| -> Vec<Value> {
+        text.split("\n\n")
+            .filter(|b| !b.is_empty())
+            .map(|b| serde_json::from_str(b.split_once("\ndata: ").unwrap().1).unwrap())
+            .collect()
+    };
+    let documented: Vec<Value> = ["anthropic/stream_text.sse", "anthropic/stream_tool_use.sse"]
+        .iter()
+        .flat_map(|f| parse_sse(&fixture(f)))
+        .collect();
+    with_tools["stream"] = json!(true);
+    let mut sent = Vec::new();
+    for body in [claude("x", true), with_tools] {
+        let (f, _) = frames(messages(&up, body).await).await;
+        sent.extend(named_events(&f).into_iter().map(|(_, v)| v));
+    }
+    assert_documented(&sent, &documented, "Anthropic event fields");
+
+    let documented: Vec<Value> = [
+        "gemini/response_text.json",
+        "gemini/response_function_call.json",
+        "gemini/prompt_blocked.json",
+    ]
+    .iter()
+    .map(|f| serde_json::from_str(&fixture(f)).unwrap())
+    .chain(
+        ["gemini/stream_text.sse", "gemini/stream_function_call.sse"]
+            .iter()
+            .flat_map(|f| {
+                let frames: Vec<Bytes> = fixture(f)
+                    .split_inclusive("\r\n\r\n")
+                    .map(|e| Bytes::from(e.to_owned()))
+                    .collect();
+                gemini_events(&frames)
+            })
+            .collect::<Vec<_>>(),
+    )
+    .collect();
+    let mut call_it = gemini("x");
+    call_it["tools"] = json!([{"functionDeclarations": [{"name": "lookup"}]}]);
+    let mut sent = Vec::new();
+    for body in [gemini("x"), gemini("BLOCK_PROMPT"), call_it] {
+        sent.push(json_body(generate(&up, "generateContent", "", body.clone()).await).await);
+        let (f, _) = frames(generate(&up, "streamGenerateContent", "?alt=sse", body).await).await;
+        sent.extend(gemini_events(&f));
+    }
+    assert_documented(&sent, &documented, "Gemini fields");
 }

@@ -119,6 +119,17 @@ pub fn named_events(frames: &[Bytes]) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Reads `k` frames of `resp`, checks that no more arrive within 100 ms, then
+/// drops the body (the client going away).
+pub async fn assert_stalls_after(resp: Response<Incoming>, k: usize) {
+    let mut body = resp.into_body();
+    for _ in 0..k {
+        body.frame().await.unwrap().unwrap();
+    }
+    let next = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
+    assert!(next.is_err(), "the stream should stall after {k} frames");
+}
+
 /// `http://HOST:PORT`: the root the Anthropic and Google SDKs are given.
 pub fn root_url(up: &FakeHandle) -> String {
     up.base_url().trim_end_matches("/v1").to_owned()

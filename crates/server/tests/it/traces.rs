@@ -159,6 +159,42 @@ async fn a_failover_leaves_one_trace_with_every_attempt_and_unknown_prices_stay_
 }
 
 #[tokio::test]
+async fn a_caller_that_hangs_up_before_the_answer_still_leaves_a_trace() {
+    let fake = FakeUpstream::openai().always(Behaviour::Hang).start().await;
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        upstream(&node, "slow", &fake).await;
+        node.put_json(
+            "/projects/default/targets/t",
+            json!({"provider": "slow", "model": "gpt-4o"}),
+        )
+        .await;
+        node.put_json("/projects/default/routes/r", json!({"targets": ["t"]}))
+            .await;
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(BOOT_KEY)
+            .timeout(Duration::from_millis(300))
+            .json(&chat_body("route::r", false))
+            .send()
+            .await;
+        assert!(r.is_err(), "the caller gave up");
+        let data = traces(&node, "route=r", 1).await;
+        let t = &data[0];
+        assert_eq!(t["status"], 499, "{t}");
+        assert_eq!(t["error_code"], "client_closed");
+        assert!(t["latency_ms"].as_f64().unwrap() >= 250.0);
+        let a = &t["attempts"][0];
+        assert_eq!(
+            (a["target"].as_str(), a["error_code"].as_str()),
+            (Some("t"), Some("client_closed")),
+            "{t}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn filters_and_cursor_pages_walk_every_trace_once() {
     each_store(async |db| {
         let node = Node::start(&db, &MasterKey::generate(), BASE).await;

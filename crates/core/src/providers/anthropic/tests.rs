@@ -343,3 +343,64 @@ proptest::proptest! {
         }
     }
 }
+
+/// The fake upstream's fixtures: transcripts modelled on Anthropic's documented examples,
+/// validated there with the official `anthropic` SDK.
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(
+            "../../../../fake-upstream/fixtures/anthropic/",
+            $name
+        ))
+    };
+}
+
+#[test]
+fn the_documented_transcripts_translate_completely() {
+    let (out, err) = run(
+        stream::Translator::new(true, "a".into()),
+        fixture!("stream_text.sse").as_bytes(),
+        7,
+    );
+    assert!(err.is_none(), "{err:?}");
+    let (text, _, finish) = reassemble(&out);
+    assert!(!text.is_empty());
+    assert_eq!(finish.as_deref(), Some("stop"));
+    assert!(out.ends_with("data: [DONE]\n\n"));
+
+    let (out, err) = run(
+        stream::Translator::new(true, "a".into()),
+        fixture!("stream_tool_use.sse").as_bytes(),
+        5,
+    );
+    assert!(err.is_none());
+    let (text, tools, finish) = reassemble(&out);
+    assert_eq!(text, "I'll look up the forecast for Lyon.");
+    assert_eq!(tools[0].1, "get_forecast");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&tools[0].2).unwrap()["city"],
+        "Lyon"
+    );
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    let usage = chunks(&out).last().unwrap()["usage"].clone();
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 256);
+    assert_eq!(usage["prompt_tokens"], 412 + 256);
+
+    let (out, _) = run(
+        stream::Translator::new(false, "a".into()),
+        fixture!("error_overloaded.sse").as_bytes(),
+        9,
+    );
+    assert!(out.contains("\"code\":\"overloaded\""), "{out}");
+    assert!(!out.contains("[DONE]"));
+
+    for (name, body) in [
+        ("message_text", fixture!("message_text.json")),
+        ("message_tool_use", fixture!("message_tool_use.json")),
+    ] {
+        let out: serde_json::Value =
+            serde_json::from_slice(&from_anthropic(body.as_bytes()).unwrap()).unwrap();
+        assert_eq!(out["object"], "chat.completion", "{name}");
+        assert!(out["usage"]["total_tokens"].as_u64().unwrap() > 0, "{name}");
+    }
+}

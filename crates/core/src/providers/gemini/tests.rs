@@ -270,3 +270,57 @@ proptest::proptest! {
         }
     }
 }
+
+/// The fake upstream's fixtures: Gemini's documented shapes, validated there with the
+/// official `google-genai` SDK.
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!("../../../../fake-upstream/fixtures/gemini/", $name))
+    };
+}
+
+#[test]
+fn the_documented_transcripts_translate_completely() {
+    let (out, err) = run(
+        stream::Translator::new(true, "g".into(), "gem".into()),
+        fixture!("stream_text.sse").as_bytes(),
+        6,
+    );
+    assert!(err.is_none());
+    let (text, _, finish) = reassemble(&out);
+    assert!(!text.is_empty());
+    assert_eq!(finish.as_deref(), Some("stop"));
+    assert!(out.ends_with("data: [DONE]\n\n"));
+
+    let (out, _) = run(
+        stream::Translator::new(true, "g".into(), "gem".into()),
+        fixture!("stream_function_call.sse").as_bytes(),
+        6,
+    );
+    let (_, tools, finish) = reassemble(&out);
+    assert_eq!(tools[0].1, "get_forecast");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&tools[0].2).unwrap(),
+        json!({"city": "Lyon", "days": 3})
+    );
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    let usage = chunks(&out).last().unwrap()["usage"].clone();
+    assert_eq!(
+        usage["completion_tokens"],
+        18 + 52,
+        "thinking tokens are completion tokens"
+    );
+    assert_eq!(usage["completion_tokens_details"]["reasoning_tokens"], 52);
+
+    let refused: wire::Response = serde_json::from_str(fixture!("prompt_blocked.json")).unwrap();
+    assert!(blocked(&refused).is_some());
+    for body in [
+        fixture!("response_text.json"),
+        fixture!("response_function_call.json"),
+    ] {
+        let r: wire::Response = serde_json::from_str(body).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&from_gemini(r, "g")).unwrap();
+        assert_eq!(out["object"], "chat.completion");
+        assert!(out["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    }
+}
