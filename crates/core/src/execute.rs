@@ -176,10 +176,16 @@ pub async fn execute(
             attempts += 1;
             let t0 = Instant::now();
             guard.in_flight = Some((entry.target.clone(), t0, retry, degraded));
+            // With OTLP export on, the attempt's own span is the upstream's parent.
+            let traceparent = guard
+                .trace
+                .as_ref()
+                .and_then(|t| t.otel)
+                .and_then(|ids| ids.upstream_traceparent(attempts as usize - 1));
             // At the end of a shutdown's drain, requests still waiting on an upstream stop
             // with a clear error (and their trace) instead of being cut off with the process.
             let result = tokio::select! {
-                r = attempt(&ex, entry) => r,
+                r = attempt(&ex, entry, traceparent) => r,
                 _ = ex.shutdown.cancelled() => Err(shutting_down()),
             };
             guard.in_flight = None;
@@ -195,12 +201,14 @@ pub async fn execute(
                 Ok(s) => (Some(s.status().as_u16()), None),
                 Err(f) => (f.status, Some(f.error.code.as_str())),
             };
+            let started_ms = t0.duration_since(ex.started).as_secs_f64() * 1000.0;
             guard.trace_mut().attempts.push(AttemptRecord {
                 target: entry.target.clone(),
                 status,
                 error_code: code,
                 retry,
                 degraded,
+                started_ms,
                 latency_ms,
             });
             match result {
@@ -304,6 +312,7 @@ impl Drop for Pending {
                 error_code: Some(CLIENT_CLOSED),
                 retry,
                 degraded,
+                started_ms: t0.duration_since(self.started).as_secs_f64() * 1000.0,
                 latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
             });
         }
@@ -662,7 +671,11 @@ fn timeout_failure(provider: &str, what: &str) -> Failure {
     }
 }
 
-async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Failure> {
+async fn attempt(
+    ex: &Exchange<'_>,
+    entry: &PlannedTarget,
+    traceparent: Option<HeaderValue>,
+) -> Result<Success, Failure> {
     let t = &entry.target;
     let pid = t.provider.id.as_str();
     let force_usage = ex.peeked.stream
@@ -712,6 +725,7 @@ async fn attempt(ex: &Exchange<'_>, entry: &PlannedTarget) -> Result<Success, Fa
         inbound: ex.inbound,
         caller_key: ex.caller_key.as_deref(),
         stream: ex.peeked.stream,
+        traceparent,
     };
     let mut resp = match timeout_at(head_until, providers::send(out)).await {
         Err(_) => return Err(timeout_failure(pid, "send response headers")),

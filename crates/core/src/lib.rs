@@ -10,6 +10,7 @@ pub mod headers;
 pub mod metrics;
 pub mod model;
 pub mod multipart;
+pub mod otlp;
 pub mod plan;
 pub mod pricing;
 pub mod providers;

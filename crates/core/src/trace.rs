@@ -18,13 +18,15 @@ pub struct AttemptRecord {
     pub error_code: Option<&'static str>,
     pub retry: u32,
     pub degraded: bool,
+    /// When the attempt started, in ms after the request arrived.
+    pub started_ms: f64,
     pub latency_ms: f64,
 }
 
 impl Serialize for AttemptRecord {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("AttemptRecord", 8)?;
+        let mut st = s.serialize_struct("AttemptRecord", 9)?;
         st.serialize_field("provider", &self.target.provider.id)?;
         st.serialize_field("target", &self.target.name)?;
         st.serialize_field("model", &self.target.model)?;
@@ -32,6 +34,7 @@ impl Serialize for AttemptRecord {
         st.serialize_field("error_code", &self.error_code)?;
         st.serialize_field("retry", &self.retry)?;
         st.serialize_field("degraded", &self.degraded)?;
+        st.serialize_field("started_ms", &self.started_ms)?;
         st.serialize_field("latency_ms", &self.latency_ms)?;
         st.end()
     }
@@ -63,6 +66,9 @@ pub struct TraceRecord {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub traceparent: Option<String>,
+    /// The request's span, when OTLP export is on.
+    #[serde(skip)]
+    pub otel: Option<crate::otlp::SpanIds>,
     pub invalid_stream_events: u32,
     /// Request and answer text, only for projects with content capture on.
     pub content: Option<Box<Captured>>,
@@ -330,6 +336,7 @@ mod tests {
             error_code: None,
             retry: 0,
             degraded: false,
+            started_ms: 0.0,
             latency_ms: 1.5,
         };
         let v = serde_json::to_value(&rec).unwrap();

@@ -276,6 +276,8 @@ async fn proxy(
         user_id: header_str(&headers, &X_USER_ID).map(str::to_string),
         session_id: header_str(&headers, &X_SESSION_ID).map(str::to_string),
         traceparent: header_str(&headers, &TRACEPARENT).map(str::to_string),
+        otel: signalbox_core::otlp::enabled()
+            .then(|| signalbox_core::otlp::SpanIds::new(header_str(&headers, &TRACEPARENT))),
         ..Default::default()
     };
     let fail = |err: ApiError, mut trace: TraceRecord| {

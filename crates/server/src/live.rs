@@ -116,6 +116,11 @@ impl Live {
     }
 
     /// One atomic load per request.
+    /// An environment variable, as this node sees it (injectable for tests).
+    pub fn env(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }

@@ -40,6 +40,20 @@ pub fn start_with(
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let flush = CancellationToken::new();
+    // Optional OTLP export, configured by the standard OTEL_* variables.
+    let traces = match signalbox_core::otlp::Settings::from_env(&|n: &str| live.env(n)) {
+        Ok(None) => traces,
+        Ok(Some(settings)) => {
+            tracing::info!(endpoint = %settings.url, "exporting spans over OTLP/HTTP");
+            let exporter =
+                signalbox_core::otlp::Exporter::start(settings).map_err(std::io::Error::other)?;
+            Some(Arc::new(signalbox_core::otlp::Tee {
+                exporter,
+                store: traces,
+            }) as Arc<dyn TraceStore>)
+        }
+        Err(e) => return Err(std::io::Error::other(e)),
+    };
     let (sink, writer) = TraceSink::start_with(
         TRACE_QUEUE,
         flush.clone(),

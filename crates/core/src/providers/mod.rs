@@ -79,6 +79,9 @@ pub struct Outbound<'a> {
     /// The caller's own provider key, for passthrough `caller_key` targets.
     pub caller_key: Option<&'a str>,
     pub stream: bool,
+    /// The gateway's own `traceparent` for this attempt (OTLP export on); else the caller's
+    /// passes through.
+    pub traceparent: Option<http::HeaderValue>,
 }
 
 /// Request headers a caller may send upstream (SPEC section 2); everything else stays here.

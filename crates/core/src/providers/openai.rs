@@ -52,6 +52,9 @@ fn request_headers(
             h.append(name.clone(), v.clone());
         }
     }
+    if let Some(tp) = &out.traceparent {
+        h.insert(crate::headers::TRACEPARENT, tp.clone());
+    }
     let mut last = None;
     for (name, value) in extra {
         if let Some(name) = name {

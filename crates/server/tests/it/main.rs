@@ -9,6 +9,7 @@ mod endpoints;
 mod failures;
 mod input_and_auth;
 mod lifecycle;
+mod otlp;
 mod providers;
 mod sdk;
 mod secrets;

@@ -302,7 +302,7 @@ async fn aggregates_match_hand_computed_figures() {
                 usage: Some(serde_json::from_value(json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})).unwrap()),
                 cost_usd: Some(0.001),
                 stream: true,
-                attempts: vec![AttemptRecord { target: target.clone(), status: Some(200), error_code: None, retry: 0, degraded: false, latency_ms: 1.0 }],
+                attempts: vec![AttemptRecord { target: target.clone(), status: Some(200), error_code: None, retry: 0, degraded: false, started_ms: 0.0, latency_ms: 1.0 }],
                 ..Default::default()
             });
         }
