@@ -321,14 +321,48 @@ impl Store {
     /// Store a batch in one transaction, many rows per statement (one round trip to the
     /// database per slice, not per record).
     pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
-        // 33 values a row: well under either database's limit. Full slices share one prepared
-        // statement; the rest go a row at a time (a second one), so only two are ever prepared.
-        const PER_STATEMENT: usize = 64;
-        let mut tx = self.pool().begin().await?;
-        let full = batch.len() / PER_STATEMENT * PER_STATEMENT;
-        let slices = batch[..full]
-            .chunks(PER_STATEMENT)
-            .chain(batch[full..].chunks(1));
+        let sqlite = self.backend() == Backend::Sqlite;
+        let mut conn = self.pool().acquire().await?;
+        // Trace batches commit without waiting for the disk on SQLite (WAL with synchronous =
+        // NORMAL: a crash of the process loses nothing; a power cut may lose the last batches,
+        // never corrupt the file). Catalog writes keep FULL: the connection is put back.
+        if sqlite {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let written = self.insert_traces_on(&mut conn, batch).await;
+        if sqlite
+            && sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+                .is_err()
+        {
+            // Never hand a connection that would skip the catalog's fsync back to the pool.
+            conn.close_on_drop();
+        }
+        written
+    }
+
+    async fn insert_traces_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        batch: &[TraceRecord],
+    ) -> Result<(), StoreError> {
+        use sqlx::Connection;
+        // 33 values a row: well under either database's limit. A batch goes as statements of
+        // 64, 16, 4 and 1 rows, so at most four are ever prepared and a batch of n rows needs
+        // about n/64 + 6 statements, not one per leftover row.
+        let mut tx = conn.begin().await?;
+        let mut slices: Vec<&[TraceRecord]> = Vec::new();
+        let mut rest = batch;
+        for size in [64, 16, 4, 1] {
+            while rest.len() >= size {
+                let (head, tail) = rest.split_at(size);
+                slices.push(head);
+                rest = tail;
+            }
+        }
         for slice in slices {
             let mut sql = format!("INSERT INTO traces ({COLUMNS}) VALUES ");
             let mut n = 0;
@@ -386,7 +420,11 @@ impl Store {
                     .bind(r.stream as i64)
                     .bind(r.user_id.clone())
                     .bind(r.session_id.clone())
-                    .bind(trace_id(r.traceparent.as_deref()))
+                    .bind(
+                        r.otel
+                            .map(|o| o.trace.iter().map(|b| format!("{b:02x}")).collect())
+                            .or_else(|| trace_id(r.traceparent.as_deref())),
+                    )
                     .bind(
                         r.content
                             .as_ref()
