@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
 REL=target/release
-OUT=$(mktemp -d)
+KEEP=${KEEP:-}
+OUT=${KEEP:-$(mktemp -d)}
 cat > "$OUT/gw.toml" <<T
 [server]
 auth = "off"

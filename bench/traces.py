@@ -146,7 +146,7 @@ def fill_postgres(url, n, now_ms):
     sh(["psql", url, "-qc", "ANALYZE traces"])
 
 
-def timed_queries(port, now_ms):
+def timed_queries(port, now_ms, rows):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     c.request("POST", "/admin/v1/login", body=json.dumps({"username": "admin", "password": PASSWORD}),
               headers={"content-type": "application/json"})
@@ -156,7 +156,7 @@ def timed_queries(port, now_ms):
         ("newest 50", "/admin/v1/projects/default/traces?limit=50"),
         ("newest 50 of one route", "/admin/v1/projects/default/traces?route=r3&limit=50"),
         ("errors, newest 50", "/admin/v1/projects/default/traces?status=error&limit=50"),
-        ("one trace by id", "/admin/v1/projects/default/traces/bench-00500000"),
+        ("one trace by id", f"/admin/v1/projects/default/traces/bench-{rows // 2:08d}"),
         ("aggregate by route, last hour", f"/admin/v1/projects/default/traces/aggregate?by=route&from={hour}"),
         ("aggregate by variant of one route, last 24 h", f"/admin/v1/projects/default/traces/aggregate?by=variant&route=r3&from={day}"),
         ("aggregate by provider, last 24 h", f"/admin/v1/projects/default/traces/aggregate?by=provider&from={day}"),
@@ -221,7 +221,7 @@ def main():
     fill_s = time.time() - t0
     p = serve(cfg, data, GW_PORT)
     try:
-        results["SQLite"] = timed_queries(GW_PORT, now_ms)
+        results["SQLite"] = timed_queries(GW_PORT, now_ms, a.rows)
     finally:
         stop(p)
     # PostgreSQL.
@@ -237,7 +237,7 @@ def main():
         fill_p = time.time() - t0
         p = serve(cfg, os.path.join(tmp, "query-pg"), GW_PORT, db)
         try:
-            results["PostgreSQL"] = timed_queries(GW_PORT, now_ms)
+            results["PostgreSQL"] = timed_queries(GW_PORT, now_ms, a.rows)
         finally:
             stop(p)
     finally:

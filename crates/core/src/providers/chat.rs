@@ -545,6 +545,42 @@ pub(crate) fn push_json(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
+/// An assistant turn as the translators rebuild it: its text pieces (content, refusal) and
+/// its tool calls as (id, name, arguments object); `param` is the message's path.
+pub(crate) struct AssistantTurn {
+    pub texts: Vec<String>,
+    pub calls: Vec<(String, String, Value)>,
+}
+
+pub(crate) fn assistant_turn(
+    content: Option<Content>,
+    tool_calls: Option<Vec<ToolCall>>,
+    refusal: Option<String>,
+    param: &str,
+    provider: &str,
+) -> Result<AssistantTurn, ApiError> {
+    let mut texts = Vec::new();
+    if let Some(c) = content {
+        let text = c.text_only(&format!("{param}.content"), provider)?;
+        if !text.is_empty() {
+            texts.push(text);
+        }
+    }
+    if let Some(text) = refusal.filter(|r| !r.is_empty()) {
+        texts.push(text);
+    }
+    let mut calls = Vec::new();
+    for (j, call) in tool_calls.unwrap_or_default().into_iter().enumerate() {
+        let args = arguments_object(
+            &call.function.arguments,
+            &format!("{param}.tool_calls[{j}].function.arguments"),
+            provider,
+        )?;
+        calls.push((call.id, call.function.name, args));
+    }
+    Ok(AssistantTurn { texts, calls })
+}
+
 /// Tool-call arguments (a JSON string in OpenAI's format) as the object other providers
 /// want; `param` names the message field when they are not a JSON object.
 pub(crate) fn arguments_object(args: &str, param: &str, provider: &str) -> Result<Value, ApiError> {

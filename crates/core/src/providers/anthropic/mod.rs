@@ -237,28 +237,17 @@ fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, 
                 tool_calls,
                 refusal,
             } => {
-                let mut blocks = Vec::new();
-                if let Some(c) = content {
-                    let text = c.text_only(&format!("{param}.content"), pid)?;
-                    if !text.is_empty() {
-                        blocks.push(Block::Text { text });
-                    }
-                }
-                if let Some(text) = refusal.filter(|r| !r.is_empty()) {
-                    blocks.push(Block::Text { text });
-                }
-                for (j, call) in tool_calls.unwrap_or_default().into_iter().enumerate() {
-                    let input = chat::arguments_object(
-                        &call.function.arguments,
-                        &format!("{param}.tool_calls[{j}].function.arguments"),
-                        pid,
-                    )?;
-                    blocks.push(Block::ToolUse {
-                        id: call.id,
-                        name: call.function.name,
-                        input,
-                    });
-                }
+                let turn = chat::assistant_turn(content, tool_calls, refusal, &param, pid)?;
+                let mut blocks: Vec<Block> = turn
+                    .texts
+                    .into_iter()
+                    .map(|text| Block::Text { text })
+                    .collect();
+                blocks.extend(
+                    turn.calls
+                        .into_iter()
+                        .map(|(id, name, input)| Block::ToolUse { id, name, input }),
+                );
                 push(&mut messages, Role::Assistant, blocks);
             }
             Message::Tool {

@@ -233,26 +233,14 @@ fn to_gemini(body: &[u8], pid: &str) -> Result<(wire::Request, bool), ApiError> 
                 tool_calls,
                 refusal,
             } => {
-                let mut parts = Vec::new();
-                if let Some(c) = content {
-                    let text = c.text_only(&format!("{param}.content"), pid)?;
-                    if !text.is_empty() {
-                        parts.push(wire::Part::Text(text));
-                    }
-                }
-                if let Some(text) = refusal.filter(|r| !r.is_empty()) {
-                    parts.push(wire::Part::Text(text));
-                }
-                for (j, call) in tool_calls.unwrap_or_default().into_iter().enumerate() {
-                    let args = chat::arguments_object(
-                        &call.function.arguments,
-                        &format!("{param}.tool_calls[{j}].function.arguments"),
-                        pid,
-                    )?;
-                    call_names.push((call.id, call.function.name.clone()));
+                let turn = chat::assistant_turn(content, tool_calls, refusal, &param, pid)?;
+                let mut parts: Vec<wire::Part> =
+                    turn.texts.into_iter().map(wire::Part::Text).collect();
+                for (id, name, args) in turn.calls {
+                    call_names.push((id, name.clone()));
                     parts.push(wire::Part::FunctionCall(wire::FunctionCall {
                         id: None,
-                        name: call.function.name,
+                        name,
                         args,
                     }));
                 }
