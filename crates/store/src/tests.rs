@@ -350,3 +350,65 @@ async fn trace_batches_mixing_nulls_and_numbers_are_stored() {
     })
     .await;
 }
+
+/// A group larger than the sampling threshold gets its percentiles from an evenly spread
+/// sample; counts stay exact, and small groups are read whole.
+#[tokio::test]
+async fn large_groups_sample_their_percentiles_and_keep_exact_counts() {
+    use signalbox_core::trace::TraceRecord;
+    each_backend(async |url| {
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        let rec = |i: u64, route: &str| TraceRecord {
+            id: format!("{route}-{i}"),
+            project: "default".into(),
+            endpoint: "chat",
+            route: Some(route.into()),
+            time_unix_ms: 1_000_000 + i,
+            status: 200,
+            // Latencies 1..=n, so the exact p50 is n/2.
+            latency_ms: (i + 1) as f64,
+            ..Default::default()
+        };
+        let big: Vec<TraceRecord> = (0..1000).map(|i| rec(i, "big")).collect();
+        let small: Vec<TraceRecord> = (0..40).map(|i| rec(i, "small")).collect();
+        store.insert_traces(&big).await.unwrap();
+        store.insert_traces(&small).await.unwrap();
+        let f = crate::TraceFilter {
+            project: "default".into(),
+            ..Default::default()
+        };
+        let aggs = store
+            .aggregate_sampled(&f, Some("route"), 100)
+            .await
+            .unwrap();
+        let big = aggs
+            .iter()
+            .find(|a| a.group.as_deref() == Some("big"))
+            .unwrap();
+        assert_eq!(big.requests, 1000, "{url}");
+        assert_eq!(
+            big.percentile_sample, 100,
+            "every 10th ms of 1000 consecutive ones"
+        );
+        let p50 = big.latency_ms_p50.unwrap();
+        assert!((450.0..=550.0).contains(&p50), "{p50}");
+        let small = aggs
+            .iter()
+            .find(|a| a.group.as_deref() == Some("small"))
+            .unwrap();
+        assert_eq!((small.requests, small.percentile_sample), (40, 40));
+        assert_eq!(small.latency_ms_p50, Some(20.0));
+        // Ungrouped, the same.
+        let all = store.aggregate_sampled(&f, None, 100).await.unwrap();
+        assert_eq!(all[0].requests, 1040);
+        assert!(
+            all[0].percentile_sample <= 110,
+            "{}",
+            all[0].percentile_sample
+        );
+        // Below the threshold nothing is sampled.
+        let whole = store.aggregate(&f, Some("route")).await.unwrap();
+        assert!(whole.iter().all(|a| a.percentile_sample == a.requests));
+    })
+    .await;
+}

@@ -286,7 +286,16 @@ pub struct Aggregate {
     /// Sum over requests with a known price; `priced_requests` says how many.
     pub cost_usd: Option<f64>,
     pub priced_requests: i64,
+    /// How many requests the percentiles were read from: all of them, or for a group of
+    /// more than [`PERCENTILE_SAMPLE`], an evenly spread sample of about that many.
+    pub percentile_sample: i64,
 }
+
+/// The most requests of one group whose latencies are read for its percentiles; a larger
+/// group is sampled (every k-th millisecond of arrival time), so a month-long aggregate
+/// over millions of requests costs what one over a few days does. Counts, sums, error
+/// rates, tokens and cost are always exact.
+pub const PERCENTILE_SAMPLE: i64 = 200_000;
 
 /// Nearest-rank percentile of sorted values: the value at rank ceil(p/100 * n).
 fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
@@ -516,6 +525,17 @@ impl Store {
         f: &TraceFilter,
         by: Option<&str>,
     ) -> Result<Vec<Aggregate>, StoreError> {
+        self.aggregate_sampled(f, by, PERCENTILE_SAMPLE).await
+    }
+
+    /// [`Store::aggregate`] with the sampling threshold given (tests use a small one).
+    pub async fn aggregate_sampled(
+        &self,
+        f: &TraceFilter,
+        by: Option<&str>,
+        sample: i64,
+    ) -> Result<Vec<Aggregate>, StoreError> {
+        let sample = sample.max(1);
         let w = Where::build(f)?;
         let g = match by {
             Some(b) => group_column(b)?,
@@ -556,12 +576,37 @@ impl Store {
                 cached_tokens: r.try_get::<Option<i64>, _>(5)?.unwrap_or(0),
                 cost_usd: r.try_get(6)?,
                 priced_requests: r.try_get(7)?,
+                percentile_sample: requests,
             });
         }
         // Percentiles, nearest rank (rank = ceil(p/100 * n)): the matching latencies are
         // streamed out (two columns a row) and sorted here. Measured against picking the
         // ranks in SQL (window functions, or ORDER BY ... OFFSET per figure), this was the
         // fastest on both databases; see BENCHMARKS.md.
+        // Groups too large to read whole: every k-th millisecond (at % k = 0) keeps about
+        // 1/k of a group's requests, spread over its time range. Groups without a value
+        // (requests with no route, say) are read whole when grouping.
+        let mut w = w;
+        let sampled: Vec<(Option<String>, i64)> = out
+            .iter()
+            .filter(|a| a.requests > sample && (by.is_none() || a.group.is_some()))
+            .map(|a| (a.group.clone(), (a.requests + sample - 1) / sample))
+            .collect();
+        if by.is_none() {
+            if let Some((_, k)) = sampled.first() {
+                w.and("(at % ?) = 0", vec![Bind::I(*k)]);
+            }
+        } else if !sampled.is_empty() {
+            let mut case = String::from("(at % (CASE");
+            let mut binds = Vec::new();
+            for (grp, k) in &sampled {
+                case.push_str(&format!(" WHEN {g} = ? THEN ?"));
+                binds.push(Bind::S(grp.clone().unwrap_or_default()));
+                binds.push(Bind::I(*k));
+            }
+            case.push_str(" ELSE 1 END)) = 0");
+            w.and(&case, binds);
+        }
         let lat = format!(
             "SELECT {g} AS grp, latency_ms, ttft_ms FROM traces{}",
             w.sql
@@ -586,6 +631,7 @@ impl Store {
         }
         for a in &mut out {
             if let Some((l, t)) = per.get_mut(&a.group) {
+                a.percentile_sample = l.len() as i64;
                 l.sort_unstable_by(f64::total_cmp);
                 t.sort_unstable_by(f64::total_cmp);
                 a.latency_ms_p50 = percentile(l, 50);
