@@ -286,15 +286,16 @@ pub struct Aggregate {
     /// Sum over requests with a known price; `priced_requests` says how many.
     pub cost_usd: Option<f64>,
     pub priced_requests: i64,
-    /// How many requests the percentiles were read from: all of them, or for a group of
-    /// more than [`PERCENTILE_SAMPLE`], an evenly spread sample of about that many.
+    /// How many requests the percentiles were read from: all of them, or an evenly spread
+    /// sample when the aggregate covers more than [`PERCENTILE_SAMPLE`] requests.
     pub percentile_sample: i64,
 }
 
-/// The most requests of one group whose latencies are read for its percentiles; a larger
-/// group is sampled (every k-th millisecond of arrival time), so a month-long aggregate
-/// over millions of requests costs what one over a few days does. Counts, sums, error
-/// rates, tokens and cost are always exact.
+/// About the most latencies an aggregate reads for its percentiles. Over more requests
+/// than this, each group is sampled (every k-th millisecond of arrival time, k the same for
+/// every group), except that a group keeps at least a tenth of this many (or all it has),
+/// so a month-long aggregate over millions of requests costs what one over a few days
+/// does. Counts, sums, error rates, tokens and cost are always exact.
 pub const PERCENTILE_SAMPLE: i64 = 200_000;
 
 /// Nearest-rank percentile of sorted values: the value at rank ceil(p/100 * n).
@@ -528,7 +529,7 @@ impl Store {
         self.aggregate_sampled(f, by, PERCENTILE_SAMPLE).await
     }
 
-    /// [`Store::aggregate`] with the sampling threshold given (tests use a small one).
+    /// [`Store::aggregate`] with the sampling budget given (tests use a small one).
     pub async fn aggregate_sampled(
         &self,
         f: &TraceFilter,
@@ -583,15 +584,22 @@ impl Store {
         // streamed out (two columns a row) and sorted here. Measured against picking the
         // ranks in SQL (window functions, or ORDER BY ... OFFSET per figure), this was the
         // fastest on both databases; see BENCHMARKS.md.
-        // Groups too large to read whole: every k-th millisecond (at % k = 0) keeps about
-        // 1/k of a group's requests, spread over its time range. Groups without a value
-        // (requests with no route, say) are read whole when grouping.
+        // Over budget, every k-th millisecond (at % k = 0) keeps about 1/k of a group's
+        // requests, spread over its time range; a group keeps at least a tenth of the budget.
+        // Groups without a value (requests with no route, say) are read whole when grouping.
         let mut w = w;
-        let sampled: Vec<(Option<String>, i64)> = out
-            .iter()
-            .filter(|a| a.requests > sample && (by.is_none() || a.group.is_some()))
-            .map(|a| (a.group.clone(), (a.requests + sample - 1) / sample))
-            .collect();
+        let total: i64 = out.iter().map(|a| a.requests).sum();
+        let k_all = (total + sample - 1) / sample;
+        let floor = (sample / 10).max(1);
+        let sampled: Vec<(Option<String>, i64)> = if total <= sample {
+            Vec::new()
+        } else {
+            out.iter()
+                .filter(|a| by.is_none() || a.group.is_some())
+                .map(|a| (a.group.clone(), k_all.min(a.requests / floor).max(1)))
+                .filter(|(_, k)| *k > 1)
+                .collect()
+        };
         if by.is_none() {
             if let Some((_, k)) = sampled.first() {
                 w.and("(at % ?) = 0", vec![Bind::I(*k)]);
