@@ -29,6 +29,18 @@ fi
 if ! node tests/sdk/node/check_install.mjs 2>/dev/null; then
   npm ci --prefix tests/sdk/node --no-audit --no-fund
 fi
+# The dashboard's browser test (crates/server/tests/it/ui.rs): Debian's chromium, driven by
+# playwright-core with axe-core, both pinned in tests/ui/package-lock.json. Nothing downloads a
+# browser build: playwright-core ships none, and the test passes /usr/bin/chromium explicitly.
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
+if ! node tests/ui/check_install.mjs 2>/dev/null; then
+  npm ci --prefix tests/ui --no-audit --no-fund
+fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

@@ -6,3 +6,4 @@ pub mod live;
 pub mod serve;
 pub mod setup;
 pub mod transfer;
+pub mod ui;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use signalbox::live::{self, Live};
-use signalbox::{admin, serve, setup};
+use signalbox::{admin, serve, setup, ui};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -290,7 +290,10 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
     let stop = tokio_util::sync::CancellationToken::new();
     let pg_url = (store.backend() == signalbox_store::Backend::Postgres).then(|| loc.url.clone());
     admin::sync::follow(store.clone(), live.clone(), pg_url, stop.clone());
-    let admin_router = admin::router(admin::AdminState::new(store.clone(), live.clone()));
+    // The admin API and the dashboard (which calls only that API) share one listener.
+    let admin_state = admin::AdminState::new(store.clone(), live.clone())
+        .with_traces(loc.store_traces, loc.trace_retention_days);
+    let admin_router = admin::router(admin_state.clone()).merge(ui::router(admin_state));
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
@@ -305,7 +308,10 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
         let l = tokio::net::TcpListener::bind(addr.as_str())
             .await
             .with_context(|| format!("cannot listen on admin_listen {addr}"))?;
-        tracing::info!("admin API listening on http://{}/admin/v1", l.local_addr()?);
+        tracing::info!(
+            "admin API listening on http://{}/admin/v1 (dashboard: /ui)",
+            l.local_addr()?
+        );
         admin_task = Some(serve::start_admin(l, router, stop.clone()));
     }
     let traces: Option<Arc<dyn signalbox_core::trace::TraceStore>> = if loc.store_traces {

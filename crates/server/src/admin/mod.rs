@@ -6,6 +6,7 @@
 mod error;
 mod limiter;
 pub mod openapi;
+pub mod session;
 pub mod sync;
 mod traces;
 
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub store: Arc<Store>,
     pub live: Arc<Live>,
     limiter: Arc<limiter::LoginLimiter>,
+    /// `[store] traces` and `trace_retention_days`, shown by `GET /settings`.
+    traces: (bool, u64),
 }
 
 impl AdminState {
@@ -45,7 +48,14 @@ impl AdminState {
             store,
             live,
             limiter: Arc::new(limiter::LoginLimiter::new(10, Duration::from_secs(60))),
+            traces: (true, 30),
         }
+    }
+
+    /// Whether traces are stored, and for how many days (0: forever), as `GET /settings` says.
+    pub fn with_traces(mut self, stored: bool, retention_days: u64) -> Self {
+        self.traces = (stored, retention_days);
+        self
     }
 
     /// Commit `changes` only if the whole next config validates; then serve it at once.
@@ -71,6 +81,7 @@ pub fn router(state: AdminState) -> Router {
     let v1 = Router::new()
         .route("/login", post(login))
         .route("/me", get(me))
+        .route("/settings", get(settings))
         .route("/openapi.json", get(openapi::document))
         .route("/projects", get(list_projects).post(create_project))
         .route(
@@ -174,18 +185,38 @@ impl FromRequestParts<AdminState> for Auth {
         parts: &mut Parts,
         st: &AdminState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                AdminError::unauthorized(
-                    "missing admin token: send `Authorization: Bearer <token>` (POST /admin/v1/login gives one)",
-                )
-            })?;
+            .filter(|t| !t.is_empty());
+        let token = match bearer {
+            Some(t) => t,
+            // A dashboard session: the token rides in a cookie, so every write must repeat
+            // the session's CSRF token in a header (a cross-site page cannot).
+            None => match session::cookie(&parts.headers, session::SESSION_COOKIE) {
+                Some(t) => {
+                    if !session::is_safe(&parts.method) && !session::csrf_ok(&parts.headers, t) {
+                        return Err(AdminError::forbidden(format!(
+                            "a dashboard session must send its CSRF token in `{}` on every write",
+                            session::CSRF_HEADER
+                        ))
+                        .with_param(session::CSRF_HEADER));
+                    }
+                    t
+                }
+                None => {
+                    return Err(AdminError::unauthorized(
+                        "missing admin token: send `Authorization: Bearer <token>` (POST /admin/v1/login gives one)",
+                    ));
+                }
+            },
+        };
         match st.store.authenticate(token).await? {
             Some(p) => Ok(Auth(p)),
             None => Err(AdminError::unauthorized(
@@ -425,8 +456,25 @@ async fn login(
     body: Bytes,
 ) -> Result<Response, AdminError> {
     let b: LoginBody = parse_json(&body)?;
+    match password_login(&st, peer, &b.username, &b.password).await? {
+        Ok((token, expires)) => {
+            Ok(Json(json!({"token": token, "expires_at": rfc3339(expires)})).into_response())
+        }
+        Err(refused) => Ok(refused),
+    }
+}
+
+/// Check a username and password under the failed-login limit; on success, a new login token
+/// and its expiry (Unix ms). The 429 and 401 answers are the same for the API and the dashboard
+/// (`Ok(Err(response))` is a refusal to send as is).
+pub(crate) async fn password_login(
+    st: &AdminState,
+    peer: SocketAddr,
+    username: &str,
+    password: &str,
+) -> Result<Result<(String, i64), Response>, AdminError> {
     let client = peer.ip().to_string();
-    if let Some(wait) = st.limiter.blocked(&client, &b.username) {
+    if let Some(wait) = st.limiter.blocked(&client, username) {
         let mut r = AdminError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit",
@@ -436,16 +484,18 @@ async fn login(
         if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        return Ok(r);
+        return Ok(Err(r));
     }
-    match st.store.login(&b.username, &b.password, LOGIN_TTL).await? {
+    match st.store.login(username, password, LOGIN_TTL).await? {
         Some((token, expires)) => {
-            st.limiter.succeeded(&client, &b.username);
-            Ok(Json(json!({"token": token, "expires_at": rfc3339(expires)})).into_response())
+            st.limiter.succeeded(&client, username);
+            Ok(Ok((token, expires)))
         }
         None => {
-            st.limiter.failed(&client, &b.username);
-            Err(AdminError::unauthorized("wrong username or password"))
+            st.limiter.failed(&client, username);
+            Ok(Err(
+                AdminError::unauthorized("wrong username or password").into_response()
+            ))
         }
     }
 }
@@ -514,6 +564,14 @@ fn httpdate_rfc3339(t: std::time::SystemTime) -> String {
         (rem % 3600) / 60,
         rem % 60
     )
+}
+
+/// Read-only server settings (any token): version and trace storage.
+async fn settings(State(st): State<AdminState>, _auth: Auth) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "traces": {"stored": st.traces.0, "retention_days": st.traces.1},
+    }))
 }
 
 async fn me(auth: Auth) -> Json<Value> {

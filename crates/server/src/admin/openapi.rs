@@ -37,6 +37,14 @@ const OPERATIONS: &[Operation] = &[
     ),
     (
         "get",
+        "/settings",
+        "Read-only server settings: version, whether traces are stored and their retention",
+        None,
+        200,
+        "auth",
+    ),
+    (
+        "get",
         "/projects",
         "Projects the caller can see",
         None,
@@ -481,9 +489,17 @@ fn build() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Manage projects, providers, credentials, targets, routes, functions, gateway keys and accounts. Every write is validated as a whole config and audited; errors use the OpenAI error envelope.",
         },
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"dashboardSession": []}],
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "dashboardSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "signalbox_session",
+                    "description": "The dashboard's session (POST /ui/login). Every request with it that is not GET, HEAD or OPTIONS must also send the session's CSRF token (the signalbox_csrf cookie) in the x-signalbox-csrf header.",
+                },
+            },
             "schemas": schemas,
         },
         "paths": paths,

@@ -16,4 +16,5 @@ mod secrets;
 mod streaming;
 mod tls;
 mod traces;
+mod ui;
 mod uploads;
