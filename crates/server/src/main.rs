@@ -242,6 +242,8 @@ fn init_cli_logs() {
 }
 
 async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyhow::Result<()> {
+    // Before anything can be served: a stop signal during start-up is kept, not lost.
+    let signals = serve::StopSignals::register().context("cannot register signal handlers")?;
     let explicit = flags.config.is_some();
     let path = config_path(flags.config.clone());
     if let Some(p) = &path {
@@ -330,7 +332,7 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
     );
     let trigger = running.shutdown.clone();
     tokio::spawn(async move {
-        serve::signal().await;
+        signals.recv().await;
         trigger.cancel();
     });
     running.done.await.context("server task failed")?;
