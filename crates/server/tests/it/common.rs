@@ -116,3 +116,57 @@ pub async fn error_of(r: reqwest::Response) -> (u16, serde_json::Value) {
     }
     (status, body)
 }
+
+/// Run `program args...` in `dir` to completion within `limit`: (success, stdout, stderr).
+/// Loopback only: never through a proxy the machine may configure. A script still running at
+/// the limit is killed, and says so at the end of its stderr.
+pub fn run_script(
+    program: &str,
+    args: &[String],
+    dir: &std::path::Path,
+    limit: std::time::Duration,
+) -> (bool, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("NO_COLOR", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{program}`: {e}"));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (out, mut err) = (out.join().unwrap(), err.join().unwrap());
+    if status.is_none() {
+        err.push_str(&format!("\n[killed: still running after {limit:?}]"));
+    }
+    (status.is_some_and(|s| s.success()), out, err)
+}

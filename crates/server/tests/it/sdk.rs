@@ -397,51 +397,9 @@ async fn start_suite() -> (Upstreams, Gateway) {
     )
 }
 
-/// Run `program args...` to completion within [`SCRIPT_LIMIT`]: (success, stdout, stderr).
+/// Run `program args...` in tests/sdk within [`SCRIPT_LIMIT`]: (success, stdout, stderr).
 fn run_with_limit(program: &str, args: &[String]) -> (bool, String, String) {
-    use std::io::Read;
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(sdk_dir())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("NO_COLOR", "1")
-        // Everything here is on loopback: never through a proxy the machine may configure.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{program}`: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = std::time::Instant::now() + SCRIPT_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (out, mut err) = (out.join().unwrap(), err.join().unwrap());
-    if status.is_none() {
-        err.push_str(&format!("\n[killed: still running after {SCRIPT_LIMIT:?}]"));
-    }
-    (status.is_some_and(|s| s.success()), out, err)
+    run_script(program, args, &sdk_dir(), SCRIPT_LIMIT)
 }
 
 /// Run a client script; panic with its output unless it exits 0 and says it passed.

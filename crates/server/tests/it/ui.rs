@@ -5,7 +5,7 @@
 use fake_upstream::{Behaviour, FakeUpstream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -366,49 +366,8 @@ fn ui_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui")
 }
 
-/// Run `program args...` in tests/ui within `limit`: (success, stdout, stderr).
 fn run_with_limit(program: &str, args: &[String], limit: Duration) -> (bool, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(ui_dir())
-        .env("NO_COLOR", "1")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{program}`: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = std::time::Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let (out, mut err) = (out.join().unwrap(), err.join().unwrap());
-    if status.is_none() {
-        err.push_str(&format!("\n[killed: still running after {limit:?}]"));
-    }
-    (status.is_some_and(|s| s.success()), out, err)
+    crate::common::run_script(program, args, &ui_dir(), limit)
 }
 
 /// Fails, never skips, when the browser or the pinned Node packages are missing.
