@@ -151,8 +151,7 @@ pub async fn execute(
     // Until an answer takes the trace over, a caller that goes away (the future is dropped)
     // still leaves a trace, with the attempt that was in flight.
     let mut guard = Pending {
-        trace: Some(trace),
-        sink: sink.clone(),
+        held: Some((trace, sink)),
         started: ex.started,
         in_flight: None,
     };
@@ -178,9 +177,9 @@ pub async fn execute(
             guard.in_flight = Some((entry.target.clone(), t0, retry, degraded));
             // With OTLP export on, the attempt's own span is the upstream's parent.
             let traceparent = guard
-                .trace
+                .held
                 .as_ref()
-                .and_then(|t| t.otel)
+                .and_then(|(t, _)| t.otel)
                 .and_then(|ids| ids.upstream_traceparent(attempts as usize - 1));
             // At the end of a shutdown's drain, requests still waiting on an upstream stop
             // with a clear error (and their trace) instead of being cut off with the process.
@@ -202,25 +201,28 @@ pub async fn execute(
                 Err(f) => (f.status, Some(f.error.code.as_str())),
             };
             let started_ms = t0.duration_since(ex.started).as_secs_f64() * 1000.0;
-            guard.trace_mut().attempts.push(AttemptRecord {
-                target: entry.target.clone(),
-                status,
-                error_code: code,
-                retry,
-                degraded,
-                started_ms,
-                latency_ms,
-            });
+            if let Some(t) = guard.trace_mut() {
+                t.attempts.push(AttemptRecord {
+                    target: entry.target.clone(),
+                    status,
+                    error_code: code,
+                    retry,
+                    degraded,
+                    started_ms,
+                    latency_ms,
+                });
+            }
             match result {
                 Ok(success) => {
-                    return respond(&ex, entry, plan, attempts, success, guard.take(), sink);
+                    let (trace, sink) = guard.take();
+                    return respond(&ex, entry, plan, attempts, success, trace, sink);
                 }
                 Err(f) => {
                     tracing::debug!(target: "signalbox::attempt", provider = %entry.target.provider.id, target = %entry.target.name, code = ?f.error.code, status = ?f.status, retry, "attempt failed");
                     if f.kind == FailKind::Answer {
                         let mut err = f.error;
                         err.upstream_provider = Some(entry.target.provider.id.clone());
-                        let trace = guard.take();
+                        let (trace, sink) = guard.take();
                         return finish_error(&ex, Some(entry), plan, attempts, err, trace, &sink);
                     }
                     let kind = f.kind;
@@ -273,7 +275,7 @@ pub async fn execute(
     if let Some(e) = entry {
         err.upstream_provider = Some(e.target.provider.id.clone());
     }
-    let trace = guard.take();
+    let (trace, sink) = guard.take();
     finish_error(&ex, entry, plan, attempts, err, trace, &sink)
 }
 
@@ -281,8 +283,8 @@ pub async fn execute(
 /// (the caller disconnected before any answer), it records the request as status 499
 /// `client_closed`, with the attempt that was in flight.
 struct Pending {
-    trace: Option<TraceRecord>,
-    sink: TraceSink,
+    /// The trace and where it goes, until an answer takes them over.
+    held: Option<(TraceRecord, TraceSink)>,
     started: Instant,
     in_flight: Option<(std::sync::Arc<crate::model::Target>, Instant, u32, bool)>,
 }
@@ -291,18 +293,23 @@ struct Pending {
 pub const CLIENT_CLOSED: &str = "client_closed";
 
 impl Pending {
-    fn trace_mut(&mut self) -> &mut TraceRecord {
-        self.trace.get_or_insert_with(TraceRecord::default)
+    fn trace_mut(&mut self) -> Option<&mut TraceRecord> {
+        self.held.as_mut().map(|(t, _)| t)
     }
 
-    fn take(&mut self) -> TraceRecord {
-        self.trace.take().unwrap_or_default()
+    /// Hand the trace and its sink over (called once, on the way out).
+    fn take(&mut self) -> (TraceRecord, TraceSink) {
+        match self.held.take() {
+            Some(h) => h,
+            // Unreachable: execute() takes them once, on its way out.
+            None => (TraceRecord::default(), TraceSink::closed()),
+        }
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let Some(mut t) = self.trace.take() else {
+        let Some((mut t, sink)) = self.held.take() else {
             return;
         };
         if let Some((target, t0, retry, degraded)) = self.in_flight.take() {
@@ -319,7 +326,7 @@ impl Drop for Pending {
         t.status = 499;
         t.error_code = Some(CLIENT_CLOSED);
         t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.sink.record(t);
+        sink.record(t);
     }
 }
 

@@ -195,6 +195,16 @@ impl TraceSink {
         (TraceSink { tx, metrics }, handle)
     }
 
+    /// A sink whose records go nowhere (counted as dropped): a stand-in where a sink must
+    /// exist but no writer runs.
+    pub fn closed() -> TraceSink {
+        let (tx, _) = mpsc::channel(1);
+        TraceSink {
+            tx,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
     /// Queue a record; never waits. A full queue drops it and counts the drop.
     pub fn record(&self, r: TraceRecord) {
         if self.tx.try_send(r).is_err() {

@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::fmt::Write as _;
 
 /// A chat completions request, read whole.
 #[derive(Deserialize)]
@@ -469,7 +470,7 @@ impl ChunkWriter {
         let mut s = String::with_capacity(self.prefix.len() + 96);
         s.push_str(&self.prefix);
         s.push_str("[{\"index\":");
-        s.push_str(&choice.to_string());
+        let _ = write!(s, "{choice}");
         s.push_str(",\"delta\":");
         let mut finish = "null";
         match d {
@@ -517,7 +518,7 @@ impl ChunkWriter {
 
 fn tool_delta(s: &mut String, index: usize, head: Option<(&str, &str)>, arguments: &str) {
     s.push_str("{\"tool_calls\":[{\"index\":");
-    s.push_str(&index.to_string());
+    let _ = write!(s, "{index}");
     if let Some((id, name)) = head {
         s.push_str(",\"id\":");
         push_json(s, id);

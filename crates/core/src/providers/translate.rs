@@ -202,6 +202,16 @@ fn fix_head(headers: &mut HeaderMap, sse: bool) {
     }
 }
 
+/// A 502 for an answer the gateway could not read.
+pub(crate) fn unreadable(pid: &str, headers: HeaderMap) -> UpstreamResponse {
+    let body = error_body(
+        &format!("provider '{pid}' sent an answer the gateway could not read"),
+        "upstream_error",
+        None,
+    );
+    answer(StatusCode::BAD_GATEWAY, headers, body, false)
+}
+
 /// An OpenAI-shaped error body for an upstream error, keeping its message and type.
 pub(crate) fn error_body(message: &str, kind: &str, code: Option<&str>) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({

@@ -79,18 +79,8 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, SendErro
     let body = translate::collect(&mut resp.body, crate::execute::MAX_ANSWER_BYTES).await?;
     Ok(match from_anthropic(&body) {
         Some(json) => translate::answer(resp.status, resp.headers, json, false),
-        None => unreadable(&pid, resp.headers),
+        None => translate::unreadable(&pid, resp.headers),
     })
-}
-
-/// A 502 for an answer the gateway could not read.
-pub(crate) fn unreadable(pid: &str, headers: HeaderMap) -> UpstreamResponse {
-    let body = translate::error_body(
-        &format!("provider '{pid}' sent an answer the gateway could not read"),
-        "upstream_error",
-        None,
-    );
-    translate::answer(StatusCode::BAD_GATEWAY, headers, body, false)
 }
 
 /// An Anthropic error answer in OpenAI's shape, status kept (529 stays 529: overloaded).

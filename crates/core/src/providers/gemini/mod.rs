@@ -50,7 +50,7 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, SendErro
     }
     let body = translate::collect(&mut resp.body, crate::execute::MAX_ANSWER_BYTES).await?;
     let Ok(r) = serde_json::from_slice::<wire::Response>(&body) else {
-        return Ok(super::anthropic::unreadable(&pid, resp.headers));
+        return Ok(translate::unreadable(&pid, resp.headers));
     };
     if let Some(reason) = blocked(&r) {
         let body = translate::error_body(&reason, "invalid_request_error", Some("content_policy"));
