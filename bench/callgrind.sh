@@ -44,17 +44,27 @@ for _ in range(n):
     assert r.status == 200, r.status
 PY
 }
+# Stop a proxy: SIGINT, repeated every 5 s (valgrind now and then loses the first signal sent
+# to an idle multi-threaded process; the repeat only matters then).
+stop() {
+  kill -INT "$1"
+  for _ in $(seq 1 50); do
+    sleep 0.1
+    kill -0 "$1" 2>/dev/null || { wait "$1" || true; return 0; }
+  done
+  stop "$1"
+}
 run() { # name loaded(0/1) cmd...
   local name=$1 loaded=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.$loaded.out" "$@" >/dev/null 2>&1 &
   local pid=$!
   sleep 1
-  if [ "$name" = gw ]; then wait_up http://127.0.0.1:19310/health; else wait_up http://127.0.0.1:19110/v1/models; fi
+  if [ "$name" = mp ]; then wait_up http://127.0.0.1:19110/v1/models; else wait_up http://127.0.0.1:19310/health; fi
   if [ "$loaded" = 1 ]; then
-    if [ "$name" = gw ]; then load http://127.0.0.1:19310/v1/chat/completions route::bench
+    if [ "$name" != mp ]; then load http://127.0.0.1:19310/v1/chat/completions route::bench
     else load http://127.0.0.1:19110/v1/chat/completions gpt-4o; fi
   fi
-  kill -INT $pid; wait $pid || true
+  stop $pid
   grep -E '^(summary|totals):' "$OUT/$name.$loaded.out" | head -1 | awk '{print $2}'
 }
 wait_up http://127.0.0.1:19011/v1/models
@@ -63,8 +73,8 @@ export BENCH_KEY=sk-bench SIGNALBOX_LOG=warn
 "$REL/signalbox" keys list --config "$OUT/gw.toml" --data-dir "$OUT/data" >/dev/null 2>&1
 gi=$(run gw 0 "$REL/signalbox" serve --config "$OUT/gw.toml" --data-dir "$OUT/data")
 gl=$(run gw 1 "$REL/signalbox" serve --config "$OUT/gw.toml" --data-dir "$OUT/data")
-ni=$(run gw 0 "$REL/signalbox" serve --config "$OUT/gw-notrace.toml" --data-dir "$OUT/data")
-nl=$(run gw 1 "$REL/signalbox" serve --config "$OUT/gw-notrace.toml" --data-dir "$OUT/data")
+ni=$(run gwn 0 "$REL/signalbox" serve --config "$OUT/gw-notrace.toml" --data-dir "$OUT/data")
+nl=$(run gwn 1 "$REL/signalbox" serve --config "$OUT/gw-notrace.toml" --data-dir "$OUT/data")
 mi=$(run mp 0 "$REL/minproxy" 127.0.0.1:19110 127.0.0.1:19011)
 ml=$(run mp 1 "$REL/minproxy" 127.0.0.1:19110 127.0.0.1:19011)
 python3 - "$gi" "$gl" "$ni" "$nl" "$mi" "$ml" "$N" <<'PY'

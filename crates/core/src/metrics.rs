@@ -99,6 +99,77 @@ pub struct Metrics {
     pub trace_write_errors: Counter,
     pub in_flight: Gauge,
     pub config_version: Gauge,
+    cache: std::sync::Mutex<SeriesCache>,
+}
+
+/// Handles to the series a record of one (operation, route, provider, model) touches, each
+/// created in its family on first use (so `/metrics` shows only series that happened).
+#[derive(Default)]
+struct Series {
+    duration: [Option<Histogram>; 6],
+    tokens: [Option<Histogram>; 3],
+    ttft: Option<Histogram>,
+    cost: Option<Counter<f64>>,
+    cost_unknown: Option<Counter>,
+}
+
+/// Series handles by their labels joined into one string (labels come from the config, so
+/// this stays small; it is emptied past [`SeriesCache::MAX`] entries all the same).
+#[derive(Default)]
+struct SeriesCache {
+    key: String,
+    series: std::collections::HashMap<Box<str>, Series, foldhash::fast::RandomState>,
+    upstream: std::collections::HashMap<Box<str>, Histogram, foldhash::fast::RandomState>,
+}
+
+impl SeriesCache {
+    const MAX: usize = 4096;
+
+    fn join(key: &mut String, parts: &[&str]) {
+        key.clear();
+        for p in parts {
+            key.push_str(p);
+            key.push('\u{1}');
+        }
+    }
+
+    fn series(&mut self, parts: &[&str]) -> &mut Series {
+        Self::join(&mut self.key, parts);
+        if self.series.len() >= Self::MAX && !self.series.contains_key(self.key.as_str()) {
+            self.series.clear();
+        }
+        if !self.series.contains_key(self.key.as_str()) {
+            self.series
+                .insert(self.key.as_str().into(), Series::default());
+        }
+        self.series
+            .get_mut(self.key.as_str())
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    fn upstream(&mut self, parts: &[&str], make: impl FnOnce() -> Histogram) -> &Histogram {
+        Self::join(&mut self.key, parts);
+        if self.upstream.len() >= Self::MAX && !self.upstream.contains_key(self.key.as_str()) {
+            self.upstream.clear();
+        }
+        if !self.upstream.contains_key(self.key.as_str()) {
+            self.upstream.insert(self.key.as_str().into(), make());
+        }
+        self.upstream
+            .get(self.key.as_str())
+            .unwrap_or_else(|| unreachable!("inserted above"))
+    }
+}
+
+fn class_index(class: &str) -> usize {
+    match class {
+        "1xx" => 0,
+        "2xx" => 1,
+        "3xx" => 2,
+        "4xx" => 3,
+        "5xx" => 4,
+        _ => 5,
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +231,7 @@ impl Metrics {
             trace_write_errors: Counter::default(),
             in_flight: Gauge::default(),
             config_version: Gauge::default(),
+            cache: Default::default(),
             registry: Registry::default(),
         };
         registry.register_with_unit(
@@ -243,88 +315,125 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// Fold one trace record into the metrics (called by the trace writer).
+    /// Fold one trace record into the metrics (called by the trace writer). The series of a
+    /// (operation, route, provider, model) are looked up in the families once and kept in a
+    /// small cache keyed without allocating, so a record costs a few atomic adds, not a
+    /// dozen label-set clones and SipHash lookups.
     pub fn observe(&self, r: &TraceRecord) {
         let op = operation(r.endpoint);
-        let route = r.route.clone().unwrap_or_default();
+        let route = r.route.as_deref().unwrap_or_default();
         let last = r.attempts.last();
         let provider = last
-            .map(|a| a.target.provider.id.clone())
+            .map(|a| a.target.provider.id.as_str())
             .unwrap_or_default();
-        let model = last.map(|a| a.target.model.clone()).unwrap_or_default();
-        self.operation_duration
-            .get_or_create(&OpLabels {
-                gen_ai_operation_name: op,
-                route: route.clone(),
-                gen_ai_provider_name: provider.clone(),
-                gen_ai_response_model: model.clone(),
-                status_class: status_class(r.status),
+        let model = last.map(|a| a.target.model.as_str()).unwrap_or_default();
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = &mut *guard;
+        let labels = || ModelLabels {
+            gen_ai_operation_name: op,
+            route: route.to_string(),
+            gen_ai_provider_name: provider.to_string(),
+            gen_ai_response_model: model.to_string(),
+        };
+        let series = cache.series(&[op, route, provider, model]);
+        let class = status_class(r.status);
+        series.duration[class_index(class)]
+            .get_or_insert_with(|| {
+                let l = labels();
+                self.operation_duration
+                    .get_or_create(&OpLabels {
+                        gen_ai_operation_name: l.gen_ai_operation_name,
+                        route: l.route,
+                        gen_ai_provider_name: l.gen_ai_provider_name,
+                        gen_ai_response_model: l.gen_ai_response_model,
+                        status_class: class,
+                    })
+                    .clone()
             })
             .observe(r.latency_ms / 1000.0);
-        let model_labels = ModelLabels {
-            gen_ai_operation_name: op,
-            route: route.clone(),
-            gen_ai_provider_name: provider.clone(),
-            gen_ai_response_model: model.clone(),
-        };
         if let Some(u) = &r.usage {
-            for (kind, n) in [
+            for (i, (kind, n)) in [
                 ("input", u.prompt_tokens),
                 ("output", u.completion_tokens),
                 ("cached_input", u.cached_tokens()),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
                 if kind == "cached_input" && n == 0 {
                     continue;
                 }
-                self.token_usage
-                    .get_or_create(&TokenLabels {
-                        gen_ai_operation_name: op,
-                        route: route.clone(),
-                        gen_ai_provider_name: provider.clone(),
-                        gen_ai_response_model: model.clone(),
-                        gen_ai_token_type: kind,
+                series.tokens[i]
+                    .get_or_insert_with(|| {
+                        let l = labels();
+                        self.token_usage
+                            .get_or_create(&TokenLabels {
+                                gen_ai_operation_name: l.gen_ai_operation_name,
+                                route: l.route,
+                                gen_ai_provider_name: l.gen_ai_provider_name,
+                                gen_ai_response_model: l.gen_ai_response_model,
+                                gen_ai_token_type: kind,
+                            })
+                            .clone()
                     })
                     .observe(n as f64);
             }
             match r.cost_usd {
                 Some(c) => {
-                    self.cost.get_or_create(&model_labels).inc_by(c);
+                    series
+                        .cost
+                        .get_or_insert_with(|| self.cost.get_or_create(&labels()).clone())
+                        .inc_by(c);
                 }
                 None => {
-                    self.cost_unknown.get_or_create(&model_labels).inc();
+                    series
+                        .cost_unknown
+                        .get_or_insert_with(|| self.cost_unknown.get_or_create(&labels()).clone())
+                        .inc();
                 }
             }
         }
         if let Some(t) = r.ttft_ms {
-            self.ttft.get_or_create(&model_labels).observe(t / 1000.0);
+            series
+                .ttft
+                .get_or_insert_with(|| self.ttft.get_or_create(&labels()).clone())
+                .observe(t / 1000.0);
         }
+        // Rarer outcomes go to their families directly.
         if let Some(code) = r.error_code {
             self.errors
                 .get_or_create(&ErrorLabels {
                     gen_ai_operation_name: op,
-                    route: route.clone(),
+                    route: route.to_string(),
                     error_type: code,
                 })
                 .inc();
         }
-        let rl = RouteLabels { route };
+        let rl = || RouteLabels {
+            route: route.to_string(),
+        };
         let mut previous: Option<&str> = None;
         for a in &r.attempts {
-            self.upstream_duration
-                .get_or_create(&UpstreamLabels {
-                    gen_ai_provider_name: a.target.provider.id.clone(),
-                    gen_ai_response_model: a.target.model.clone(),
-                    status_class: a.status.map(status_class).unwrap_or("none"),
+            let class = a.status.map(status_class).unwrap_or("none");
+            cache
+                .upstream(&[&a.target.provider.id, &a.target.model, class], || {
+                    self.upstream_duration
+                        .get_or_create(&UpstreamLabels {
+                            gen_ai_provider_name: a.target.provider.id.clone(),
+                            gen_ai_response_model: a.target.model.clone(),
+                            status_class: class,
+                        })
+                        .clone()
                 })
                 .observe(a.latency_ms / 1000.0);
             if a.retry > 0 {
-                self.retries.get_or_create(&rl).inc();
+                self.retries.get_or_create(&rl()).inc();
             }
             if a.degraded {
-                self.degraded.get_or_create(&rl).inc();
+                self.degraded.get_or_create(&rl()).inc();
             }
             if previous.is_some_and(|p| p != a.target.name) && a.retry == 0 {
-                self.fallbacks.get_or_create(&rl).inc();
+                self.fallbacks.get_or_create(&rl()).inc();
             }
             previous = Some(&a.target.name);
         }

@@ -7,6 +7,12 @@ use signalbox::{admin, serve, setup, ui};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// mimalloc instead of the system allocator: a request makes a few dozen short-lived
+/// allocations, which glibc's malloc/free spent ~15% of the gateway's instructions on
+/// (BENCHMARKS.md), and its per-thread arenas held memory the gateway had given back.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "signalbox",

@@ -327,6 +327,50 @@ fn group_column(by: &str) -> Result<&'static str, StoreError> {
     })
 }
 
+/// The INSERT for `rows` rows (one of the slice sizes 64, 16, 4, 1), built once per process.
+fn insert_sql(rows: usize, sqlite: bool) -> &'static str {
+    static SQL: std::sync::OnceLock<[[String; 4]; 2]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        [false, true].map(|sqlite| [64, 16, 4, 1].map(|rows| build_insert_sql(rows, sqlite)))
+    });
+    let i = match rows {
+        64 => 0,
+        16 => 1,
+        4 => 2,
+        _ => 3,
+    };
+    &all[usize::from(sqlite)][i]
+}
+
+fn build_insert_sql(rows: usize, sqlite: bool) -> String {
+    let mut sql = format!("INSERT INTO traces ({COLUMNS}) VALUES ");
+    let mut n = 0;
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..COLUMN_COUNT {
+            n += 1;
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            // SQLite gets anonymous `?` placeholders: binding a numbered one looks its name
+            // up in a list as long as the statement's parameters, which made a 64-row insert
+            // quadratic (a fifth of all the gateway's instructions with traces stored).
+            if sqlite {
+                sql.push('?');
+            } else {
+                sql.push('$');
+                sql.push_str(&n.to_string());
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    sql
+}
+
 impl Store {
     /// Store a batch in one transaction, many rows per statement (one round trip to the
     /// database per slice, not per record).
@@ -363,6 +407,7 @@ impl Store {
         // 33 values a row: well under either database's limit. A batch goes as statements of
         // 64, 16, 4 and 1 rows, so at most four are ever prepared and a batch of n rows needs
         // about n/64 + 6 statements, not one per leftover row.
+        let sqlite = self.backend() == Backend::Sqlite;
         let mut tx = conn.begin().await?;
         let mut slices: Vec<&[TraceRecord]> = Vec::new();
         let mut rest = batch;
@@ -374,28 +419,11 @@ impl Store {
             }
         }
         for slice in slices {
-            let mut sql = format!("INSERT INTO traces ({COLUMNS}) VALUES ");
-            let mut n = 0;
-            for i in 0..slice.len() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for c in 0..COLUMN_COUNT {
-                    n += 1;
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push('$');
-                    sql.push_str(&n.to_string());
-                }
-                sql.push(')');
-            }
-            sql.push_str(" ON CONFLICT (id) DO NOTHING");
+            let sql = insert_sql(slice.len(), sqlite);
             // On PostgreSQL a reused prepared statement keeps the parameter types of its first
             // use, and a NULL bound first (a trace without ttft_ms) then refuses a number:
             // prepare afresh there. SQLite's types are per value, so it keeps the cache.
-            let mut q = sqlx::query(&sql).persistent(self.backend() == Backend::Sqlite);
+            let mut q = sqlx::query(sql).persistent(sqlite);
             for r in slice {
                 let last = r.attempts.last();
                 let u = r.usage.as_ref();
