@@ -7,11 +7,7 @@ use signalbox::{admin, serve, setup, ui};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// mimalloc instead of the system allocator: a request makes a few dozen short-lived
-/// allocations, which glibc's malloc/free spent ~15% of the gateway's instructions on
-/// (BENCHMARKS.md), and its per-thread arenas held memory the gateway had given back.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod alloc;
 
 #[derive(Parser)]
 #[command(
@@ -205,6 +201,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> std::process::ExitCode {
+    alloc::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file_only, store } => {
