@@ -130,10 +130,18 @@ impl Usage {
 /// [`scan_usage`]. Inside JSON strings quotes are escaped, so the key pattern only matches
 /// real keys; the last one is the top-level usage in OpenAI's and the Responses API's shapes.
 pub fn last_usage(json: &[u8]) -> Option<Usage> {
-    use memchr::memmem::FinderRev;
-    use std::sync::LazyLock;
-    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
-    let after = &json[USAGE.rfind(json)? + 7..];
+    // Backwards from quote to quote (memrchr): usage sits near the end of an answer, and
+    // this costs a third of a general reverse substring search over the same bytes.
+    const KEY: &[u8] = b"\"usage\"";
+    let mut end = json.len();
+    let at = loop {
+        let q = memchr::memrchr(b'"', &json[..end])?;
+        if q + 1 >= KEY.len() && &json[q + 1 - KEY.len()..=q] == KEY {
+            break q + 1 - KEY.len();
+        }
+        end = q;
+    };
+    let after = &json[at + KEY.len()..];
     let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
     scan_usage(after[colon..].strip_prefix(b":")?)
 }

@@ -201,7 +201,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> std::process::ExitCode {
-    alloc::configure();
+    alloc::starting();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { file_only, store } => {
@@ -326,6 +326,7 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
         None
     };
     let running = serve::start_with(live, listener, same, traces)?;
+    alloc::serving();
     admin::sync::retain_traces(store.clone(), loc.trace_retention_days, stop.clone());
     tracing::info!(
         config_version = snap.version,
