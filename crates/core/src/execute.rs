@@ -1351,6 +1351,28 @@ impl Drop for RawForward {
 mod tests {
     use super::*;
 
+    fn chunks(parts: &[&'static [u8]]) -> BodyStream {
+        let items: Vec<Result<Bytes, TransportError>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Box::pin(futures_util::stream::iter(items))
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_whole_whether_in_one_chunk_or_many() {
+        let until = Instant::now() + Duration::from_secs(5);
+        let one = read_body(&mut chunks(&[b"{\"a\":1}"]), 1024, until).await;
+        assert_eq!(one.ok().as_deref(), Some(&b"{\"a\":1}"[..]));
+        let many = read_body(&mut chunks(&[b"{\"a\"", b"", b":1", b"}"]), 1024, until).await;
+        assert_eq!(many.ok().as_deref(), Some(&b"{\"a\":1}"[..]));
+        let none = read_body(&mut chunks(&[]), 1024, until).await;
+        assert_eq!(none.ok().as_deref(), Some(&b""[..]));
+        // At the limit, reading stops: what was read comes back, whatever follows is left.
+        let capped = read_body(&mut chunks(&[b"abc", b"def", b"ghi"]), 5, until).await;
+        assert_eq!(capped.ok().as_deref(), Some(&b"abcdef"[..]));
+        let big_first = read_body(&mut chunks(&[b"abcdefgh", b"ij"]), 5, until).await;
+        assert_eq!(big_first.ok().as_deref(), Some(&b"abcdefgh"[..]));
+    }
+
     #[test]
     fn retry_after_of_any_size_never_panics() {
         let mut h = HeaderMap::new();

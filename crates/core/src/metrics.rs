@@ -448,3 +448,84 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::Usage;
+
+    fn record(route: &str, status: u16, prompt_tokens: u64) -> TraceRecord {
+        TraceRecord {
+            endpoint: "chat",
+            route: Some(route.to_string()),
+            status,
+            latency_ms: 12.0,
+            usage: Some(Usage {
+                prompt_tokens,
+                completion_tokens: 1,
+                total_tokens: prompt_tokens + 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The value of the sample named `name` whose labels include every one of `labels`.
+    fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn records_count_in_their_own_series_even_after_the_series_cache_is_emptied() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.observe(&record("a", 200, 5));
+        }
+        m.observe(&record("b", 200, 7));
+        m.observe(&record("a", 502, 0));
+        // More distinct label sets than the cache keeps: it is emptied on the way.
+        for i in 0..SeriesCache::MAX + 10 {
+            m.observe(&record(&format!("r{i}"), 200, 1));
+        }
+        m.observe(&record("a", 200, 5));
+        let text = m.encode();
+        let count = "gen_ai_client_operation_duration_seconds_count";
+        assert_eq!(
+            sample(&text, count, &["route=\"a\"", "status_class=\"2xx\""]),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(&text, count, &["route=\"a\"", "status_class=\"5xx\""]),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, count, &["route=\"b\"", "status_class=\"2xx\""]),
+            Some(1.0)
+        );
+        let tokens = "gen_ai_client_token_usage_sum";
+        assert_eq!(
+            sample(
+                &text,
+                tokens,
+                &["route=\"a\"", "gen_ai_token_type=\"input\""]
+            ),
+            Some(20.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                tokens,
+                &["route=\"b\"", "gen_ai_token_type=\"input\""]
+            ),
+            Some(7.0)
+        );
+        // No price known: counted as unknown cost, once per record with usage.
+        assert_eq!(
+            sample(&text, "signalbox_cost_unknown_total", &["route=\"a\""]),
+            Some(5.0)
+        );
+    }
+}
