@@ -160,7 +160,10 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
         (None, None, None, None, None);
     let mut depth = 0usize;
     let mut i = 0;
+    // Jump from one brace or quote to the next (memchr): the bytes between are only
+    // separators and numbers, read right after their key.
     while i < b.len() {
+        i += memchr::memchr3(b'"', b'{', b'}', &b[i..])?;
         match b[i] {
             b'{' => depth += 1,
             b'}' => {
@@ -181,15 +184,19 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
                     });
                 }
             }
-            b'"' => {
+            _ => {
                 // A string: find its end (skipping escapes).
                 let s = i + 1;
                 let mut j = s;
-                while j < b.len() && b[j] != b'"' {
-                    j += if b[j] == b'\\' { 2 } else { 1 };
-                }
-                if j >= b.len() {
-                    return None;
+                loop {
+                    if j >= b.len() {
+                        return None;
+                    }
+                    j += memchr::memchr2(b'"', b'\\', &b[j..])?;
+                    if b[j] == b'"' {
+                        break;
+                    }
+                    j += 2;
                 }
                 let key = &b[s..j];
                 i = j + 1;
@@ -222,7 +229,6 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
                 }
                 continue;
             }
-            _ => {}
         }
         i += 1;
     }
@@ -383,6 +389,37 @@ mod tests {
         assert_eq!(scan_usage(b"{\"prompt_tokens\":1"), None, "unterminated");
         let u = scan_usage(br#"{"prompt_tokens":3,"completion_tokens":4}"#).unwrap();
         assert_eq!((u.total_tokens, u.cached_tokens()), (7, 0));
+        // Escaped quotes and braces inside strings are not structure.
+        let u = scan_usage(
+            br#"{"note":"say \"}\" {here","prompt_tokens":2,"x\\":{"total_tokens":"9"}}"#,
+        )
+        .unwrap();
+        assert_eq!((u.prompt_tokens, u.total_tokens), (2, 2));
+        for cut in [
+            &br#"{"a":"\"#[..],
+            br#"{"a":"x\""#,
+            br#"{""#,
+            b"{",
+            br#"{"a":{"#,
+        ] {
+            assert_eq!(scan_usage(cut), None, "{}", String::from_utf8_lossy(cut));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn scan_usage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = scan_usage(&bytes);
+            let _ = last_usage(&bytes);
+        }
+
+        #[test]
+        fn scan_usage_reads_what_serde_reads(p in 0u64..1_000_000, c in 0u64..1_000_000, pad in "[a-z\\\\\"{} ]{0,12}") {
+            let obj = serde_json::json!({"note": pad, "prompt_tokens": p, "completion_tokens": c, "d": {"cached_tokens": 1}});
+            let text = serde_json::to_string(&obj).unwrap_or_default();
+            let u = scan_usage(text.as_bytes());
+            proptest::prop_assert_eq!(u.map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens())), Some((p, c, 1)));
+        }
     }
 
     #[test]
