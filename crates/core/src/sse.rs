@@ -130,18 +130,12 @@ impl Usage {
 /// [`scan_usage`]. Inside JSON strings quotes are escaped, so the key pattern only matches
 /// real keys; the last one is the top-level usage in OpenAI's and the Responses API's shapes.
 pub fn last_usage(json: &[u8]) -> Option<Usage> {
-    // Backwards from quote to quote (memrchr): usage sits near the end of an answer, and
-    // this costs a third of a general reverse substring search over the same bytes.
-    const KEY: &[u8] = b"\"usage\"";
-    let mut end = json.len();
-    let at = loop {
-        let q = memchr::memrchr(b'"', &json[..end])?;
-        if q + 1 >= KEY.len() && &json[q + 1 - KEY.len()..=q] == KEY {
-            break q + 1 - KEY.len();
-        }
-        end = q;
-    };
-    let after = &json[at + KEY.len()..];
+    // A reverse substring search: usage sits near the end of an answer. (Hopping back quote
+    // to quote with memrchr was measured slower: one call per quote.)
+    use memchr::memmem::FinderRev;
+    use std::sync::LazyLock;
+    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+    let after = &json[USAGE.rfind(json)? + 7..];
     let colon = after.iter().position(|b| !b.is_ascii_whitespace())?;
     scan_usage(after[colon..].strip_prefix(b":")?)
 }
