@@ -135,28 +135,27 @@ impl SeriesCache {
 
     fn series(&mut self, parts: &[&str]) -> &mut Series {
         Self::join(&mut self.key, parts);
-        if self.series.len() >= Self::MAX && !self.series.contains_key(self.key.as_str()) {
-            self.series.clear();
-        }
-        if !self.series.contains_key(self.key.as_str()) {
-            self.series
-                .insert(self.key.as_str().into(), Series::default());
-        }
-        self.series
-            .get_mut(self.key.as_str())
-            .unwrap_or_else(|| unreachable!("inserted above"))
+        Self::entry(&mut self.series, &self.key, Series::default)
     }
 
     fn upstream(&mut self, parts: &[&str], make: impl FnOnce() -> Histogram) -> &Histogram {
         Self::join(&mut self.key, parts);
-        if self.upstream.len() >= Self::MAX && !self.upstream.contains_key(self.key.as_str()) {
-            self.upstream.clear();
+        Self::entry(&mut self.upstream, &self.key, make)
+    }
+
+    /// The value under `key`, made on first use (no allocation when it is there already).
+    fn entry<'a, V>(
+        map: &'a mut std::collections::HashMap<Box<str>, V, foldhash::fast::RandomState>,
+        key: &str,
+        make: impl FnOnce() -> V,
+    ) -> &'a mut V {
+        if !map.contains_key(key) {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(key.into(), make());
         }
-        if !self.upstream.contains_key(self.key.as_str()) {
-            self.upstream.insert(self.key.as_str().into(), make());
-        }
-        self.upstream
-            .get(self.key.as_str())
+        map.get_mut(key)
             .unwrap_or_else(|| unreachable!("inserted above"))
     }
 }
