@@ -26,7 +26,7 @@ PY
 then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
 fi
-if ! node tests/sdk/node/check_install.mjs 2>/dev/null; then
+if ! node tests/check_node_install.mjs tests/sdk/node 2>/dev/null; then
   npm ci --prefix tests/sdk/node --no-audit --no-fund
 fi
 # The dashboard's browser test (crates/server/tests/it/ui.rs): Debian's chromium, driven by
@@ -38,7 +38,7 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
 fi
-if ! node tests/ui/check_install.mjs 2>/dev/null; then
+if ! node tests/check_node_install.mjs tests/ui 2>/dev/null; then
   npm ci --prefix tests/ui --no-audit --no-fund
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then

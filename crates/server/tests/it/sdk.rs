@@ -432,7 +432,10 @@ pub(crate) async fn run_python(script: &str, args: &[&str]) -> String {
 /// Fails, never skips, when the pinned Node packages are not installed.
 async fn run_node(script: &str, args: &[&str]) -> String {
     let (ok, out, err) = tokio::task::spawn_blocking(|| {
-        run_with_limit("node", &["node/check_install.mjs".to_string()])
+        run_with_limit(
+            "node",
+            &["../check_node_install.mjs".to_string(), "node".to_string()],
+        )
     })
     .await
     .unwrap();

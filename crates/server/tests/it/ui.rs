@@ -382,7 +382,7 @@ async fn the_dashboard_works_end_to_end_in_a_headless_browser() {
     let (ok, out, err) = tokio::task::spawn_blocking(|| {
         run_with_limit(
             "node",
-            &["check_install.mjs".to_string()],
+            &["../check_node_install.mjs".to_string(), ".".to_string()],
             Duration::from_secs(30),
         )
     })
