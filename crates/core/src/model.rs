@@ -181,6 +181,9 @@ pub struct Provider {
     pub transport: Transport,
     /// `x-signalbox-provider`, and `passthrough:ID` for `x-signalbox-route`, built once.
     pub id_header: http::HeaderValue,
+    /// `Host` for HTTP/1 requests (host, and port unless the scheme's default), built once
+    /// instead of formatted by the HTTP client on every request.
+    pub host_header: Option<http::HeaderValue>,
     pub passthrough_label: String,
     pub passthrough_label_header: http::HeaderValue,
 }
@@ -260,6 +263,39 @@ pub struct Target {
     pub model_header: http::HeaderValue,
     /// True when reached by passthrough (the caller's failures stay the caller's).
     pub passthrough: bool,
+    /// The credential header's value when the gateway's own credential goes in a header
+    /// (`bearer`, `api_key_header`), built once; marked sensitive.
+    pub credential_header: Option<http::HeaderValue>,
+}
+
+/// The value of the credential header for a target's auth, if it goes in a header.
+pub fn credential_header(provider: &Provider, auth: &TargetAuth) -> Option<http::HeaderValue> {
+    let TargetAuth::Credential(key) = auth else {
+        return None;
+    };
+    let mut v = match provider.auth_type {
+        AuthType::Bearer => http::HeaderValue::try_from(format!("Bearer {}", key.expose())).ok()?,
+        AuthType::ApiKeyHeader => http::HeaderValue::try_from(key.expose()).ok()?,
+        AuthType::QueryParam => return None,
+    };
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// `Host` for a plain-`http` base URL as HTTP/1 clients send it: the host, with the port
+/// only when it is not 80. `None` for `https`, where ALPN may pick HTTP/2 (whose authority
+/// travels as `:authority`), so the client still sets `Host` itself when it speaks HTTP/1.
+pub fn host_header(base_url: &str) -> Option<http::HeaderValue> {
+    let uri = base_url.parse::<http::Uri>().ok()?;
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    http::HeaderValue::try_from(value).ok()
 }
 
 impl Target {
@@ -580,5 +616,26 @@ impl Snapshot {
         self.keys
             .get(&self.key_hasher.hash(key))
             .filter(|e| !e.expired())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_is_host_and_port_unless_default_and_left_to_the_client_for_https() {
+        let h = |u: &str| host_header(u).map(|v| v.to_str().unwrap_or_default().to_string());
+        assert_eq!(
+            h("http://127.0.0.1:9000/v1").as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        assert_eq!(h("http://llm.internal/v1").as_deref(), Some("llm.internal"));
+        assert_eq!(
+            h("http://llm.internal:80/v1").as_deref(),
+            Some("llm.internal")
+        );
+        assert_eq!(h("http://[::1]:8080").as_deref(), Some("[::1]:8080"));
+        assert_eq!(h("https://api.openai.com/v1"), None);
     }
 }

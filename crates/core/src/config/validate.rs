@@ -533,6 +533,7 @@ pub fn build_snapshot(
         let Some(transport) = transport else { continue };
         let price = crate::pricing::resolve(info.map(|i| i.price), &model);
         let target = Target {
+            credential_header: crate::model::credential_header(&provider, &auth),
             urls: target_urls(&provider, rt.deployment.as_deref(), &model),
             model_header: header_value(&model),
             name: name.clone(),
@@ -593,6 +594,7 @@ pub fn build_snapshot(
                 }
             };
             let target = Arc::new(Target {
+                credential_header: crate::model::credential_header(prov, &auth),
                 urls: target_urls(prov, None, m),
                 model_header: header_value(m),
                 name: format!("{}::{}", prov.id, m),
@@ -1365,6 +1367,7 @@ fn build_provider(
     Some(BuiltProvider {
         provider: Arc::new(Provider {
             id_header: header_value(id),
+            host_header: crate::model::host_header(&base_url),
             passthrough_label: format!("passthrough:{id}"),
             passthrough_label_header: header_value(&format!("passthrough:{id}")),
             id: id.to_string(),
@@ -1770,6 +1773,7 @@ impl BodyBuilder<'_> {
             .over(bp.timeouts)
             .finish();
         Some(Target {
+            credential_header: crate::model::credential_header(&provider, &auth),
             urls: target_urls(&bp.provider, None, model),
             model_header: header_value(model),
             name: name.to_string(),

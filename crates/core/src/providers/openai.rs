@@ -17,7 +17,10 @@ fn request_headers(
 ) -> Result<(HeaderMap, Option<(String, String)>), TransportError> {
     let t = out.target;
     let p = &t.provider;
-    let mut h = HeaderMap::with_capacity(8);
+    let mut h = HeaderMap::with_capacity(12);
+    if let Some(host) = &p.host_header {
+        h.insert(header::HOST, host.clone());
+    }
     match &out.body {
         OutBody::Json(_) => {
             h.insert(
@@ -68,6 +71,10 @@ fn request_headers(
     }
     for (name, value) in &p.headers {
         h.insert(name.clone(), value.clone());
+    }
+    if let Some(v) = &t.credential_header {
+        h.insert(p.auth_header_name.clone(), v.clone());
+        return Ok((h, None));
     }
     let key = match &t.auth {
         TargetAuth::Credential(s) => Some(s.expose()),

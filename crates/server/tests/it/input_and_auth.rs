@@ -376,6 +376,13 @@ async fn only_allow_listed_headers_go_upstream() {
         Some("Bearer sk-up-credential"),
         "the target's credential is injected"
     );
+    let once = |name: &str| req.headers.iter().filter(|(n, _)| n == name).count();
+    assert_eq!((once("authorization"), once("host")), (1, 1));
+    assert_eq!(
+        req.header("host"),
+        Some(fake.addr().to_string().as_str()),
+        "Host names the upstream, port included"
+    );
     assert_eq!(
         req.header("traceparent"),
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
