@@ -66,17 +66,14 @@ pub fn start_with(
         Some(a) => a.merge(router(state.clone())),
         None => router(state.clone()),
     };
+    let app = crate::app::MakeFront::new(app, state.clone());
     let st = state.clone();
     let trigger = shutdown.clone();
     let done = tokio::spawn(async move {
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(drain(st.clone(), trigger));
+        let serve = axum::serve(listener, app).with_graceful_shutdown(drain(st.clone(), trigger));
         // The graceful phase is bounded: hard stop after the timeout, then a short grace.
         let bounded = async {
             let _ = serve.await;
