@@ -195,16 +195,8 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
                 }
             }
             b'"' => {
-                // A string: find its end (skipping escapes).
                 let s = i + 1;
-                let mut j = s;
-                loop {
-                    match *b.get(j)? {
-                        b'"' => break,
-                        b'\\' => j += 2,
-                        _ => j += 1,
-                    }
-                }
+                let j = string_end(b, s)?;
                 i = j + 1;
                 let slot = match &b[s..j] {
                     b"prompt_tokens" | b"input_tokens" => &mut prompt,
@@ -239,6 +231,34 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
             _ => {}
         }
         i += 1;
+    }
+}
+
+/// The index of the quote that closes a JSON string whose text starts at `from` (escapes
+/// skipped). Eight bytes at a time while none is a quote or a backslash: ~1.5 instructions a
+/// byte instead of ~6.
+fn string_end(b: &[u8], mut j: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    loop {
+        while let Some(chunk) = b.get(j..j + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_le_bytes(word);
+            let (q, e) = (x ^ (LO * u64::from(b'"')), x ^ (LO * u64::from(b'\\')));
+            // A zero byte in q or e is a quote or backslash in x; the lowest flag is exact.
+            let hit = (q.wrapping_sub(LO) & !q | e.wrapping_sub(LO) & !e) & HI;
+            if hit != 0 {
+                j += (hit.trailing_zeros() / 8) as usize;
+                break;
+            }
+            j += 8;
+        }
+        match *b.get(j)? {
+            b'"' => return Some(j),
+            b'\\' => j += 2,
+            _ => j += 1,
+        }
     }
 }
 
@@ -418,6 +438,21 @@ mod tests {
         fn scan_usage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = scan_usage(&bytes);
             let _ = last_usage(&bytes);
+        }
+
+        #[test]
+        fn string_end_finds_the_closing_quote_past_escapes(text in "[a\\\\\"\u{e9}]{0,40}") {
+            let b = text.as_bytes();
+            let mut want = None;
+            let mut j = 0;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => { want = Some(j); break; }
+                    b'\\' => j += 2,
+                    _ => j += 1,
+                }
+            }
+            proptest::prop_assert_eq!(string_end(b, 0), want);
         }
 
         #[test]

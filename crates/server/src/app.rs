@@ -233,11 +233,65 @@ fn into_response(
     resp
 }
 
-fn header_str<'h>(h: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
+/// A header's text: trimmed, and `None` when empty or not visible ASCII.
+fn text(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())
+}
+
+/// The request headers the gateway reads, each its first value, found in one pass over the
+/// caller's headers (a dozen map lookups cost ~2k instructions a request).
+#[derive(Default)]
+pub struct Inbound<'h> {
+    request_id: Option<&'h HeaderValue>,
+    user_id: Option<&'h HeaderValue>,
+    session_id: Option<&'h HeaderValue>,
+    traceparent: Option<&'h HeaderValue>,
+    content_type: Option<&'h HeaderValue>,
+    content_length: Option<&'h HeaderValue>,
+    signalbox_authorization: Option<&'h HeaderValue>,
+    to11_authorization: Option<&'h HeaderValue>,
+    authorization: Option<&'h HeaderValue>,
+    x_api_key: Option<&'h HeaderValue>,
+    signalbox_project: Option<&'h HeaderValue>,
+    to11_project: Option<&'h HeaderValue>,
+    /// `traceparent` or `tracestate` came: both are echoed on the answer.
+    trace_context: bool,
+}
+
+impl<'h> Inbound<'h> {
+    pub fn of(headers: &'h HeaderMap) -> Self {
+        let mut i = Inbound::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "content-type" => &mut i.content_type,
+                "content-length" => &mut i.content_length,
+                "authorization" => &mut i.authorization,
+                "x-api-key" => &mut i.x_api_key,
+                "x-request-id" => &mut i.request_id,
+                "x-signalbox-authorization" => &mut i.signalbox_authorization,
+                "x-to11-authorization" => &mut i.to11_authorization,
+                "x-signalbox-project-id" => &mut i.signalbox_project,
+                "x-to11-project-id" => &mut i.to11_project,
+                "x-signalbox-user-id" => &mut i.user_id,
+                "x-signalbox-session-id" => &mut i.session_id,
+                "traceparent" => {
+                    i.trace_context = true;
+                    &mut i.traceparent
+                }
+                "tracestate" => {
+                    i.trace_context = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+        }
+        i
+    }
 }
 
 fn bearer(v: &str) -> &str {
@@ -255,17 +309,15 @@ pub struct Caller {
     pub caller_key: Option<String>,
 }
 
-pub fn authenticate(snap: &Snapshot, h: &HeaderMap) -> Result<Caller, ApiError> {
-    let sb =
-        header_str(h, &X_SIGNALBOX_AUTHORIZATION).or_else(|| header_str(h, &X_TO11_AUTHORIZATION));
-    let authz = header_str(h, &http::header::AUTHORIZATION).map(bearer);
-    let x_api_key = header_str(h, &X_API_KEY);
+pub fn authenticate(snap: &Snapshot, h: &Inbound<'_>) -> Result<Caller, ApiError> {
+    let sb = text(h.signalbox_authorization).or_else(|| text(h.to11_authorization));
+    let authz = text(h.authorization).map(bearer);
+    let x_api_key = text(h.x_api_key);
     let (gateway_key, caller_key) = match sb {
         Some(k) => (Some(bearer(k)), authz.or(x_api_key)),
         None => (authz, x_api_key),
     };
-    let project_header =
-        header_str(h, &X_SIGNALBOX_PROJECT_ID).or_else(|| header_str(h, &X_TO11_PROJECT_ID));
+    let project_header = text(h.signalbox_project).or_else(|| text(h.to11_project));
     if snap.server.auth == AuthMode::Off {
         // With the gateway key in x-signalbox-authorization or none at all, `Authorization`
         // (else `x-api-key`) is the caller's own provider key.
@@ -331,7 +383,7 @@ fn now_ms() -> u64 {
 async fn read_limited(
     body: Body,
     limit: usize,
-    headers: &HeaderMap,
+    content_length: Option<&str>,
 ) -> Result<bytes::Bytes, ApiError> {
     let too_large = || {
         ApiError::bad_request(format!(
@@ -339,8 +391,7 @@ async fn read_limited(
         ))
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
-    if let Some(len) =
-        header_str(headers, &http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) = content_length.and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(too_large());
@@ -363,16 +414,19 @@ async fn proxy(
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
     let snap = st.live.snapshot();
+    let inb = Inbound::of(&headers);
+    // The caller's trace context is echoed on the answer, whatever it is.
+    let echo = inb.trace_context.then_some(&headers);
     let mut trace = TraceRecord {
         id: request_id.clone(),
-        client_request_id: header_str(&headers, &X_REQUEST_ID).map(str::to_string),
+        client_request_id: text(inb.request_id).map(str::to_string),
         time_unix_ms: now_ms(),
         endpoint: endpoint.as_str(),
-        user_id: header_str(&headers, &X_USER_ID).map(str::to_string),
-        session_id: header_str(&headers, &X_SESSION_ID).map(str::to_string),
-        traceparent: header_str(&headers, &TRACEPARENT).map(str::to_string),
+        user_id: text(inb.user_id).map(str::to_string),
+        session_id: text(inb.session_id).map(str::to_string),
+        traceparent: text(inb.traceparent).map(str::to_string),
         otel: signalbox_core::otlp::enabled()
-            .then(|| signalbox_core::otlp::SpanIds::new(header_str(&headers, &TRACEPARENT))),
+            .then(|| signalbox_core::otlp::SpanIds::new(text(inb.traceparent))),
         ..Default::default()
     };
     let fail = |err: ApiError, mut trace: TraceRecord| {
@@ -384,7 +438,7 @@ async fn proxy(
             error_outcome(&err, HeaderMap::new()),
             &request_id,
             None,
-            Some(&headers),
+            echo,
         )
     };
 
@@ -399,7 +453,7 @@ async fn proxy(
     }
     let guard = InFlight(st.in_flight.clone());
 
-    let caller = match authenticate(&snap, &headers) {
+    let caller = match authenticate(&snap, &inb) {
         Ok(c) => c,
         Err(e) => return fail(e, trace),
     };
@@ -407,7 +461,7 @@ async fn proxy(
     trace.key_id = caller.key_id.clone();
     let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
         // An upload: read once into a replay store (memory, then a temporary file).
-        let ct = header_str(&headers, &http::header::CONTENT_TYPE);
+        let ct = text(inb.content_type);
         let boundary = match multipart::boundary_of(ct, &format!("POST /v1{upstream_path}")) {
             Ok(b) => b,
             Err(e) => return fail(e, trace),
@@ -428,7 +482,7 @@ async fn proxy(
             Err(e) => return fail(e, trace),
         }
     } else {
-        if let Some(ct) = header_str(&headers, &http::header::CONTENT_TYPE)
+        if let Some(ct) = text(inb.content_type)
             && ct.starts_with("multipart/")
         {
             let err = ApiError::bad_request(format!(
@@ -438,7 +492,7 @@ async fn proxy(
             .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
             return fail(err, trace);
         }
-        let read = read_limited(body, snap.server.max_body_bytes, &headers);
+        let read = read_limited(body, snap.server.max_body_bytes, text(inb.content_length));
         let read = tokio::time::timeout_at(started + snap.server.request_timeout, read);
         let bytes = match read.await.unwrap_or_else(|_| Err(body_timeout())) {
             Ok(b) => b,
@@ -508,7 +562,7 @@ async fn proxy(
         route_label: resolved.label_header().clone(),
     };
     let outcome = execute(ex, &plan, trace, st.sink.clone()).await;
-    into_response(outcome, &request_id, Some(guard), Some(&headers))
+    into_response(outcome, &request_id, Some(guard), echo)
 }
 
 #[derive(serde::Serialize)]
@@ -565,7 +619,7 @@ fn models_for(snap: &Snapshot, project: &str) -> Vec<ModelEntry> {
 async fn list_models(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = uuid::Uuid::now_v7().to_string();
     let snap = st.live.snapshot();
-    let caller = match authenticate(&snap, &headers) {
+    let caller = match authenticate(&snap, &Inbound::of(&headers)) {
         Ok(c) => c,
         Err(e) => return error_response(&e, &request_id),
     };
@@ -584,7 +638,7 @@ async fn get_model(
 ) -> Response {
     let request_id = uuid::Uuid::now_v7().to_string();
     let snap = st.live.snapshot();
-    let caller = match authenticate(&snap, &headers) {
+    let caller = match authenticate(&snap, &Inbound::of(&headers)) {
         Ok(c) => c,
         Err(e) => return error_response(&e, &request_id),
     };
