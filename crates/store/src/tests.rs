@@ -347,6 +347,29 @@ async fn trace_batches_mixing_nulls_and_numbers_are_stored() {
             .await
             .unwrap();
         assert_eq!(page.data.len(), 153, "{url}");
+        // A batch written again (the writer retries a batch whose outcome it did not learn)
+        // stores its new rows once and skips the ones already there, whether it goes as one
+        // statement or several.
+        for n in [3usize, 70] {
+            let mut again: Vec<TraceRecord> =
+                (0..n).map(|i| rec(&format!("x{n}-{i}"), None, None)).collect();
+            again.push(rec("a", None, None));
+            store.insert_traces(&again).await.unwrap();
+            store.insert_traces(&again).await.unwrap();
+        }
+        let page = store
+            .traces(
+                &crate::TraceFilter {
+                    project: "default".into(),
+                    ..Default::default()
+                },
+                true,
+                1000,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.data.len(), 153 + 3 + 70, "{url}");
     })
     .await;
 }

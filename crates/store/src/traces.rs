@@ -408,7 +408,6 @@ impl Store {
         // 64, 16, 4 and 1 rows, so at most four are ever prepared and a batch of n rows needs
         // about n/64 + 6 statements, not one per leftover row.
         let sqlite = self.backend() == Backend::Sqlite;
-        let mut tx = conn.begin().await?;
         let mut slices: Vec<&[TraceRecord]> = Vec::new();
         let mut rest = batch;
         for size in [64, 16, 4, 1] {
@@ -418,64 +417,20 @@ impl Store {
                 rest = tail;
             }
         }
+        // A batch of several statements is one transaction (one commit); a single statement
+        // commits on its own, without BEGIN/COMMIT round trips. Rows already stored are
+        // skipped (`ON CONFLICT DO NOTHING`), so a retried batch never stores a row twice.
+        if let [slice] = slices[..] {
+            insert_query(slice, sqlite).execute(&mut **conn).await?;
+            return Ok(());
+        }
+        let mut tx = conn.begin().await?;
         for slice in slices {
-            let sql = insert_sql(slice.len(), sqlite);
-            // On PostgreSQL a reused prepared statement keeps the parameter types of its first
-            // use, and a NULL bound first (a trace without ttft_ms) then refuses a number:
-            // prepare afresh there. SQLite's types are per value, so it keeps the cache.
-            let mut q = sqlx::query(sql).persistent(sqlite);
-            for r in slice {
-                let last = r.attempts.last();
-                let u = r.usage.as_ref();
-                q = q
-                    .bind(r.id.clone())
-                    .bind(r.project.clone())
-                    .bind(r.time_unix_ms as i64)
-                    .bind(r.client_request_id.clone())
-                    .bind(r.key_id.clone())
-                    .bind(r.endpoint.to_string())
-                    .bind(r.requested_model.clone())
-                    .bind(r.layer.map(str::to_string))
-                    .bind(r.route.clone())
-                    .bind(r.route_version.map(|v| v as i64))
-                    .bind(r.assigned_variant.clone())
-                    .bind(r.serving_variant.clone())
-                    .bind(r.sticky_source.map(str::to_string))
-                    .bind(last.map(|a| a.target.provider.id.clone()))
-                    .bind(last.map(|a| a.target.name.clone()))
-                    .bind(last.map(|a| a.target.model.clone()))
-                    .bind(r.attempts.len() as i64)
-                    .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
-                    .bind(r.status as i64)
-                    .bind(r.error_code.map(str::to_string))
-                    .bind(r.latency_ms)
-                    .bind(r.ttft_ms)
-                    .bind(u.map(|u| u.prompt_tokens as i64))
-                    .bind(u.map(|u| u.completion_tokens as i64))
-                    .bind(u.map(|u| u.cached_tokens() as i64))
-                    .bind(u.map(|u| u.reasoning_tokens() as i64))
-                    .bind(r.cost_usd)
-                    .bind(r.stream as i64)
-                    .bind(r.user_id.clone())
-                    .bind(r.session_id.clone())
-                    .bind(
-                        r.otel
-                            .map(|o| o.trace.iter().map(|b| format!("{b:02x}")).collect())
-                            .or_else(|| trace_id(r.traceparent.as_deref())),
-                    )
-                    .bind(
-                        r.content
-                            .as_ref()
-                            .and_then(|c| serde_json::to_string(c).ok()),
-                    )
-                    .bind(r.params.as_ref().map(|p| p.to_string()));
-            }
-            q.execute(&mut *tx).await?;
+            insert_query(slice, sqlite).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
     }
-
     /// Delete traces older than `cutoff_ms`, in slices so no transaction grows large.
     pub async fn delete_traces_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut total = 0;
@@ -689,6 +644,66 @@ impl signalbox_core::trace::TraceStore for Store {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move { self.insert_traces(batch).await.map_err(|e| e.to_string()) })
     }
+}
+
+/// One multi-row INSERT for a slice of a batch. Values are bound by reference (the driver
+/// copies them once, as it must).
+fn insert_query(
+    slice: &[TraceRecord],
+    sqlite: bool,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    let sql = insert_sql(slice.len(), sqlite);
+    // On PostgreSQL a reused prepared statement keeps the parameter types of its first
+    // use, and a NULL bound first (a trace without ttft_ms) then refuses a number:
+    // prepare afresh there. SQLite's types are per value, so it keeps the cache.
+    let mut q = sqlx::query(sql).persistent(sqlite);
+    for r in slice {
+        let last = r.attempts.last();
+        let u = r.usage.as_ref();
+        q = q
+            .bind(r.id.as_str())
+            .bind(r.project.as_str())
+            .bind(r.time_unix_ms as i64)
+            .bind(r.client_request_id.as_deref())
+            .bind(r.key_id.as_deref())
+            .bind(r.endpoint)
+            .bind(r.requested_model.as_deref())
+            .bind(r.layer)
+            .bind(r.route.as_deref())
+            .bind(r.route_version.map(|v| v as i64))
+            .bind(r.assigned_variant.as_deref())
+            .bind(r.serving_variant.as_deref())
+            .bind(r.sticky_source)
+            .bind(last.map(|a| a.target.provider.id.as_str()))
+            .bind(last.map(|a| a.target.name.as_str()))
+            .bind(last.map(|a| a.target.model.as_str()))
+            .bind(r.attempts.len() as i64)
+            .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
+            .bind(r.status as i64)
+            .bind(r.error_code)
+            .bind(r.latency_ms)
+            .bind(r.ttft_ms)
+            .bind(u.map(|u| u.prompt_tokens as i64))
+            .bind(u.map(|u| u.completion_tokens as i64))
+            .bind(u.map(|u| u.cached_tokens() as i64))
+            .bind(u.map(|u| u.reasoning_tokens() as i64))
+            .bind(r.cost_usd)
+            .bind(r.stream as i64)
+            .bind(r.user_id.as_deref())
+            .bind(r.session_id.as_deref())
+            .bind(
+                r.otel
+                    .map(|o| o.trace.iter().map(|b| format!("{b:02x}")).collect())
+                    .or_else(|| trace_id(r.traceparent.as_deref())),
+            )
+            .bind(
+                r.content
+                    .as_ref()
+                    .and_then(|c| serde_json::to_string(c).ok()),
+            )
+            .bind(r.params.as_ref().map(|p| p.to_string()));
+    }
+    q
 }
 
 #[cfg(test)]
