@@ -2,7 +2,12 @@
 """Benchmark Signalbox against calling the fake upstream directly and against a minimal
 hyper forwarding proxy, all in one run on this machine.
 
-    python3 bench/run.py [--duration 10] [--skip-build]
+    python3 bench/run.py [--duration 10] [--rounds 1] [--skip-build]
+
+With --rounds N the latency, throughput and CPU measures are taken N times, the three setups
+in turn (the order rotating each round), and each cell is the median of the N rounds; the
+ratio column is the median of the per-round ratios. This VM's noise moves whole minutes of
+runs together, so interleaved rounds compare like with like.
 
 Processes are pinned: the proxy under test on CPU 0; the fake upstream and the load generator
 (wrk) on CPU 1. Prints a Markdown report (also written to bench/out/report.md).
@@ -95,6 +100,7 @@ def ttfb(url, model, n=200):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
     for tool in ("wrk", "curl", "taskset"):
@@ -141,18 +147,39 @@ targets = ["t"]
             "minproxy": (f"http://127.0.0.1:{MIN_PORT}/v1/chat/completions", "gpt-4o", mp),
             "signalbox": (f"http://127.0.0.1:{GW_PORT}/v1/chat/completions", "route::bench", gw),
         }
-        res = {}
         served = {"minproxy": 0, "signalbox": 0}
+        rounds = {name: [] for name in targets}
+        names = list(targets)
+        for r in range(a.rounds):
+            for name in names[r % 3:] + names[:r % 3]:
+                url, model, p = targets[name]
+                wrk(url, model, 1, 2, tmp)  # warm-up
+                c1 = wrk(url, model, 1, a.duration, tmp)
+                before = cpu_seconds(p.pid) if p else 0
+                c64 = wrk(url, model, 64, a.duration, tmp)
+                after = cpu_seconds(p.pid) if p else 0
+                cpu_us = (after - before) / c64["requests"] * 1e6 if p else float("nan")
+                if p:
+                    served[name] += c64["requests"] + c1["requests"]
+                rounds[name].append({"c1": c1, "c64": c64, "cpu_us": cpu_us})
+        res = {}
+        for name, rs in rounds.items():
+            med = lambda f: statistics.median(f(x) for x in rs)
+            res[name] = {
+                "c1": {k: med(lambda x: x["c1"][k]) for k in ("p50", "p99")},
+                "c64": {k: med(lambda x: x["c64"][k]) for k in ("p99", "rps", "non2xx")},
+                "cpu_us": med(lambda x: x["cpu_us"]),
+            }
+        # Per-round ratios, Signalbox / minimal proxy (added latency over direct, same round).
+        per_round = {"cpu": [], "add_p50": [], "add_p99": [], "rps": []}
+        for dr, mr, sr in zip(rounds["direct"], rounds["minproxy"], rounds["signalbox"]):
+            per_round["cpu"].append(sr["cpu_us"] / mr["cpu_us"])
+            for k in ("p50", "p99"):
+                added = lambda x: x["c1"][k] - dr["c1"][k]
+                per_round[f"add_{k}"].append(added(sr) / max(added(mr), 1e-9))
+            per_round["rps"].append(sr["c64"]["rps"] / mr["c64"]["rps"])
         for name, (url, model, p) in targets.items():
-            wrk(url, model, 1, 2, tmp)  # warm-up
-            c1 = wrk(url, model, 1, a.duration, tmp)
-            before = cpu_seconds(p.pid) if p else 0
-            c64 = wrk(url, model, 64, a.duration, tmp)
-            after = cpu_seconds(p.pid) if p else 0
-            cpu_us = (after - before) / c64["requests"] * 1e6 if p else float("nan")
-            if p:
-                served[name] += c64["requests"] + c1["requests"]
-            res[name] = {"c1": c1, "c64": c64, "cpu_us": cpu_us, "ttfb": ttfb(url, model)}
+            res[name]["ttfb"] = ttfb(url, model)
         # Top up to at least 100k requests through each proxy before reading RSS.
         for name in ("minproxy", "signalbox"):
             url, model, p = targets[name]
@@ -173,7 +200,7 @@ targets = ["t"]
     model_name = re.search(r"model name\s*:\s*(.*)", cpu)
     lines = [
         f"Machine: {os.cpu_count()} CPUs, {model_name.group(1) if model_name else 'unknown CPU'}; "
-        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run",
+        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run; {a.rounds} round(s)",
         "",
         "| measure | direct to fake | minimal proxy | Signalbox | Signalbox / minimal proxy |",
         "|---|---|---|---|---|",
@@ -189,6 +216,17 @@ targets = ["t"]
         f"| RSS after ≥100k requests (MB) | – | {after_rss['minproxy']:.1f} ({served['minproxy']} req) | {after_rss['signalbox']:.1f} ({served['signalbox']} req) | |",
         f"| non-2xx responses | {d['c64']['non2xx']} | {m['c64']['non2xx']} | {s['c64']['non2xx']} | |",
     ]
+    if a.rounds > 1:
+        fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+        lines += [
+            "",
+            f"Cells are medians of {a.rounds} interleaved rounds. Per-round ratios, Signalbox / minimal proxy:",
+            "",
+            f"- CPU per request, c=64: {fmt(per_round['cpu'])} (median {statistics.median(per_round['cpu']):.2f}x)",
+            f"- added latency p50, c=1: {fmt(per_round['add_p50'])} (median {statistics.median(per_round['add_p50']):.2f}x)",
+            f"- added latency p99, c=1: {fmt(per_round['add_p99'])} (median {statistics.median(per_round['add_p99']):.2f}x)",
+            f"- requests/s, c=64: {fmt(per_round['rps'])} (median {statistics.median(per_round['rps']):.2f}x)",
+        ]
     report = "\n".join(lines)
     os.makedirs(os.path.join(ROOT, "bench", "out"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "out", "report.md"), "w") as f:

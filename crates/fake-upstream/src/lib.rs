@@ -434,6 +434,8 @@ impl FakeUpstream {
             disconnects: AtomicUsize::new(0),
             completed: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            connections: AtomicUsize::new(0),
+            close_open: Mutex::new(CancellationToken::new()),
         });
         let tls = self.tls.map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(accept_loop(listener, Arc::clone(&shared), tls));
@@ -468,6 +470,10 @@ pub(crate) struct Shared {
     pub(crate) disconnects: AtomicUsize,
     pub(crate) completed: AtomicUsize,
     pub(crate) shutdown: CancellationToken,
+    /// Connections accepted so far.
+    connections: AtomicUsize,
+    /// Cancelled (and replaced) to close the connections open at that moment.
+    close_open: Mutex<CancellationToken>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -508,9 +514,11 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        shared.connections.fetch_add(1, Ordering::SeqCst);
         let builder = Arc::clone(&builder);
         let shared = Arc::clone(&shared);
         let tls = tls.clone();
+        let close = lock(&shared.close_open).clone();
         tokio::spawn(async move {
             let token = shared.shutdown.clone();
             let svc = service_fn(move |req| handler::handle(Arc::clone(&shared), req));
@@ -520,6 +528,7 @@ async fn accept_loop(
                     tokio::select! {
                         _ = conn => {}
                         () = token.cancelled() => {}
+                        () = close.cancelled() => {}
                     }
                 }
                 Some(acceptor) => {
@@ -531,6 +540,7 @@ async fn accept_loop(
                     tokio::select! {
                         _ = conn => {}
                         () = token.cancelled() => {}
+                        () = close.cancelled() => {}
                     }
                 }
             }
@@ -635,6 +645,18 @@ impl FakeHandle {
     /// Stop accepting and drop every open connection abruptly.
     pub fn shutdown(&self) {
         self.shared.shutdown.cancel();
+    }
+
+    /// Connections accepted so far (keep-alive reuse shows as fewer connections than hits).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Close every connection open now, as a server does with idle keep-alive connections;
+    /// later connections are served as usual.
+    pub fn close_connections(&self) {
+        let old = std::mem::replace(&mut *lock(&self.shared.close_open), CancellationToken::new());
+        old.cancel();
     }
 }
 

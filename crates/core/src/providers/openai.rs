@@ -1,7 +1,7 @@
 //! The `openai` kind: OpenAI and any OpenAI-compatible API. Bodies pass through as they are.
 //! Its HTTP sending is shared by the translating adapters.
 
-use super::transport::Transport;
+use super::transport::{PlainError, Transport, chain};
 use super::{FORWARDED_REQUEST_HEADERS, OutBody, Outbound, TransportError, UpstreamResponse};
 use crate::model::{AuthType, TargetAuth};
 use futures_util::TryStreamExt;
@@ -113,6 +113,34 @@ pub(super) async fn post(
     let t = out.target;
     let (headers, query) = request_headers(&out, extra)?;
     match &t.transport {
+        Transport::Plain(pool) => {
+            let uri = match &query {
+                None => t.uri(out.path).map_err(TransportError::Connect)?,
+                Some((name, key)) => {
+                    let mut url = t.url(out.path).map_err(TransportError::Connect)?;
+                    url.query_pairs_mut().append_pair(name, key);
+                    url.as_str()
+                        .parse()
+                        .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
+                }
+            };
+            let mut req = http::Request::new(outgoing(out.body));
+            *req.method_mut() = http::Method::POST;
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers;
+            let resp = pool.send(req).await.map_err(|e| match e {
+                PlainError::Connect(text) => TransportError::Connect(text),
+                PlainError::Send(e) => classify(&e, false),
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::BodyDataStream::new(body)
+                .map_err(|e| TransportError::Reset(e.to_string()));
+            Ok(UpstreamResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body: Box::pin(body),
+            })
+        }
         Transport::Direct(client) => {
             let uri = match &query {
                 None => t.uri(out.path).map_err(TransportError::Connect)?,
@@ -124,17 +152,7 @@ pub(super) async fn post(
                         .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
                 }
             };
-            use http_body_util::BodyExt;
-            let body = match out.body {
-                OutBody::Json(b) => http_body_util::Full::new(b)
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-                OutBody::Multipart { stream, .. } => {
-                    http_body_util::StreamBody::new(stream.map_ok(hyper::body::Frame::data))
-                        .boxed_unsync()
-                }
-            };
-            let mut req = http::Request::new(body);
+            let mut req = http::Request::new(outgoing(out.body));
             *req.method_mut() = http::Method::POST;
             *req.uri_mut() = uri;
             *req.headers_mut() = headers;
@@ -173,21 +191,23 @@ pub(super) async fn post(
     }
 }
 
-/// The error chain as text (hyper-util's errors never include the URL).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
-}
 
 fn is_tls(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+}
+
+/// A request body for hyper.
+fn outgoing(body: OutBody) -> super::transport::OutgoingBody {
+    use http_body_util::BodyExt;
+    match body {
+        OutBody::Json(b) => http_body_util::Full::new(b)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        OutBody::Multipart { stream, .. } => {
+            http_body_util::StreamBody::new(stream.map_ok(hyper::body::Frame::data)).boxed_unsync()
+        }
+    }
 }
 
 /// TLS failures are target failures; other connect errors and resets are transient.

@@ -1,8 +1,10 @@
 //! The pooled HTTP client of one provider (or one connect timeout of it).
 //!
-//! Two kinds, chosen when the snapshot is built:
-//! - `Direct`: hyper-util's pooled client over rustls — keep-alive, `TCP_NODELAY`, HTTP/2 by
-//!   ALPN, webpki roots plus the extra CAs of `[server] ca_bundle`. The hot path.
+//! Three kinds, chosen when the snapshot is built:
+//! - `Plain`: a base URL of scheme `http` (a self-hosted server, a sidecar): the gateway's own
+//!   pool of HTTP/1.1 keep-alive connections ([`PlainPool`]), `TCP_NODELAY`.
+//! - `Direct`: `https`: hyper-util's pooled client over rustls — keep-alive, `TCP_NODELAY`,
+//!   HTTP/2 by ALPN, webpki roots plus the extra CAs of `[server] ca_bundle`.
 //! - `Proxied`: when `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` (minus `NO_PROXY`) applies to the
 //!   provider's base URL, reqwest, which implements proxying (CONNECT tunnels, proxy auth).
 
@@ -21,6 +23,8 @@ pub type DirectClient = Client<HttpsConnector<HttpConnector>, OutgoingBody>;
 
 #[derive(Clone, Debug)]
 pub enum Transport {
+    /// Shared: the pool is cloned into every target of the provider.
+    Plain(Arc<PlainPool>),
     /// Shared: the client is cloned into every target of the provider.
     Direct(Arc<DirectClient>),
     Proxied(reqwest::Client),
@@ -129,6 +133,9 @@ impl Transport {
         if proxied {
             return reqwest_client(connect_timeout, roots).map(Transport::Proxied);
         }
+        if base_url.starts_with("http://") {
+            return Ok(Transport::Plain(Arc::new(PlainPool::new(connect_timeout))));
+        }
         let mut store = rustls::RootCertStore::empty();
         store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         for cert in &roots.der {
@@ -194,4 +201,217 @@ pub fn load_ca_bundle(path: &std::path::Path) -> Result<ExtraRoots, String> {
         return Err(format!("CA bundle {} holds no certificate", path.display()));
     }
     Ok(ExtraRoots { der })
+}
+
+/// How long a connection may sit idle in a [`PlainPool`] before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections a [`PlainPool`] keeps at most.
+const MAX_IDLE: usize = 256;
+
+type Sender = hyper::client::conn::http1::SendRequest<OutgoingBody>;
+
+/// The gateway's own pool of HTTP/1.1 connections to one plain-`http` upstream. hyper-util's
+/// pool does the same work with more machinery (a SipHashed key per checkout and return, a
+/// spawned task to return a connection whose answer is still being read): ~5k instructions a
+/// request, a tenth of what the gateway spends (BENCHMARKS.md). A connection goes back to the
+/// pool when its answer has been read to the end, or, when the reader stopped early, once
+/// hyper has finished the answer (if it had not all arrived, hyper closes the connection).
+/// Idle ones are taken newest first; those idle longer than 90 s, or closed by the server, are
+/// let go.
+pub struct PlainPool {
+    connector: HttpConnector,
+    idle: std::sync::Mutex<Vec<(Sender, std::time::Instant)>>,
+}
+
+impl std::fmt::Debug for PlainPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainPool").finish_non_exhaustive()
+    }
+}
+
+/// Why a request through a [`PlainPool`] failed.
+#[derive(Debug)]
+pub enum PlainError {
+    /// No connection could be made (nothing was sent).
+    Connect(String),
+    /// The connection failed while sending or before the answer's head.
+    Send(hyper::Error),
+}
+
+impl PlainPool {
+    fn new(connect_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        PlainPool {
+            connector,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(Sender, std::time::Instant)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection, the most recently used first.
+    fn take(&self) -> Option<Sender> {
+        let mut idle = self.idle();
+        // Oldest first: let go of those idle too long.
+        let now = std::time::Instant::now();
+        let stale = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..stale);
+        while let Some((sender, _)) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((sender, std::time::Instant::now()));
+    }
+
+    async fn connect(&self, uri: &http::Uri) -> Result<Sender, PlainError> {
+        use tower_service::Service;
+        let io = self
+            .connector
+            .clone()
+            .call(uri.clone())
+            .await
+            .map_err(|e| PlainError::Connect(chain(&e)))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| PlainError::Connect(chain(&e)))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Send `req` (its URI absolute, for connecting; sent in origin form) and return the
+    /// answer's head; its body hands the connection back when read to the end. A pooled
+    /// connection found closed before the request went out is replaced by another (the
+    /// request is sent once at most).
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: http::Request<OutgoingBody>,
+    ) -> Result<http::Response<PooledBody>, PlainError> {
+        let uri = req.uri().clone();
+        if let Some(pq) = uri.path_and_query() {
+            *req.uri_mut() = http::Uri::from(pq.clone());
+        }
+        loop {
+            let (mut sender, reused) = match self.take() {
+                Some(s) => (s, true),
+                None => (self.connect(&uri).await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(PlainError::Send(e));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let body = PooledBody {
+                        body,
+                        sender: Some(sender),
+                        pool: self.clone(),
+                    };
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(PlainError::Send(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// An answer's body from a [`PlainPool`] connection: read to the end, it puts the connection
+/// back in the pool.
+pub struct PooledBody {
+    body: hyper::body::Incoming,
+    sender: Option<Sender>,
+    pool: Arc<PlainPool>,
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => {
+                if let Some(sender) = this.sender.take() {
+                    this.pool.put(sender);
+                }
+            }
+            // A broken connection is not reused.
+            std::task::Poll::Ready(Some(Err(_))) => this.sender = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    /// Dropped before its end was read (a stream forwarded up to its last event): the
+    /// connection goes back once hyper has finished the answer, as it does when the answer had
+    /// all arrived; one whose answer had not, hyper closes, and it is let go.
+    fn drop(&mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            let ready = tokio::time::timeout(Duration::from_secs(5), sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                pool.put(sender);
+            }
+        });
+    }
+}
+
+/// An error and its sources as text.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }

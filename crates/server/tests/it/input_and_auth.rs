@@ -391,6 +391,53 @@ async fn only_allow_listed_headers_go_upstream() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_closes_them() {
+    let (fake, gw) = one_fake_gateway("").await;
+    let call = || async {
+        let r = gw
+            .post("/v1/chat/completions")
+            .bearer_auth("sb-app-key")
+            .json(&chat_body("route::summarize", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    call().await;
+    let first = fake.connections();
+    for _ in 0..5 {
+        call().await;
+    }
+    assert_eq!(fake.connections(), first, "sequential requests reuse one connection");
+    // The upstream closes its idle connections; the very next requests still succeed (a
+    // pooled connection found closed is replaced, the request sent once) on a new one.
+    for round in 1..=3 {
+        fake.close_connections();
+        for _ in 0..3 {
+            call().await;
+        }
+        assert_eq!(fake.connections(), first + round, "round {round}");
+    }
+    assert_eq!(fake.hits(), 1 + 5 + 9, "each request reached the upstream once");
+    // Streams hand their connection back too, once read to the end.
+    let before = fake.connections();
+    for _ in 0..3 {
+        let r = gw
+            .post("/v1/chat/completions")
+            .bearer_auth("sb-app-key")
+            .json(&chat_body("route::summarize", true))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+        // The stream's connection goes back from a task of its own, just after the last event.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(fake.connections(), before);
+}
+
+#[tokio::test]
 async fn response_headers_name_route_provider_model_and_request_id() {
     let (_fake, gw) = one_fake_gateway("").await;
     let r = gw
