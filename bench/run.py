@@ -101,6 +101,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--traces", choices=["stored", "off"], default="stored",
+                    help="Signalbox's trace storage ([store] traces); records feed metrics either way")
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
     for tool in ("wrk", "curl", "taskset"):
@@ -112,6 +114,8 @@ def main():
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "bench.toml")
     with open(cfg, "w") as f:
+        if a.traces == "off":
+            f.write("[store]\ntraces = false\n")
         f.write(f"""[server]
 auth = "off"
 port = {GW_PORT}
@@ -200,7 +204,7 @@ targets = ["t"]
     model_name = re.search(r"model name\s*:\s*(.*)", cpu)
     lines = [
         f"Machine: {os.cpu_count()} CPUs, {model_name.group(1) if model_name else 'unknown CPU'}; "
-        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run; {a.rounds} round(s)",
+        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run; {a.rounds} round(s); Signalbox traces {a.traces}",
         "",
         "| measure | direct to fake | minimal proxy | Signalbox | Signalbox / minimal proxy |",
         "|---|---|---|---|---|",
