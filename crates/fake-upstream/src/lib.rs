@@ -655,7 +655,10 @@ impl FakeHandle {
     /// Close every connection open now, as a server does with idle keep-alive connections;
     /// later connections are served as usual.
     pub fn close_connections(&self) {
-        let old = std::mem::replace(&mut *lock(&self.shared.close_open), CancellationToken::new());
+        let old = std::mem::replace(
+            &mut *lock(&self.shared.close_open),
+            CancellationToken::new(),
+        );
         old.cancel();
     }
 }

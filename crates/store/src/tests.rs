@@ -351,8 +351,9 @@ async fn trace_batches_mixing_nulls_and_numbers_are_stored() {
         // stores its new rows once and skips the ones already there, whether it goes as one
         // statement or several.
         for n in [3usize, 70] {
-            let mut again: Vec<TraceRecord> =
-                (0..n).map(|i| rec(&format!("x{n}-{i}"), None, None)).collect();
+            let mut again: Vec<TraceRecord> = (0..n)
+                .map(|i| rec(&format!("x{n}-{i}"), None, None))
+                .collect();
             again.push(rec("a", None, None));
             store.insert_traces(&again).await.unwrap();
             store.insert_traces(&again).await.unwrap();

@@ -380,20 +380,39 @@ impl Store {
         // Trace batches commit without waiting for the disk on SQLite (WAL with synchronous =
         // NORMAL: a crash of the process loses nothing; a power cut may lose the last batches,
         // never corrupt the file). Catalog writes keep FULL: the connection is put back.
+        // The statement journal of a multi-row INSERT inside the batch's transaction (the rows
+        // it would take back if it failed half-way) is kept in memory rather than in a
+        // temporary file: a write system call per page otherwise (~3% of the gateway's CPU
+        // under load, BENCHMARKS.md). Only while the batch is written: other queries keep
+        // SQLite's default, so a large sort still spills to disk.
+        let slices = slices(batch);
+        let multi = slices.len() > 1;
         if sqlite {
             sqlx::query("PRAGMA synchronous = NORMAL")
                 .execute(&mut *conn)
                 .await?;
+            if multi {
+                sqlx::query("PRAGMA temp_store = MEMORY")
+                    .execute(&mut *conn)
+                    .await?;
+            }
         }
-        let written = self.insert_traces_on(&mut conn, batch).await;
-        if sqlite
-            && sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await
-                .is_err()
-        {
-            // Never hand a connection that would skip the catalog's fsync back to the pool.
-            conn.close_on_drop();
+        let written = self.insert_traces_on(&mut conn, slices).await;
+        if sqlite {
+            let reset = async {
+                if multi {
+                    sqlx::query("PRAGMA temp_store = DEFAULT")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut *conn)
+                    .await
+            };
+            if reset.await.is_err() {
+                // Never hand a connection that would skip the catalog's fsync back to the pool.
+                conn.close_on_drop();
+            }
         }
         written
     }
@@ -401,22 +420,10 @@ impl Store {
     async fn insert_traces_on(
         &self,
         conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
-        batch: &[TraceRecord],
+        slices: Vec<&[TraceRecord]>,
     ) -> Result<(), StoreError> {
         use sqlx::Connection;
-        // 33 values a row: well under either database's limit. A batch goes as statements of
-        // 64, 16, 4 and 1 rows, so at most four are ever prepared and a batch of n rows needs
-        // about n/64 + 6 statements, not one per leftover row.
         let sqlite = self.backend() == Backend::Sqlite;
-        let mut slices: Vec<&[TraceRecord]> = Vec::new();
-        let mut rest = batch;
-        for size in [64, 16, 4, 1] {
-            while rest.len() >= size {
-                let (head, tail) = rest.split_at(size);
-                slices.push(head);
-                rest = tail;
-            }
-        }
         // A batch of several statements is one transaction (one commit); a single statement
         // commits on its own, without BEGIN/COMMIT round trips. Rows already stored are
         // skipped (`ON CONFLICT DO NOTHING`), so a retried batch never stores a row twice.
@@ -644,6 +651,22 @@ impl signalbox_core::trace::TraceStore for Store {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move { self.insert_traces(batch).await.map_err(|e| e.to_string()) })
     }
+}
+
+/// A batch as statements of 64, 16, 4 and 1 rows (33 values a row: well under either
+/// database's limit), so at most four are ever prepared and a batch of n rows needs about
+/// n/64 + 6 statements, not one per leftover row.
+fn slices(batch: &[TraceRecord]) -> Vec<&[TraceRecord]> {
+    let mut slices = Vec::new();
+    let mut rest = batch;
+    for size in [64, 16, 4, 1] {
+        while rest.len() >= size {
+            let (head, tail) = rest.split_at(size);
+            slices.push(head);
+            rest = tail;
+        }
+    }
+    slices
 }
 
 /// One multi-row INSERT for a slice of a batch. Values are bound by reference (the driver

@@ -191,7 +191,6 @@ pub(super) async fn post(
     }
 }
 
-
 fn is_tls(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")

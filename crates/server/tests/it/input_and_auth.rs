@@ -409,7 +409,11 @@ async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_clos
     for _ in 0..5 {
         call().await;
     }
-    assert_eq!(fake.connections(), first, "sequential requests reuse one connection");
+    assert_eq!(
+        fake.connections(),
+        first,
+        "sequential requests reuse one connection"
+    );
     // The upstream closes its idle connections; the very next requests still succeed (a
     // pooled connection found closed is replaced, the request sent once) on a new one.
     for round in 1..=3 {
@@ -419,7 +423,11 @@ async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_clos
         }
         assert_eq!(fake.connections(), first + round, "round {round}");
     }
-    assert_eq!(fake.hits(), 1 + 5 + 9, "each request reached the upstream once");
+    assert_eq!(
+        fake.hits(),
+        1 + 5 + 9,
+        "each request reached the upstream once"
+    );
     // Streams hand their connection back too, once read to the end.
     let before = fake.connections();
     for _ in 0..3 {
