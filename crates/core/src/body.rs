@@ -2,7 +2,7 @@
 //! field by splicing bytes instead of re-serialising the whole payload.
 
 use crate::error::ApiError;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::ops::Range;
@@ -173,11 +173,12 @@ pub fn rewrite(
             .map(Bytes::from)
             .map_err(|_| ApiError::internal());
     }
-    let quoted = serde_json::to_string(model).map_err(|_| ApiError::internal())?;
     const USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
     let extra = if force_include_usage { USAGE.len() } else { 0 };
-    let mut out = BytesMut::with_capacity(body.len() + quoted.len() + extra);
     let span = &peeked.model_span;
+    // One buffer, the model written into it quoted. Sized exactly unless the model needs
+    // escapes, so it becomes `Bytes` without another allocation.
+    let mut out: Vec<u8> = Vec::with_capacity(body.len() - span.len() + model.len() + 2 + extra);
     let head = &body[..span.start];
     if force_include_usage {
         // The body starts with optional whitespace and `{` (checked by `peek`).
@@ -188,9 +189,9 @@ pub fn rewrite(
     } else {
         out.extend_from_slice(head);
     }
-    out.extend_from_slice(quoted.as_bytes());
+    serde_json::to_writer(&mut out, model).map_err(|_| ApiError::internal())?;
     out.extend_from_slice(&body[span.end..]);
-    Ok(out.freeze())
+    Ok(Bytes::from(out))
 }
 
 /// The field an endpoint's JSON body cannot do without, checked before anything goes

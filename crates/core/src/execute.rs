@@ -158,13 +158,10 @@ pub async fn execute(
     let mut attempts = 0u32;
     let mut last: Option<(usize, Failure)> = None;
     let n = plan.targets.len();
-    let mut order: Vec<(usize, u32, bool)> = Vec::new(); // (entry, max_retries, degraded)
-    for i in 0..n {
-        order.push((i, plan.targets[i].retry.max_retries, false));
-    }
-    if n >= 2 {
-        order.push((0, 0, true));
-    }
+    // (entry, max_retries, degraded): each target in turn, then one degraded-mode attempt.
+    let order = (0..n)
+        .map(|i| (i, plan.targets[i].retry.max_retries, false))
+        .chain((n >= 2).then_some((0, 0, true)));
     'plan: for (idx, max_retries, degraded) in order {
         let entry = &plan.targets[idx];
         let mut retry = 0u32;
@@ -385,8 +382,17 @@ fn gateway_headers(
             h.insert(X_VARIANT, v);
         }
     }
-    h.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    h.insert(X_ATTEMPTS, attempts_value(attempts));
     h
+}
+
+/// `x-signalbox-attempts`: small counts without an allocation.
+fn attempts_value(attempts: u32) -> HeaderValue {
+    const SMALL: [&str; 9] = ["0", "1", "2", "3", "4", "5", "6", "7", "8"];
+    match SMALL.get(attempts as usize) {
+        Some(v) => HeaderValue::from_static(v),
+        None => HeaderValue::from(attempts),
+    }
 }
 
 /// The variant's params and what the caller had sent for the same keys (null: nothing).
@@ -479,7 +485,7 @@ fn respond(
             copy_upstream(&up, &mut headers);
             trace.status = status.as_u16();
             let (usage, model) = answer_meta(&body);
-            set_answered_model(&mut headers, model.as_deref());
+            set_answered_model(&mut headers, &entry.target.model, model.as_deref());
             trace.usage = usage;
             trace.cost_usd = trace
                 .usage
@@ -552,8 +558,8 @@ fn respond(
                 });
             let first_model = first
                 .and_then(crate::sse::event_data)
-                .and_then(|d| answer_meta(&d).1);
-            set_answered_model(&mut headers, first_model.as_deref());
+                .and_then(|d| answer_meta(&d).1.map(std::borrow::Cow::into_owned));
+            set_answered_model(&mut headers, &entry.target.model, first_model.as_deref());
             let mut fwd = Forward {
                 body,
                 framer,
@@ -591,29 +597,40 @@ fn respond(
 /// message content), it finds the keys and parses just their values: `usage` is the last
 /// `"usage"` key, `model` the first `"model"` key. Inside JSON strings quotes are escaped,
 /// so these byte patterns only match real keys.
-fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<String>) {
+fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<std::borrow::Cow<'_, str>>) {
     use memchr::memmem::Finder;
     use std::sync::LazyLock;
     static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
     let usage = crate::sse::last_usage(body);
     let model = MODEL
         .find(body)
-        .and_then(|i| value_after_key::<String>(&body[i + 7..]));
+        .and_then(|i| string_after_key(&body[i + 7..]));
     (usage, model)
 }
 
-fn value_after_key<T: serde::de::DeserializeOwned>(rest: &[u8]) -> Option<T> {
+/// The string value after a key (`: "…"`), borrowed when it has no escapes.
+fn string_after_key(rest: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     let i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     let rest = rest[i..].strip_prefix(b":")?;
-    serde_json::Deserializer::from_slice(rest)
-        .into_iter::<T>()
-        .next()
-        .and_then(Result::ok)
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<&str>();
+    match values.next() {
+        Some(Ok(s)) => Some(std::borrow::Cow::Borrowed(s)),
+        // Escapes (or not a string): an owned string when it is one.
+        _ => serde_json::Deserializer::from_slice(rest)
+            .into_iter::<String>()
+            .next()
+            .and_then(Result::ok)
+            .map(std::borrow::Cow::Owned),
+    }
 }
 
-/// `x-signalbox-model`: the model the upstream says answered.
-fn set_answered_model(headers: &mut HeaderMap, model: Option<&str>) {
-    if let Some(v) = model.filter(|m| !m.is_empty()).and_then(hv) {
+/// `x-signalbox-model`: the model the upstream says answered (already set to the target's
+/// model, which it usually is).
+fn set_answered_model(headers: &mut HeaderMap, target_model: &str, model: Option<&str>) {
+    if let Some(v) = model
+        .filter(|m| !m.is_empty() && *m != target_model)
+        .and_then(hv)
+    {
         headers.insert(X_MODEL, v);
     }
 }

@@ -386,12 +386,13 @@ impl Store {
         // under load, BENCHMARKS.md). Only while the batch is written: other queries keep
         // SQLite's default, so a large sort still spills to disk.
         let slices = slices(batch);
-        let multi = slices.len() > 1;
+        // Worth two more round trips only for batches that touch many pages.
+        let journal_in_memory = slices.len() > 1 && batch.len() >= 64;
         if sqlite {
             sqlx::query("PRAGMA synchronous = NORMAL")
                 .execute(&mut *conn)
                 .await?;
-            if multi {
+            if journal_in_memory {
                 sqlx::query("PRAGMA temp_store = MEMORY")
                     .execute(&mut *conn)
                     .await?;
@@ -400,7 +401,7 @@ impl Store {
         let written = self.insert_traces_on(&mut conn, slices).await;
         if sqlite {
             let reset = async {
-                if multi {
+                if journal_in_memory {
                     sqlx::query("PRAGMA temp_store = DEFAULT")
                         .execute(&mut *conn)
                         .await?;
