@@ -114,57 +114,17 @@ pub(super) async fn post(
     let (headers, query) = request_headers(&out, extra)?;
     match &t.transport {
         Transport::Plain(pool) => {
-            let uri = match &query {
-                None => t.uri(out.path).map_err(TransportError::Connect)?,
-                Some((name, key)) => {
-                    let mut url = t.url(out.path).map_err(TransportError::Connect)?;
-                    url.query_pairs_mut().append_pair(name, key);
-                    url.as_str()
-                        .parse()
-                        .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
-                }
-            };
-            let mut req = http::Request::new(outgoing(out.body));
-            *req.method_mut() = http::Method::POST;
-            *req.uri_mut() = uri;
-            *req.headers_mut() = headers;
+            let req = hyper_request(t, out.path, &query, headers, out.body)?;
             let resp = pool.send(req).await.map_err(|e| match e {
                 PlainError::Connect(text) => TransportError::Connect(text),
                 PlainError::Send(e) => classify(&e, false),
             })?;
-            let (parts, body) = resp.into_parts();
-            let body = http_body_util::BodyDataStream::new(body)
-                .map_err(|e| TransportError::Reset(e.to_string()));
-            Ok(UpstreamResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body: Box::pin(body),
-            })
+            Ok(upstream_response(resp))
         }
         Transport::Direct(client) => {
-            let uri = match &query {
-                None => t.uri(out.path).map_err(TransportError::Connect)?,
-                Some((name, key)) => {
-                    let mut url = t.url(out.path).map_err(TransportError::Connect)?;
-                    url.query_pairs_mut().append_pair(name, key);
-                    url.as_str()
-                        .parse()
-                        .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
-                }
-            };
-            let mut req = http::Request::new(outgoing(out.body));
-            *req.method_mut() = http::Method::POST;
-            *req.uri_mut() = uri;
-            *req.headers_mut() = headers;
+            let req = hyper_request(t, out.path, &query, headers, out.body)?;
             let resp = client.request(req).await.map_err(classify_direct)?;
-            let (parts, body) = resp.into_parts();
-            let body = http_body_util::BodyDataStream::new(body)
-                .map_err(|e| TransportError::Reset(e.to_string()));
-            Ok(UpstreamResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body: Box::pin(body),
-            })
+            Ok(upstream_response(resp))
         }
         Transport::Proxied(client) => {
             let mut rb = client
@@ -194,6 +154,48 @@ pub(super) async fn post(
 fn is_tls(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
     lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+}
+
+/// The POST for a hyper client: the target's URL (with the key in the query for
+/// `query_param` auth), the body, the headers.
+fn hyper_request(
+    t: &crate::model::Target,
+    path: &str,
+    query: &Option<(String, String)>,
+    headers: HeaderMap,
+    body: OutBody,
+) -> Result<http::Request<super::transport::OutgoingBody>, TransportError> {
+    let uri = match query {
+        None => t.uri(path).map_err(TransportError::Connect)?,
+        Some((name, key)) => {
+            let mut url = t.url(path).map_err(TransportError::Connect)?;
+            url.query_pairs_mut().append_pair(name, key);
+            url.as_str()
+                .parse()
+                .map_err(|_| TransportError::Connect("invalid upstream URL".into()))?
+        }
+    };
+    let mut req = http::Request::new(outgoing(body));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// A hyper answer as the adapters read it.
+fn upstream_response<B>(resp: http::Response<B>) -> UpstreamResponse
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let (parts, body) = resp.into_parts();
+    let body =
+        http_body_util::BodyDataStream::new(body).map_err(|e| TransportError::Reset(e.to_string()));
+    UpstreamResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: Box::pin(body),
+    }
 }
 
 /// A request body for hyper.
