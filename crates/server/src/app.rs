@@ -412,7 +412,11 @@ async fn proxy(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let request_id = uuid::Uuid::now_v7().to_string();
+    // Hyphenated lowercase, written without the formatting machinery.
+    let request_id = uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned();
     let snap = st.live.snapshot();
     let inb = Inbound::of(&headers);
     // The caller's trace context is echoed on the answer, whatever it is.
@@ -457,8 +461,13 @@ async fn proxy(
         Ok(c) => c,
         Err(e) => return fail(e, trace),
     };
-    trace.project = caller.project.clone();
-    trace.key_id = caller.key_id.clone();
+    let Caller {
+        project,
+        key_id,
+        caller_key,
+    } = caller;
+    trace.project = project;
+    trace.key_id = key_id;
     let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
         // An upload: read once into a replay store (memory, then a temporary file).
         let ct = text(inb.content_type);
@@ -505,7 +514,7 @@ async fn proxy(
     };
     trace.requested_model = Some(peeked.model.clone());
     trace.stream = peeked.stream;
-    let Some(ps) = snap.project(&caller.project) else {
+    let Some(ps) = snap.project(&trace.project) else {
         return fail(
             ApiError::new(ErrorCode::Forbidden, "the key's project no longer exists"),
             trace,
@@ -532,7 +541,7 @@ async fn proxy(
     }
     if let Resolution::Passthrough(t) = &resolved.resolution
         && matches!(t.auth, TargetAuth::Caller)
-        && caller.caller_key.is_none()
+        && caller_key.is_none()
     {
         let err = ApiError::auth(format!(
             "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
@@ -555,7 +564,7 @@ async fn proxy(
         peeked,
         multipart,
         inbound: &headers,
-        caller_key: caller.caller_key,
+        caller_key,
         started,
         deadline: started + snap.server.request_timeout,
         shutdown: st.hard_stop.clone(),
