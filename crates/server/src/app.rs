@@ -268,14 +268,14 @@ impl<'h> Inbound<'h> {
                 "content-type" => &mut i.content_type,
                 "content-length" => &mut i.content_length,
                 "authorization" => &mut i.authorization,
-                "x-api-key" => &mut i.x_api_key,
+                X_API_KEY => &mut i.x_api_key,
                 "x-request-id" => &mut i.request_id,
-                "x-signalbox-authorization" => &mut i.signalbox_authorization,
-                "x-to11-authorization" => &mut i.to11_authorization,
-                "x-signalbox-project-id" => &mut i.signalbox_project,
-                "x-to11-project-id" => &mut i.to11_project,
-                "x-signalbox-user-id" => &mut i.user_id,
-                "x-signalbox-session-id" => &mut i.session_id,
+                X_SIGNALBOX_AUTHORIZATION => &mut i.signalbox_authorization,
+                X_TO11_AUTHORIZATION => &mut i.to11_authorization,
+                X_SIGNALBOX_PROJECT_ID => &mut i.signalbox_project,
+                X_TO11_PROJECT_ID => &mut i.to11_project,
+                X_USER_ID => &mut i.user_id,
+                X_SESSION_ID => &mut i.session_id,
                 "traceparent" => {
                     i.trace_context = true;
                     &mut i.traceparent

@@ -200,7 +200,14 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // One string, not one per byte: trace ids are written for every stored trace.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
@@ -224,6 +231,12 @@ mod tests {
         assert_eq!(open(&k, "credential:a", &s).unwrap(), b"sk-secret");
         assert!(open(&k, "credential:b", &s).is_err());
         assert!(open(&MasterKey::generate(), "credential:a", &s).is_err());
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        assert_eq!(hex(&[]), "");
     }
 
     #[test]

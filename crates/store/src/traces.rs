@@ -327,18 +327,18 @@ fn group_column(by: &str) -> Result<&'static str, StoreError> {
     })
 }
 
-/// The INSERT for `rows` rows (one of the slice sizes 64, 16, 4, 1), built once per process.
+/// Rows a trace INSERT statement holds: a batch goes as statements of these sizes, largest
+/// first (33 values a row: well under either database's limit), so at most four statements
+/// are ever prepared and a batch of n rows needs about n/64 + 6 of them.
+const SLICE_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// The INSERT for `rows` rows (one of [`SLICE_ROWS`]), built once per process.
 fn insert_sql(rows: usize, sqlite: bool) -> &'static str {
     static SQL: std::sync::OnceLock<[[String; 4]; 2]> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        [false, true].map(|sqlite| [64, 16, 4, 1].map(|rows| build_insert_sql(rows, sqlite)))
+        [false, true].map(|sqlite| SLICE_ROWS.map(|rows| build_insert_sql(rows, sqlite)))
     });
-    let i = match rows {
-        64 => 0,
-        16 => 1,
-        4 => 2,
-        _ => 3,
-    };
+    let i = SLICE_ROWS.iter().position(|&n| n == rows).unwrap_or(3);
     &all[usize::from(sqlite)][i]
 }
 
@@ -372,8 +372,8 @@ fn build_insert_sql(rows: usize, sqlite: bool) -> String {
 }
 
 impl Store {
-    /// Store a batch in one transaction, many rows per statement (one round trip to the
-    /// database per slice, not per record).
+    /// Store a batch, many rows per statement (one round trip to the database per slice, not
+    /// per record); several statements go in one transaction.
     pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
         let sqlite = self.backend() == Backend::Sqlite;
         let mut conn = self.pool().acquire().await?;
@@ -439,6 +439,7 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+
     /// Delete traces older than `cutoff_ms`, in slices so no transaction grows large.
     pub async fn delete_traces_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut total = 0;
@@ -654,13 +655,11 @@ impl signalbox_core::trace::TraceStore for Store {
     }
 }
 
-/// A batch as statements of 64, 16, 4 and 1 rows (33 values a row: well under either
-/// database's limit), so at most four are ever prepared and a batch of n rows needs about
-/// n/64 + 6 statements, not one per leftover row.
+/// A batch cut into statements of [`SLICE_ROWS`] rows.
 fn slices(batch: &[TraceRecord]) -> Vec<&[TraceRecord]> {
     let mut slices = Vec::new();
     let mut rest = batch;
-    for size in [64, 16, 4, 1] {
+    for size in SLICE_ROWS {
         while rest.len() >= size {
             let (head, tail) = rest.split_at(size);
             slices.push(head);
@@ -717,7 +716,7 @@ fn insert_query(
             .bind(r.session_id.as_deref())
             .bind(
                 r.otel
-                    .map(|o| o.trace.iter().map(|b| format!("{b:02x}")).collect())
+                    .map(|o| crate::crypto::hex(&o.trace))
                     .or_else(|| trace_id(r.traceparent.as_deref())),
             )
             .bind(
