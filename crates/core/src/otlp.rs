@@ -499,15 +499,16 @@ pub struct Tee {
 }
 
 impl TraceStore for Tee {
-    fn write<'a>(
-        &'a self,
-        batch: &'a [TraceRecord],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
-        self.exporter.export(batch);
+    fn write(
+        &self,
+        batch: Vec<TraceRecord>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::trace::Written> + Send + '_>>
+    {
+        self.exporter.export(&batch);
         Box::pin(async move {
             match &self.store {
                 Some(s) => s.write(batch).await,
-                None => Ok(()),
+                None => (batch, Ok(())),
             }
         })
     }

@@ -129,12 +129,16 @@ const BATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(25)
 /// The most records one batch carries.
 const BATCH_MAX: usize = 512;
 
-/// Where batches of trace records are stored (the store, in the server).
+/// What [`TraceStore::write`] gives back: the batch (for a retry, or to be reused) and the outcome.
+pub type Written = (Vec<TraceRecord>, Result<(), String>);
+
+/// Where batches of trace records are stored (the store, in the server). A batch is moved in
+/// and handed back, so a store may write it on a thread of its own.
 pub trait TraceStore: Send + Sync + 'static {
-    fn write<'a>(
-        &'a self,
-        batch: &'a [TraceRecord],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    fn write(
+        &self,
+        batch: Vec<TraceRecord>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>>;
 }
 
 /// Where records go. Cheap to clone.
@@ -184,6 +188,12 @@ impl TraceSink {
                     return;
                 }
                 write_batch(&mut batch, store.as_deref(), &m).await;
+                // A full batch means more are waiting: write on at once (pausing here capped
+                // the writer at BATCH_MAX records an interval, and a faster stream of
+                // requests overflowed the queue however fast the store was).
+                if n >= BATCH_MAX {
+                    continue;
+                }
                 // Let records gather before the next batch: one wake-up of this task per
                 // interval under load, instead of one per request.
                 tokio::select! {
@@ -242,7 +252,9 @@ async fn write_batch(batch: &mut Vec<TraceRecord>, store: Option<&dyn TraceStore
             // the bounded queue (and are dropped and counted if it fills), never a request.
             let mut tries = 0;
             loop {
-                match s.write(batch).await {
+                let (back, written) = s.write(std::mem::take(batch)).await;
+                *batch = back;
+                match written {
                     Ok(()) => {
                         m.traces_written.inc_by(batch.len() as u64);
                         break;
@@ -298,13 +310,50 @@ mod tests {
     /// A store that never finishes a write: the writer is stuck, the queue fills.
     struct Stuck;
     impl TraceStore for Stuck {
-        fn write<'a>(
-            &'a self,
-            _batch: &'a [TraceRecord],
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>
-        {
+        fn write(
+            &self,
+            _batch: Vec<TraceRecord>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>> {
             Box::pin(std::future::pending())
         }
+    }
+
+    /// Notes when each batch arrives and how large it is.
+    struct Clocked(std::sync::Mutex<Vec<(tokio::time::Instant, usize)>>);
+    impl TraceStore for Clocked {
+        fn write(
+            &self,
+            batch: Vec<TraceRecord>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>> {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push((tokio::time::Instant::now(), batch.len()));
+            }
+            Box::pin(async move { (batch, Ok(())) })
+        }
+    }
+
+    /// A backlog goes out in full batches one after another: the pause between batches (to
+    /// let records gather) is only taken when the writer has caught up.
+    #[tokio::test(start_paused = true)]
+    async fn a_backlog_is_written_without_pausing_between_full_batches() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let store = Arc::new(Clocked(std::sync::Mutex::new(Vec::new())));
+        let (sink, _writer) =
+            TraceSink::start_with(4096, stop, Some(store.clone()), Arc::new(Metrics::new()));
+        for _ in 0..(2 * BATCH_MAX + 100) {
+            sink.record(TraceRecord::default());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let seen = store.0.lock().map(|s| s.clone()).unwrap_or_default();
+        let sizes: Vec<usize> = seen.iter().map(|s| s.1).collect();
+        assert_eq!(sizes, [BATCH_MAX, BATCH_MAX, 100]);
+        assert_eq!(
+            seen[2].0 - seen[0].0,
+            std::time::Duration::ZERO,
+            "no pause: {seen:?}"
+        );
+        assert_eq!(sink.written(), 2 * BATCH_MAX as u64 + 100);
+        assert_eq!(sink.dropped(), 0);
     }
 
     #[tokio::test]

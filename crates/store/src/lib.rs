@@ -10,6 +10,7 @@
 pub mod crypto;
 mod migrate;
 mod store;
+mod trace_db;
 mod traces;
 pub use traces::{Aggregate, GROUPS, TraceFilter, TracePage, TraceRow};
 #[cfg(test)]
@@ -25,6 +26,8 @@ use signalbox_core::config::ConfigErrors;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("master key: {0}")]
     MasterKey(String),
     #[error("{0}")]

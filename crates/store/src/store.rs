@@ -107,6 +107,8 @@ pub struct Store {
     hasher_key: [u8; 32],
     /// Reads of the config version (what a follower polls), for its tests and diagnostics.
     version_reads: std::sync::atomic::AtomicU64,
+    /// The trace writer's own connection, on a SQLite file.
+    pub(crate) trace_db: Option<crate::trace_db::TraceDb>,
 }
 
 /// Who makes a change, for the audit log and history.
@@ -411,6 +413,18 @@ impl Store {
             hasher: KeyHasher::new(hasher_key),
             hasher_key,
             version_reads: std::sync::atomic::AtomicU64::new(0),
+            trace_db: match crate::trace_db::file_of(url) {
+                Some(file) if backend == Backend::Sqlite => {
+                    match crate::trace_db::TraceDb::open(&file) {
+                        Ok(db) => Some(db),
+                        Err(e) => {
+                            tracing::warn!("traces will be written through the pool: {e}");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            },
         };
         // Every credential must decrypt: never start serving with garbage.
         store.load_catalog().await?;

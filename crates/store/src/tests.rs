@@ -423,3 +423,73 @@ async fn large_groups_sample_their_percentiles_and_keep_exact_counts() {
     })
     .await;
 }
+
+/// On SQLite, traces are written by their own connection: a trace batch and a catalog change
+/// at the same moment both land (one waits for the other's transaction), and a batch comes
+/// back to the writer whole.
+#[tokio::test]
+async fn trace_batches_and_catalog_changes_at_once_both_land() {
+    use signalbox_core::trace::TraceRecord;
+    each_backend(async |url| {
+        let store = std::sync::Arc::new(Store::open(&url, MasterKey::generate()).await.unwrap());
+        store.bootstrap(&BootstrapEnv::default()).await.unwrap();
+        let traces = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for b in 0..20 {
+                    let batch: Vec<TraceRecord> = (0..100)
+                        .map(|i| TraceRecord {
+                            id: format!("t{b}-{i}"),
+                            project: "default".into(),
+                            endpoint: "chat",
+                            status: 200,
+                            ..Default::default()
+                        })
+                        .collect();
+                    let (back, written) = store.write_traces(batch).await;
+                    written.unwrap();
+                    assert_eq!(back.len(), 100);
+                    assert_eq!(back[99].id, format!("t{b}-99"));
+                }
+            })
+        };
+        for i in 0..20 {
+            store
+                .write(
+                    &actor(),
+                    put(ObjectKind::Route, &format!("r{i}"), json!({"targets": []})),
+                    accept,
+                )
+                .await
+                .unwrap();
+        }
+        traces.await.unwrap();
+        assert_eq!(
+            store
+                .objects(ObjectKind::Route, "default")
+                .await
+                .unwrap()
+                .len(),
+            20
+        );
+        let all = crate::TraceFilter {
+            project: "default".into(),
+            ..Default::default()
+        };
+        let mut n = 0;
+        let mut cursor = None;
+        loop {
+            let page = store
+                .traces(&all, true, 1000, cursor.as_deref())
+                .await
+                .unwrap();
+            n += page.data.len();
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(n, 2000, "{url}");
+    })
+    .await;
+}

@@ -330,10 +330,10 @@ fn group_column(by: &str) -> Result<&'static str, StoreError> {
 /// Rows a trace INSERT statement holds: a batch goes as statements of these sizes, largest
 /// first (33 values a row: well under either database's limit), so at most four statements
 /// are ever prepared and a batch of n rows needs about n/64 + 6 of them.
-const SLICE_ROWS: [usize; 4] = [64, 16, 4, 1];
+pub(crate) const SLICE_ROWS: [usize; 4] = [64, 16, 4, 1];
 
 /// The INSERT for `rows` rows (one of [`SLICE_ROWS`]), built once per process.
-fn insert_sql(rows: usize, sqlite: bool) -> &'static str {
+pub(crate) fn insert_sql(rows: usize, sqlite: bool) -> &'static str {
     static SQL: std::sync::OnceLock<[[String; 4]; 2]> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         [false, true].map(|sqlite| SLICE_ROWS.map(|rows| build_insert_sql(rows, sqlite)))
@@ -372,9 +372,38 @@ fn build_insert_sql(rows: usize, sqlite: bool) -> String {
 }
 
 impl Store {
-    /// Store a batch, many rows per statement (one round trip to the database per slice, not
-    /// per record); several statements go in one transaction.
+    /// Store a batch (see [`Store::write_traces`]).
     pub async fn insert_traces(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
+        if self.trace_db.is_some() {
+            return self.write_traces(batch.to_vec()).await.1;
+        }
+        self.insert_traces_sqlx(batch).await
+    }
+
+    /// Store a batch, moved in and handed back with the outcome. On a SQLite file it is
+    /// written by the trace writer's own connection and thread (`trace_db`); otherwise
+    /// through the pool.
+    pub async fn write_traces(
+        &self,
+        batch: Vec<TraceRecord>,
+    ) -> (Vec<TraceRecord>, Result<(), StoreError>) {
+        let batch = match &self.trace_db {
+            Some(db) => match db.write(batch).await {
+                Ok(reply) => return reply,
+                Err(back) => {
+                    tracing::warn!("trace writer thread is gone; writing traces through the pool");
+                    back
+                }
+            },
+            None => batch,
+        };
+        let written = self.insert_traces_sqlx(&batch).await;
+        (batch, written)
+    }
+
+    /// Through sqlx: many rows per statement (one round trip to the database per slice, not
+    /// per record); several statements go in one transaction.
+    async fn insert_traces_sqlx(&self, batch: &[TraceRecord]) -> Result<(), StoreError> {
         let sqlite = self.backend() == Backend::Sqlite;
         let mut conn = self.pool().acquire().await?;
         // Trace batches commit without waiting for the disk on SQLite (WAL with synchronous =
@@ -385,7 +414,7 @@ impl Store {
         // temporary file: a write system call per page otherwise (~3% of the gateway's CPU
         // under load, BENCHMARKS.md). Only while the batch is written: other queries keep
         // SQLite's default, so a large sort still spills to disk.
-        let slices = slices(batch);
+        let slices = slices(batch, SLICE_ROWS[0]);
         // Worth two more round trips only for batches that touch many pages.
         let journal_in_memory = slices.len() > 1 && batch.len() >= 64;
         if sqlite {
@@ -429,12 +458,16 @@ impl Store {
         // commits on its own, without BEGIN/COMMIT round trips. Rows already stored are
         // skipped (`ON CONFLICT DO NOTHING`), so a retried batch never stores a row twice.
         if let [slice] = slices[..] {
-            insert_query(slice, sqlite).execute(&mut **conn).await?;
+            let made: Vec<Made> = slice.iter().map(Made::of).collect();
+            insert_query(slice, &made, sqlite)
+                .execute(&mut **conn)
+                .await?;
             return Ok(());
         }
         let mut tx = conn.begin().await?;
         for slice in slices {
-            insert_query(slice, sqlite).execute(&mut *tx).await?;
+            let made: Vec<Made> = slice.iter().map(Made::of).collect();
+            insert_query(slice, &made, sqlite).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -647,19 +680,24 @@ impl Store {
 }
 
 impl signalbox_core::trace::TraceStore for Store {
-    fn write<'a>(
-        &'a self,
-        batch: &'a [TraceRecord],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
-        Box::pin(async move { self.insert_traces(batch).await.map_err(|e| e.to_string()) })
+    fn write(
+        &self,
+        batch: Vec<TraceRecord>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = signalbox_core::trace::Written> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let (batch, written) = self.write_traces(batch).await;
+            (batch, written.map_err(|e| e.to_string()))
+        })
     }
 }
 
-/// A batch cut into statements of [`SLICE_ROWS`] rows.
-fn slices(batch: &[TraceRecord]) -> Vec<&[TraceRecord]> {
+/// A batch cut into statements of [`SLICE_ROWS`] rows, none over `most`.
+pub(crate) fn slices(batch: &[TraceRecord], most: usize) -> Vec<&[TraceRecord]> {
     let mut slices = Vec::new();
     let mut rest = batch;
-    for size in SLICE_ROWS {
+    for size in SLICE_ROWS.into_iter().filter(|&n| n <= most) {
         while rest.len() >= size {
             let (head, tail) = rest.split_at(size);
             slices.push(head);
@@ -669,62 +707,101 @@ fn slices(batch: &[TraceRecord]) -> Vec<&[TraceRecord]> {
     slices
 }
 
-/// One multi-row INSERT for a slice of a batch. Values are bound by reference (the driver
-/// copies them once, as it must).
-fn insert_query(
-    slice: &[TraceRecord],
+/// One stored value of a trace row, typed even when NULL (a PostgreSQL statement keeps the
+/// parameter types it was first prepared with).
+pub(crate) enum Col<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Real(Option<f64>),
+}
+
+/// The values of a row that are made rather than borrowed from the record.
+pub(crate) struct Made {
+    attempts: String,
+    trace_id: Option<String>,
+    content: Option<String>,
+    params: Option<String>,
+}
+
+impl Made {
+    pub(crate) fn of(r: &TraceRecord) -> Made {
+        Made {
+            attempts: serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()),
+            trace_id: r
+                .otel
+                .map(|o| crate::crypto::hex(&o.trace))
+                .or_else(|| trace_id(r.traceparent.as_deref())),
+            content: r
+                .content
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
+            params: r.params.as_ref().map(|p| p.to_string()),
+        }
+    }
+}
+
+/// A record's values in [`COLUMNS`] order: the one mapping both insert paths bind from.
+pub(crate) fn columns<'a>(r: &'a TraceRecord, m: &'a Made) -> [Col<'a>; COLUMN_COUNT] {
+    use Col::{Int, Real, Text};
+    let last = r.attempts.last();
+    let u = r.usage.as_ref();
+    [
+        Text(Some(&r.id)),
+        Text(Some(&r.project)),
+        Int(Some(r.time_unix_ms as i64)),
+        Text(r.client_request_id.as_deref()),
+        Text(r.key_id.as_deref()),
+        Text(Some(r.endpoint)),
+        Text(r.requested_model.as_deref()),
+        Text(r.layer),
+        Text(r.route.as_deref()),
+        Int(r.route_version.map(|v| v as i64)),
+        Text(r.assigned_variant.as_deref()),
+        Text(r.serving_variant.as_deref()),
+        Text(r.sticky_source),
+        Text(last.map(|a| a.target.provider.id.as_str())),
+        Text(last.map(|a| a.target.name.as_str())),
+        Text(last.map(|a| a.target.model.as_str())),
+        Int(Some(r.attempts.len() as i64)),
+        Text(Some(&m.attempts)),
+        Int(Some(i64::from(r.status))),
+        Text(r.error_code),
+        Real(Some(r.latency_ms)),
+        Real(r.ttft_ms),
+        Int(u.map(|u| u.prompt_tokens as i64)),
+        Int(u.map(|u| u.completion_tokens as i64)),
+        Int(u.map(|u| u.cached_tokens() as i64)),
+        Int(u.map(|u| u.reasoning_tokens() as i64)),
+        Real(r.cost_usd),
+        Int(Some(i64::from(r.stream))),
+        Text(r.user_id.as_deref()),
+        Text(r.session_id.as_deref()),
+        Text(m.trace_id.as_deref()),
+        Text(m.content.as_deref()),
+        Text(m.params.as_deref()),
+    ]
+}
+
+/// One multi-row INSERT for a slice of a batch, through sqlx (PostgreSQL, and SQLite when the
+/// trace writer's own connection is not available). Values are bound by reference.
+fn insert_query<'a>(
+    slice: &'a [TraceRecord],
+    made: &'a [Made],
     sqlite: bool,
-) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+) -> sqlx::query::Query<'a, sqlx::Any, sqlx::any::AnyArguments<'a>> {
     let sql = insert_sql(slice.len(), sqlite);
     // On PostgreSQL a reused prepared statement keeps the parameter types of its first
     // use, and a NULL bound first (a trace without ttft_ms) then refuses a number:
     // prepare afresh there. SQLite's types are per value, so it keeps the cache.
     let mut q = sqlx::query(sql).persistent(sqlite);
-    for r in slice {
-        let last = r.attempts.last();
-        let u = r.usage.as_ref();
-        q = q
-            .bind(r.id.as_str())
-            .bind(r.project.as_str())
-            .bind(r.time_unix_ms as i64)
-            .bind(r.client_request_id.as_deref())
-            .bind(r.key_id.as_deref())
-            .bind(r.endpoint)
-            .bind(r.requested_model.as_deref())
-            .bind(r.layer)
-            .bind(r.route.as_deref())
-            .bind(r.route_version.map(|v| v as i64))
-            .bind(r.assigned_variant.as_deref())
-            .bind(r.serving_variant.as_deref())
-            .bind(r.sticky_source)
-            .bind(last.map(|a| a.target.provider.id.as_str()))
-            .bind(last.map(|a| a.target.name.as_str()))
-            .bind(last.map(|a| a.target.model.as_str()))
-            .bind(r.attempts.len() as i64)
-            .bind(serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()))
-            .bind(r.status as i64)
-            .bind(r.error_code)
-            .bind(r.latency_ms)
-            .bind(r.ttft_ms)
-            .bind(u.map(|u| u.prompt_tokens as i64))
-            .bind(u.map(|u| u.completion_tokens as i64))
-            .bind(u.map(|u| u.cached_tokens() as i64))
-            .bind(u.map(|u| u.reasoning_tokens() as i64))
-            .bind(r.cost_usd)
-            .bind(r.stream as i64)
-            .bind(r.user_id.as_deref())
-            .bind(r.session_id.as_deref())
-            .bind(
-                r.otel
-                    .map(|o| crate::crypto::hex(&o.trace))
-                    .or_else(|| trace_id(r.traceparent.as_deref())),
-            )
-            .bind(
-                r.content
-                    .as_ref()
-                    .and_then(|c| serde_json::to_string(c).ok()),
-            )
-            .bind(r.params.as_ref().map(|p| p.to_string()));
+    for (r, m) in slice.iter().zip(made) {
+        for c in columns(r, m) {
+            q = match c {
+                Col::Text(v) => q.bind(v),
+                Col::Int(v) => q.bind(v),
+                Col::Real(v) => q.bind(v),
+            };
+        }
     }
     q
 }
