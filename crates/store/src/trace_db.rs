@@ -63,6 +63,9 @@ pub(crate) struct TraceDb {
     shared: Arc<Shared>,
     /// Until when batches go to `busy`: a batch was handed over, the core is saturated.
     saturated_until: Mutex<Option<std::time::Instant>>,
+    /// One batch at a time: a batch handed over half-way leaves its transaction open on the
+    /// connection, and no other batch may begin (or roll back) on it meanwhile.
+    one_at_a_time: tokio::sync::Mutex<()>,
 }
 
 impl TraceDb {
@@ -108,12 +111,14 @@ impl TraceDb {
             busy,
             shared,
             saturated_until: Mutex::new(None),
+            one_at_a_time: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Write a batch on a writer thread. `Err` gives the batch back unwritten when the threads
     /// are gone (the caller then writes it another way).
     pub(crate) async fn write(&self, batch: Vec<TraceRecord>) -> Result<Reply, Vec<TraceRecord>> {
+        let _one = self.one_at_a_time.lock().await;
         let (done, mut reply) = oneshot::channel();
         let job = Job {
             batch,
@@ -226,6 +231,12 @@ fn write(
     hurry: Option<&AtomicBool>,
 ) -> Result<Option<usize>, StoreError> {
     if from == 0 {
+        // Never begin over (nor, failing, roll back) a batch handed over half-way.
+        if !conn.is_autocommit() {
+            return Err(StoreError::Invalid(
+                "another trace batch is half-written on this connection".into(),
+            ));
+        }
         conn.execute_batch("BEGIN")?;
     }
     let inserted = insert(conn, batch, from, hurry);
@@ -324,6 +335,9 @@ mod tests {
         // Told to hurry, the first statement (16 rows) is written and the batch stops.
         assert_eq!(write(&conn, &batch, 0, Some(&hurry)).unwrap(), Some(16));
         assert_eq!(count(), 0, "nothing is visible before the commit");
+        // Meanwhile no other batch begins on the connection, nor rolls the open one back.
+        let other: Vec<TraceRecord> = (0..3).map(|i| rec(format!("o{i}"))).collect();
+        assert!(write(&conn, &other, 0, None).is_err());
         assert_eq!(write(&conn, &batch, 16, None).unwrap(), None);
         assert_eq!(count(), 40);
         // A batch failing in its second statement rolls back whole, the first one included.
