@@ -3,7 +3,9 @@
 //! into a fresh SQLite store, and prints the time a row. Run it under
 //! `valgrind --tool=callgrind` for instructions a row (bench/trace_insert.sh).
 //!
-//!     cargo run --release -p signalbox-store --example trace_insert -- [ROWS] [BATCH]
+//!     cargo run --release -p signalbox-store --example trace_insert -- [ROWS] [BATCH] [INDEX...]
+//!
+//! Each INDEX named after them is dropped first (what an index costs a row).
 
 #![allow(clippy::expect_used, clippy::panic)] // a benchmark tool: it stops at the first failure
 
@@ -40,6 +42,12 @@ async fn main() {
     let store = Store::open(&url, MasterKey::generate())
         .await
         .expect("store");
+    for index in args {
+        sqlx::query(&format!("DROP INDEX {index}"))
+            .execute(store.pool())
+            .await
+            .expect("drop index");
+    }
     let now = signalbox_store::now_millis() as u64;
     let records: Vec<TraceRecord> = (0..rows)
         .map(|i| TraceRecord {

@@ -18,6 +18,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace params",
         include_str!("../migrations/0004_trace_params.sql"),
     ),
+    (
+        5,
+        "drop traces_at",
+        include_str!("../migrations/0005_drop_traces_at.sql"),
+    ),
 ];
 
 /// Apply what is missing; returns the versions applied now.

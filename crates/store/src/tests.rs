@@ -493,3 +493,42 @@ async fn trace_batches_and_catalog_changes_at_once_both_land() {
     })
     .await;
 }
+
+/// Retention deletes what is older than the cutoff in every project that has traces, and
+/// nothing newer.
+#[tokio::test]
+async fn retention_deletes_old_traces_in_every_project() {
+    use signalbox_core::trace::TraceRecord;
+    each_backend(async |url| {
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        let rec = |id: &str, project: &str, at: u64| TraceRecord {
+            id: id.into(),
+            project: project.into(),
+            time_unix_ms: at,
+            endpoint: "chat",
+            status: 200,
+            ..Default::default()
+        };
+        store
+            .insert_traces(&[
+                rec("a-old", "alpha", 1_000),
+                rec("a-new", "alpha", 9_000),
+                rec("b-old", "beta", 2_000),
+                rec("b-old2", "beta", 4_999),
+                rec("c-new", "gamma", 5_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.delete_traces_before(5_000).await.unwrap(), 3, "{url}");
+        for (project, left) in [("alpha", 1), ("beta", 0), ("gamma", 1)] {
+            let f = crate::TraceFilter {
+                project: project.into(),
+                ..Default::default()
+            };
+            let page = store.traces(&f, true, 100, None).await.unwrap();
+            assert_eq!(page.data.len(), left, "{project} on {url}");
+        }
+        assert_eq!(store.delete_traces_before(5_000).await.unwrap(), 0);
+    })
+    .await;
+}
