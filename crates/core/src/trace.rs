@@ -250,28 +250,27 @@ async fn write_batch(batch: &mut Vec<TraceRecord>, store: Option<&dyn TraceStore
         Some(s) => {
             // A store that hiccups gets two more tries; records arriving meanwhile wait in
             // the bounded queue (and are dropped and counted if it fills), never a request.
+            let n = batch.len();
             let mut tries = 0;
             loop {
                 let (back, written) = s.write(std::mem::take(batch)).await;
                 *batch = back;
                 match written {
                     Ok(()) => {
-                        m.traces_written.inc_by(batch.len() as u64);
+                        m.traces_written.inc_by(n as u64);
                         break;
                     }
-                    Err(e) if tries < 2 => {
+                    // A batch the store could not hand back is not retried (it is gone).
+                    Err(e) if tries < 2 && batch.len() == n => {
                         tries += 1;
-                        tracing::debug!(
-                            records = batch.len(),
-                            "trace batch not stored, retrying: {e}"
-                        );
+                        tracing::debug!(records = n, "trace batch not stored, retrying: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(100 * 4u64.pow(tries)))
                             .await;
                     }
                     Err(e) => {
                         m.trace_write_errors.inc();
-                        m.traces_dropped.inc_by(batch.len() as u64);
-                        tracing::warn!(records = batch.len(), "trace batch not stored: {e}");
+                        m.traces_dropped.inc_by(n as u64);
+                        tracing::warn!(records = n, "trace batch not stored: {e}");
                         break;
                     }
                 }
@@ -354,6 +353,34 @@ mod tests {
         );
         assert_eq!(sink.written(), 2 * BATCH_MAX as u64 + 100);
         assert_eq!(sink.dropped(), 0);
+    }
+
+    /// A store that loses what it was given and says so.
+    struct Lost(std::sync::atomic::AtomicUsize);
+    impl TraceStore for Lost {
+        fn write(
+            &self,
+            _batch: Vec<TraceRecord>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async { (Vec::new(), Err("gone".to_string())) })
+        }
+    }
+
+    /// A batch the store could not give back is counted as dropped, whole, and not retried
+    /// (a retry would "store" an empty batch and count the records as written).
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_the_store_lost_counts_as_dropped() {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let store = Arc::new(Lost(Default::default()));
+        let (sink, _writer) =
+            TraceSink::start_with(64, stop, Some(store.clone()), Arc::new(Metrics::new()));
+        for _ in 0..5 {
+            sink.record(TraceRecord::default());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        assert_eq!(store.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!((sink.written(), sink.dropped()), (0, 5));
     }
 
     #[tokio::test]

@@ -116,7 +116,8 @@ impl TraceDb {
     }
 
     /// Write a batch on a writer thread. `Err` gives the batch back unwritten when the threads
-    /// are gone (the caller then writes it another way).
+    /// are gone (the caller then writes it another way); a thread that died holding it
+    /// answers with an empty batch and an error (the writer counts the records as dropped).
     pub(crate) async fn write(&self, batch: Vec<TraceRecord>) -> Result<Reply, Vec<TraceRecord>> {
         let _one = self.one_at_a_time.lock().await;
         let (done, mut reply) = oneshot::channel();
@@ -154,7 +155,10 @@ impl TraceDb {
                 .unwrap_or_else(|p| p.into_inner()) =
                 Some(std::time::Instant::now() + SATURATED_FOR);
         }
-        r.map_err(|_| Vec::new())
+        Ok(r.unwrap_or_else(|_| {
+            let gone = "trace writer thread stopped; the batch went with it";
+            (Vec::new(), Err(StoreError::Invalid(gone.into())))
+        }))
     }
 }
 
@@ -305,6 +309,16 @@ pub(crate) fn file_of(url: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    fn rec(id: String) -> TraceRecord {
+        TraceRecord {
+            id,
+            project: "default".into(),
+            endpoint: "chat",
+            status: 200,
+            ..Default::default()
+        }
+    }
+
     /// What the hand-over between the writer threads rests on: a batch stopped at a statement
     /// boundary keeps its transaction open, goes on from where it stopped on the same
     /// connection, and commits each row once; a failed batch leaves nothing behind.
@@ -322,13 +336,6 @@ mod tests {
                 .unwrap()
                 .query_row("SELECT COUNT(*) FROM traces", [], |r| r.get::<_, i64>(0))
                 .unwrap()
-        };
-        let rec = |id: String| TraceRecord {
-            id,
-            project: "default".into(),
-            endpoint: "chat",
-            status: 200,
-            ..Default::default()
         };
         let batch: Vec<TraceRecord> = (0..40).map(|i| rec(format!("h{i}"))).collect();
         let hurry = AtomicBool::new(true);
@@ -370,15 +377,7 @@ mod tests {
             .await
             .unwrap();
         let db = TraceDb::open(&file).unwrap();
-        let batch: Vec<TraceRecord> = (0..40)
-            .map(|i| TraceRecord {
-                id: format!("w{i}"),
-                project: "default".into(),
-                endpoint: "chat",
-                status: 200,
-                ..Default::default()
-            })
-            .collect();
+        let batch: Vec<TraceRecord> = (0..40).map(|i| rec(format!("w{i}"))).collect();
         let shared = db.shared.clone();
         let (locked, is_locked) = mpsc::channel();
         let holder = std::thread::spawn(move || {
