@@ -97,6 +97,8 @@ pub struct Metrics {
     pub traces_dropped: Counter,
     pub traces_written: Counter,
     pub trace_write_errors: Counter,
+    /// Captured content left off a record: the queue held its byte budget of content.
+    pub trace_content_dropped: Counter,
     pub in_flight: Gauge,
     pub config_version: Gauge,
     cache: std::sync::Mutex<SeriesCache>,
@@ -228,6 +230,7 @@ impl Metrics {
             traces_dropped: Counter::default(),
             traces_written: Counter::default(),
             trace_write_errors: Counter::default(),
+            trace_content_dropped: Counter::default(),
             in_flight: Gauge::default(),
             config_version: Gauge::default(),
             cache: Default::default(),
@@ -290,6 +293,11 @@ impl Metrics {
             "signalbox_traces_dropped",
             "Trace records lost: the queue was full, or the store refused their batch",
             m.traces_dropped.clone(),
+        );
+        registry.register(
+            "signalbox_trace_content_dropped",
+            "Traces whose captured request and answer text was left off: the records waiting to be written already held the queue's content budget",
+            m.trace_content_dropped.clone(),
         );
         registry.register(
             "signalbox_traces_written",

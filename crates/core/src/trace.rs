@@ -6,6 +6,7 @@ use crate::metrics::Metrics;
 use crate::sse::Usage;
 use serde::Serialize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 
 /// One attempt. It holds the target itself (an `Arc` from the snapshot), so recording an
@@ -80,6 +81,11 @@ pub struct TraceRecord {
 /// Most bytes of a request or an answer a trace keeps.
 pub const CAPTURE_CAP: usize = 32 * 1024;
 
+/// Most bytes of captured text the records waiting in the queue may hold together; past it a
+/// record is queued without its content (counted). Without it a full queue of records with
+/// content would hold ~1 GiB.
+pub const CONTENT_QUEUE_BYTES: usize = 64 << 20;
+
 /// Message content of one request, kept only when its project captures content; each side
 /// is cut at [`CAPTURE_CAP`] bytes (on a character boundary) and marked when it was.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -91,6 +97,11 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// Bytes of text held.
+    pub fn size(&self) -> usize {
+        self.request.len() + self.response.len()
+    }
+
     pub fn of_request(body: &[u8]) -> Captured {
         let mut c = Captured::default();
         c.request_truncated = push_capped(&mut c.request, body);
@@ -146,6 +157,8 @@ pub trait TraceStore: Send + Sync + 'static {
 pub struct TraceSink {
     tx: mpsc::Sender<TraceRecord>,
     metrics: Arc<Metrics>,
+    /// Bytes of captured content in the records queued (see [`CONTENT_QUEUE_BYTES`]).
+    content_bytes: Arc<AtomicUsize>,
 }
 
 impl TraceSink {
@@ -168,6 +181,8 @@ impl TraceSink {
     ) -> (TraceSink, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<TraceRecord>(capacity.max(1));
         let m = metrics.clone();
+        let content_bytes = Arc::new(AtomicUsize::new(0));
+        let queued = content_bytes.clone();
         let handle = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH_MAX);
             loop {
@@ -177,17 +192,17 @@ impl TraceSink {
                         while let Ok(r) = rx.try_recv() {
                             batch.push(r);
                             if batch.len() >= BATCH_MAX {
-                                write_batch(&mut batch, store.as_deref(), &m).await;
+                                write_batch(&mut batch, store.as_deref(), &m, &queued).await;
                             }
                         }
-                        write_batch(&mut batch, store.as_deref(), &m).await;
+                        write_batch(&mut batch, store.as_deref(), &m, &queued).await;
                         return;
                     }
                 };
                 if n == 0 {
                     return;
                 }
-                write_batch(&mut batch, store.as_deref(), &m).await;
+                write_batch(&mut batch, store.as_deref(), &m, &queued).await;
                 // A full batch means more are waiting: write on at once (pausing here capped
                 // the writer at BATCH_MAX records an interval, and a faster stream of
                 // requests overflowed the queue however fast the store was).
@@ -202,7 +217,14 @@ impl TraceSink {
                 }
             }
         });
-        (TraceSink { tx, metrics }, handle)
+        (
+            TraceSink {
+                tx,
+                metrics,
+                content_bytes,
+            },
+            handle,
+        )
     }
 
     /// A sink whose records go nowhere (counted as dropped): a stand-in where a sink must
@@ -212,12 +234,27 @@ impl TraceSink {
         TraceSink {
             tx,
             metrics: Arc::new(Metrics::new()),
+            content_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Queue a record; never waits. A full queue drops it and counts the drop.
-    pub fn record(&self, r: TraceRecord) {
+    /// Queue a record; never waits. A full queue drops it and counts the drop; captured
+    /// content over the queue's byte budget is left off the record (and counted).
+    pub fn record(&self, mut r: TraceRecord) {
+        let mut size = r.content.as_deref().map_or(0, Captured::size);
+        if size > 0 {
+            let before = self.content_bytes.fetch_add(size, Ordering::Relaxed);
+            if before + size > CONTENT_QUEUE_BYTES {
+                self.content_bytes.fetch_sub(size, Ordering::Relaxed);
+                r.content = None;
+                size = 0;
+                self.metrics.trace_content_dropped.inc();
+            }
+        }
         if self.tx.try_send(r).is_err() {
+            if size > 0 {
+                self.content_bytes.fetch_sub(size, Ordering::Relaxed);
+            }
             self.metrics.traces_dropped.inc();
         }
     }
@@ -235,10 +272,22 @@ impl TraceSink {
     }
 }
 
-async fn write_batch(batch: &mut Vec<TraceRecord>, store: Option<&dyn TraceStore>, m: &Metrics) {
+async fn write_batch(
+    batch: &mut Vec<TraceRecord>,
+    store: Option<&dyn TraceStore>,
+    m: &Metrics,
+    content_bytes: &AtomicUsize,
+) {
     if batch.is_empty() {
         return;
     }
+    // Out of the queue: its content no longer counts against the budget.
+    let taken: usize = batch
+        .iter()
+        .filter_map(|r| r.content.as_deref())
+        .map(Captured::size)
+        .sum();
+    content_bytes.fetch_sub(taken, Ordering::Relaxed);
     let log = tracing::enabled!(target: "signalbox::trace", tracing::Level::DEBUG);
     for r in batch.iter() {
         if log && let Ok(line) = serde_json::to_string(r) {
@@ -381,6 +430,43 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         assert_eq!(store.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert_eq!((sink.written(), sink.dropped()), (0, 5));
+    }
+
+    /// Captured text waiting in the queue is bounded in bytes: past the budget a record goes
+    /// without its content (counted), and what the writer took frees the budget again.
+    #[tokio::test]
+    async fn queued_content_is_bounded_in_bytes() {
+        let with_content = |mib: usize| TraceRecord {
+            content: Some(Box::new(Captured {
+                request: "x".repeat(mib << 20),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (sink, _writer) =
+            TraceSink::start_with(16, stop, Some(Arc::new(Stuck)), Arc::new(Metrics::new()));
+        // The writer takes a first record and stays stuck writing it: the rest wait.
+        sink.record(TraceRecord::default());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sink.record(with_content(40));
+        sink.record(with_content(40));
+        sink.record(with_content(20));
+        assert_eq!(
+            sink.metrics().trace_content_dropped.get(),
+            1,
+            "40 + 20 fit in 64 MiB"
+        );
+        assert_eq!(sink.dropped(), 0, "the record itself is kept");
+
+        // A writer that drains frees the budget.
+        let (sink, _writer) = TraceSink::start(16, tokio_util::sync::CancellationToken::new());
+        for _ in 0..3 {
+            sink.record(with_content(40));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(sink.metrics().trace_content_dropped.get(), 0);
+        assert_eq!(sink.written(), 3);
     }
 
     #[tokio::test]
