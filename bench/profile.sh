@@ -59,6 +59,7 @@ after=$(cpu)
 tick=$(getconf CLK_TCK)
 echo "requests: $reqs; CPU a request: $(echo "($after - $before) * 1000000 / $tick / $reqs" | bc -l | cut -c1-6) µs (traces $TRACES, c=$CONNS)"
 echo "traces: $(curl -s http://127.0.0.1:19410/metrics | grep -E '^signalbox_traces_(written|dropped)_total' | tr '\n' ' ')"
+echo "RSS after: $(awk '/VmRSS/ {print $2/1024 " MB"}' /proc/$GW/status)"
 echo "--- samples by thread"
 perf report -i "$OUT/perf.data" --no-children --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
 echo "--- top symbols"
