@@ -179,12 +179,16 @@ fn lane(shared: &Shared, jobs: &mpsc::Receiver<Job>, hand_over: Option<&mpsc::Se
             let conn = shared.conn.lock().unwrap_or_else(|p| p.into_inner());
             write(&conn, &job.batch, job.from, hurry)
         }))
-        .unwrap_or_else(|_| Err(StoreError::Invalid("trace writer panicked".into())));
+        .unwrap_or_else(|_| {
+            roll_back(shared);
+            Err(StoreError::Invalid("trace writer panicked".into()))
+        });
         match (outcome, hand_over) {
             (Ok(Some(at)), Some(busy)) => {
                 shared.handed_over.store(true, Ordering::Relaxed);
                 job.from = at;
                 if let Err(mpsc::SendError(job)) = busy.send(job) {
+                    roll_back(shared);
                     let gone = StoreError::Invalid("trace writer stopped".into());
                     let _ = job.done.send((job.batch, Err(gone)));
                 }
@@ -196,6 +200,15 @@ fn lane(shared: &Shared, jobs: &mpsc::Receiver<Job>, hand_over: Option<&mpsc::Se
                 let _ = job.done.send((job.batch, Err(e)));
             }
         }
+    }
+}
+
+/// End a batch's transaction left open by a writer that did not finish it, so the next batch
+/// can begin.
+fn roll_back(shared: &Shared) {
+    let conn = shared.conn.lock().unwrap_or_else(|p| p.into_inner());
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
 }
 
@@ -404,6 +417,41 @@ mod tests {
         assert!(
             db.saturated_until.lock().unwrap().is_some(),
             "next batches go to the normal writer"
+        );
+    }
+
+    /// A batch a writer left half-written (it panicked, or the other writer was gone) is
+    /// rolled back, and the next batch can begin.
+    #[tokio::test]
+    async fn a_batch_left_half_written_is_rolled_back_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let url = format!("sqlite://{}", file.display());
+        let _store = crate::Store::open(&url, crate::MasterKey::generate())
+            .await
+            .unwrap();
+        let shared = Shared {
+            conn: Mutex::new(rusqlite::Connection::open(&file).unwrap()),
+            hurry: AtomicBool::new(true),
+            handed_over: AtomicBool::new(false),
+        };
+        let batch: Vec<TraceRecord> = (0..40).map(|i| rec(format!("p{i}"))).collect();
+        {
+            let conn = shared.conn.lock().unwrap();
+            assert_eq!(
+                write(&conn, &batch, 0, Some(&shared.hurry)).unwrap(),
+                Some(16)
+            );
+        }
+        roll_back(&shared);
+        let conn = shared.conn.lock().unwrap();
+        assert_eq!(write(&conn, &batch[..3], 0, None).unwrap(), None);
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            n, 3,
+            "the half-written rows are gone, the next batch stored"
         );
     }
 
