@@ -9,24 +9,10 @@ N=${1:-2000}
 REL=target/release
 KEEP=${KEEP:-}
 OUT=${KEEP:-$(mktemp -d)}
-cat > "$OUT/gw.toml" <<T
-[server]
-auth = "off"
-port = 19310
-drain_delay_ms = 0
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:19011/v1"
-models = ["gpt-4o"]
-credential = "env::BENCH_KEY"
-[targets.t]
-provider = "up"
-model = "gpt-4o"
-[routes.bench]
-targets = ["t"]
-T
+. bench/gateway-config.sh
+gateway_config 19310 19011 > "$OUT/gw.toml"
 # The same with trace storage off (records still feed metrics).
-sed 's/^\[server\]$/[store]\ntraces = false\n[server]/' "$OUT/gw.toml" > "$OUT/gw-notrace.toml"
+gateway_config 19310 19011 off > "$OUT/gw-notrace.toml"
 "$REL/fake-upstream" --port 19011 >/dev/null &
 FAKE=$!
 trap 'kill $FAKE 2>/dev/null || true' EXIT

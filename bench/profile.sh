@@ -12,25 +12,8 @@ TRACES=${3:-stored}
 REL=target/release
 OUT=${KEEP:-$(mktemp -d)}
 mkdir -p "$OUT"
-{
-  [ "$TRACES" = off ] && printf '[store]\ntraces = false\n'
-  cat <<T
-[server]
-auth = "off"
-port = 19410
-drain_delay_ms = 0
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:19411/v1"
-models = ["gpt-4o"]
-credential = "env::BENCH_KEY"
-[targets.t]
-provider = "up"
-model = "gpt-4o"
-[routes.bench]
-targets = ["t"]
-T
-} > "$OUT/gw.toml"
+. bench/gateway-config.sh
+gateway_config 19410 19411 "$TRACES" > "$OUT/gw.toml"
 cat > "$OUT/req.lua" <<'L'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

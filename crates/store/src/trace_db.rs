@@ -325,6 +325,18 @@ pub(crate) fn file_of(url: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// A fresh store's SQLite file, migrated (the store is kept open beside the test's own
+    /// connections, as in the gateway).
+    async fn migrated_file() -> (tempfile::TempDir, PathBuf, crate::Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let url = format!("sqlite://{}", file.display());
+        let store = crate::Store::open(&url, crate::MasterKey::generate())
+            .await
+            .unwrap();
+        (dir, file, store)
+    }
+
     fn rec(id: String) -> TraceRecord {
         TraceRecord {
             id,
@@ -340,12 +352,7 @@ mod tests {
     /// connection, and commits each row once; a failed batch leaves nothing behind.
     #[tokio::test]
     async fn a_batch_stopped_half_way_goes_on_in_the_same_transaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.db");
-        let url = format!("sqlite://{}", file.display());
-        let store = crate::Store::open(&url, crate::MasterKey::generate())
-            .await
-            .unwrap();
+        let (_dir, file, store) = migrated_file().await;
         let conn = rusqlite::Connection::open(&file).unwrap();
         let count = || {
             rusqlite::Connection::open(&file)
@@ -386,12 +393,7 @@ mod tests {
     /// go to the normal writer straight away.
     #[tokio::test]
     async fn a_batch_kept_waiting_is_handed_over_and_written_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.db");
-        let url = format!("sqlite://{}", file.display());
-        let _store = crate::Store::open(&url, crate::MasterKey::generate())
-            .await
-            .unwrap();
+        let (_dir, file, _store) = migrated_file().await;
         let db = TraceDb::open(&file).unwrap();
         let batch: Vec<TraceRecord> = (0..40).map(|i| rec(format!("w{i}"))).collect();
         let shared = db.shared.clone();
@@ -424,12 +426,7 @@ mod tests {
     /// rolled back, and the next batch can begin.
     #[tokio::test]
     async fn a_batch_left_half_written_is_rolled_back_for_the_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.db");
-        let url = format!("sqlite://{}", file.display());
-        let _store = crate::Store::open(&url, crate::MasterKey::generate())
-            .await
-            .unwrap();
+        let (_dir, file, _store) = migrated_file().await;
         let shared = Shared {
             conn: Mutex::new(rusqlite::Connection::open(&file).unwrap()),
             hurry: AtomicBool::new(true),
