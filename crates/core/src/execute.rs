@@ -396,38 +396,33 @@ fn attempts_value(attempts: u32) -> HeaderValue {
 }
 
 /// The variant's params and what the caller had sent for the same keys (null: nothing).
-/// Parses the body again, but only for experiments whose variants set params.
+/// Parses the body again, but only for experiments whose variants set params. A field that
+/// carries the caller's content is kept only when the project captures content.
 fn overridden_params(
     body: &Bytes,
     params: &serde_json::Map<String, serde_json::Value>,
+    capture: bool,
 ) -> serde_json::Value {
     let caller: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(body).unwrap_or_default();
-    // Generation params only: anything else a variant sets (`instructions`, `tools`, ...)
-    // may carry the caller's content, which a trace keeps only under content capture.
-    const PLAIN: &[&str] = &[
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "seed",
-        "stop",
-        "presence_penalty",
-        "frequency_penalty",
-        "reasoning_effort",
-        "response_format",
-        "n",
-        "logprobs",
-        "top_logprobs",
-        "parallel_tool_calls",
+    const CONTENT: &[&str] = &[
+        "messages",
+        "input",
+        "prompt",
+        "instructions",
+        "prediction",
+        "tools",
+        "functions",
     ];
     let mine: serde_json::Map<String, serde_json::Value> = params
         .keys()
         .map(|k| {
-            let v = if PLAIN.contains(&k.as_str()) {
-                caller.get(k).cloned().unwrap_or(serde_json::Value::Null)
-            } else {
-                serde_json::Value::String("(not recorded)".into())
+            let v = match caller.get(k) {
+                None => serde_json::Value::Null,
+                Some(_) if !capture && CONTENT.contains(&k.as_str()) => {
+                    serde_json::Value::String("(not recorded)".into())
+                }
+                Some(v) => v.clone(),
             };
             (k.clone(), v)
         })
@@ -464,7 +459,11 @@ fn respond(
     let mut headers = gateway_headers(ex, Some(entry), plan, attempts);
     trace.serving_variant = entry.variant.as_ref().map(|v| v.name.clone());
     if let Some(v) = entry.variant.as_ref().filter(|v| !v.params.is_empty()) {
-        trace.params = Some(Box::new(overridden_params(&ex.body, &v.params)));
+        trace.params = Some(Box::new(overridden_params(
+            &ex.body,
+            &v.params,
+            trace.content.is_some(),
+        )));
     }
     // One pass over the upstream's headers (a handful) beats a lookup per allowed name.
     let copy_upstream = |up: &HeaderMap, headers: &mut HeaderMap| {
@@ -1041,7 +1040,10 @@ fn classify_status(
                 ErrorCode::RateLimit,
                 format!("provider '{pid}' is rate limiting requests"),
             );
-            e.retry_after = retry_after.map(|d| d.as_secs_f64().ceil() as u64);
+            // The caller always gets a `Retry-After`: the upstream's, in whole seconds (at
+            // most a day), or one second when it sent none.
+            e.retry_after =
+                Some(retry_after.map_or(1, |d| (d.as_secs_f64().ceil() as u64).clamp(1, 86_400)));
             fail(FailKind::Transient, e)
         }
         500..=599 => {
@@ -1216,6 +1218,20 @@ impl Forward {
         self.finished = true;
     }
 
+    /// The upstream stopped (ended, failed or went silent, or the deadline or shutdown came)
+    /// without `[DONE]`: after a chunk
+    /// with a `finish_reason` the answer is complete and gets its `[DONE]`; else it was cut.
+    /// A half-sent event after the finish is dropped (it was never a whole event).
+    fn end(&mut self, why: &'static str) {
+        if self.finish_seen && self.protocol == Protocol::ChatCompletions {
+            self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+            self.done = true;
+            self.finished = true;
+        } else {
+            self.interrupt(why);
+        }
+    }
+
     async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         loop {
             if let Some(b) = self.out.pop_front() {
@@ -1234,11 +1250,11 @@ impl Forward {
             let shutdown = self.shutdown.clone();
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => self.interrupt("the gateway is shutting down"),
+                _ = shutdown.cancelled() => self.end("the gateway is shutting down"),
                 r = timeout_at(until, self.body.next()) => match r {
-                    Err(_) if Instant::now() >= self.deadline => self.interrupt("the request deadline was reached"),
-                    Err(_) => self.interrupt("the provider stopped sending events"),
-                    Ok(Some(Err(_))) => self.interrupt("the connection to the provider failed"),
+                    Err(_) if Instant::now() >= self.deadline => self.end("the request deadline was reached"),
+                    Err(_) => self.end("the provider stopped sending events"),
+                    Ok(Some(Err(_))) => self.end("the connection to the provider failed"),
                     Ok(Some(Ok(chunk))) => {
                         if let Some((block, ends)) = self.framer.push(&chunk) {
                             self.take_block(block, &ends);
@@ -1264,12 +1280,8 @@ impl Forward {
                         } else if self.protocol == Protocol::Passthrough {
                             self.done = true;
                             self.finished = true;
-                        } else if self.finish_seen && self.protocol == Protocol::ChatCompletions {
-                            self.out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-                            self.done = true;
-                            self.finished = true;
                         } else {
-                            self.interrupt("the provider ended the stream before it was complete");
+                            self.end("the provider ended the stream before it was complete");
                         }
                     }
                 }

@@ -552,7 +552,12 @@ async fn proxy(
     let ids = StickyIds {
         user: trace.user_id.as_deref(),
         session: trace.session_id.as_deref(),
-        body_user: peeked.user.as_deref(),
+        // An empty `user` is no id, as an empty header is none.
+        body_user: peeked
+            .user
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty()),
     };
     let plan = plan(&resolved.resolution, ids, snap.default_retry);
     trace.assigned_variant = plan.assigned_variant.clone();

@@ -497,6 +497,21 @@ async fn final_429_stays_429_rate_limit_with_retry_after() {
     assert_eq!(st, 429);
     assert_eq!(body["error"]["code"], "rate_limit");
     assert_eq!(a.hits(), 1);
+    // Without one from the upstream the caller still gets a `Retry-After` (one second), and an
+    // absurd one is capped at a day.
+    for (sent, want) in [(None, "1"), (Some("99999999999999999999"), "86400")] {
+        let (r, _) = final_error_of(
+            Behaviour::Status {
+                status: 429,
+                retry_after: sent.map(str::to_string),
+                body: None,
+            },
+            "",
+        )
+        .await;
+        assert_eq!(r.status(), 429);
+        assert_eq!(header(&r, "retry-after"), Some(want), "{sent:?}");
+    }
 }
 
 #[tokio::test]

@@ -486,6 +486,16 @@ async fn scripted_upstream_holding(
     pieces: Vec<&'static [u8]>,
     hold: Duration,
 ) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    scripted_upstream_ending(pieces, hold, true).await
+}
+
+/// [`scripted_upstream_holding`]; with `complete` false the connection is closed without the
+/// body's last chunk, which the gateway sees as a broken connection.
+async fn scripted_upstream_ending(
+    pieces: Vec<&'static [u8]>,
+    hold: Duration,
+    complete: bool,
+) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -538,7 +548,9 @@ async fn scripted_upstream_holding(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 tokio::time::sleep(hold).await;
-                let _ = sock.write_all(b"0\r\n\r\n").await;
+                if complete {
+                    let _ = sock.write_all(b"0\r\n\r\n").await;
+                }
                 let _ = sock.shutdown().await;
             });
         }
@@ -644,6 +656,27 @@ async fn stream_ending_after_finish_reason_with_an_unterminated_last_event_is_co
         text.as_bytes(),
         [ROLE, HELLO, STOP, DONE].concat().as_slice()
     );
+}
+
+#[tokio::test]
+async fn stream_broken_or_stalled_after_finish_reason_is_complete_not_interrupted() {
+    // The answer is whole once the finish_reason chunk is through: a connection that then
+    // breaks, or goes silent past the idle timeout, ends the stream with [DONE], not an error
+    // (an OpenAI SDK would throw away a complete answer).
+    let (broken, _) =
+        scripted_upstream_ending(vec![ROLE, HELLO, STOP, USAGE], Duration::ZERO, false).await;
+    let (silent, _) =
+        scripted_upstream_holding(vec![ROLE, HELLO, STOP], Duration::from_secs(5)).await;
+    for url in [broken, silent] {
+        let gw = gateway_at(&[(url, "idle_timeout_ms = 300")], &single()).await;
+        let r = stream(&gw, &stream_body(None)).await;
+        let text = r.text().await.unwrap();
+        assert_clean(&text);
+        assert_eq!(
+            text.as_bytes(),
+            [ROLE, HELLO, STOP, DONE].concat().as_slice()
+        );
+    }
 }
 
 #[tokio::test]

@@ -361,7 +361,7 @@ async fn an_experiment_shows_its_variants_side_by_side() {
         let r = node
             .put_json(
                 "/projects/default/routes/tone",
-                json!({"strategy": "experiment", "sticky": "user", "variants": {"fast": {"target": "t1", "weight": 30, "temperature": 0.2}, "slow": {"model": "echo-2", "weight": 70}}}),
+                json!({"strategy": "experiment", "sticky": "user", "variants": {"fast": {"target": "t1", "weight": 30, "temperature": 0.2, "params": {"service_tier": "flex", "metadata": {"team": "a"}, "instructions": "be brief"}}, "slow": {"model": "echo-2", "weight": 70}}}),
             )
             .await;
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
@@ -369,26 +369,45 @@ async fn an_experiment_shows_its_variants_side_by_side() {
             let r = client()
                 .post(format!("{}/v1/chat/completions", node.url))
                 .bearer_auth(BOOT_KEY)
-                .json(&json!({"model": "route::tone", "user": format!("user-{i}"), "temperature": 0.9, "messages": [{"role": "user", "content": "hi"}]}))
+                .json(&json!({"model": "route::tone", "user": format!("user-{i}"), "temperature": 0.9, "service_tier": "auto", "instructions": "the caller's own text", "messages": [{"role": "user", "content": "hi"}]}))
                 .send()
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200);
         }
         let all = traces(&node, "route=tone&limit=100", 40).await;
-        // The trace records both the variant's params and the caller's it overrode.
+        // The trace records both the variant's params and the caller's it overrode (null: not
+        // sent); a field carrying the caller's content only when the project captures content.
         let fast = all.iter().find(|t| t["serving_variant"] == "fast").expect("some user lands on fast");
-        assert_eq!(fast["params"], json!({"variant": {"temperature": 0.2}, "caller": {"temperature": 0.9}}));
+        assert_eq!(
+            fast["params"],
+            json!({
+                "variant": {"temperature": 0.2, "service_tier": "flex", "metadata": {"team": "a"}, "instructions": "be brief"},
+                "caller": {"temperature": 0.9, "service_tier": "auto", "metadata": null, "instructions": "(not recorded)"}
+            })
+        );
         let slow = all.iter().find(|t| t["serving_variant"] == "slow").unwrap();
         assert!(slow["params"].is_null());
         assert_eq!(fast["sticky_source"], "body.user");
+        // An empty `user` (like an empty id header) is no id: the pick is random.
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(BOOT_KEY)
+            .header("x-signalbox-user-id", " ")
+            .json(&json!({"model": "route::tone", "user": "", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let all = traces(&node, "route=tone&limit=100", 41).await;
+        assert_eq!(all.iter().filter(|t| t["sticky_source"] == "random").count(), 1);
         let (s, e) = node.get_json("/projects/default/routes/tone/experiment").await;
         assert_eq!(s, 200, "{e}");
         assert_eq!(e["sticky"], "user");
         let vs = e["variants"].as_array().unwrap();
         assert_eq!(vs.len(), 2);
         let total: i64 = vs.iter().map(|v| v["figures"]["requests"].as_i64().unwrap_or(0)).sum();
-        assert_eq!(total, 40, "{e}");
+        assert_eq!(total, 41, "{e}");
         assert_eq!(vs.iter().find(|v| v["variant"] == "slow").unwrap()["share"], 0.7);
         let (s, _) = node.get_json("/projects/default/routes/nope/experiment").await;
         assert_eq!(s, 404);
