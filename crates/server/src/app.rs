@@ -294,12 +294,19 @@ impl<'h> Inbound<'h> {
     }
 }
 
-fn bearer(v: &str) -> &str {
-    let v = v.trim();
-    match v.get(..7) {
-        Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim(),
-        _ => v,
+/// The key in a credential header's value: without its `Bearer` scheme (repeated ones too: a
+/// wrapped key is still that key, and a gateway key wrapped twice must not pass for a provider
+/// key), or `None` when nothing is left or what is left is not one token (another scheme,
+/// such as `Basic ...`, is no key the gateway can use or forward).
+fn key_of(v: &str) -> Option<&str> {
+    let mut v = v.trim();
+    while let Some(p) = v.get(..6)
+        && p.eq_ignore_ascii_case("bearer")
+        && v[6..].chars().next().is_none_or(char::is_whitespace)
+    {
+        v = v[6..].trim_start();
     }
+    (!v.is_empty() && !v.contains(char::is_whitespace)).then_some(v)
 }
 
 /// Who is calling: the project, the key id, and the caller's own provider key if any.
@@ -311,10 +318,10 @@ pub struct Caller {
 
 pub fn authenticate(snap: &Snapshot, h: &Inbound<'_>) -> Result<Caller, ApiError> {
     let sb = text(h.signalbox_authorization).or_else(|| text(h.to11_authorization));
-    let authz = text(h.authorization).map(bearer);
-    let x_api_key = text(h.x_api_key);
+    let authz = text(h.authorization).and_then(key_of);
+    let x_api_key = text(h.x_api_key).and_then(key_of);
     let (gateway_key, caller_key) = match sb {
-        Some(k) => (Some(bearer(k)), authz.or(x_api_key)),
+        Some(k) => (key_of(k), authz.or(x_api_key)),
         None => (authz, x_api_key),
     };
     let project_header = text(h.signalbox_project).or_else(|| text(h.to11_project));

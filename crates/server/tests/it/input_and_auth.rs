@@ -133,6 +133,43 @@ async fn gateway_keys_are_required_and_checked() {
 }
 
 #[tokio::test]
+async fn a_caller_key_is_a_bearer_token_and_a_wrapped_gateway_key_never_goes_upstream() {
+    let (fake, gw) = one_fake_gateway("").await;
+    let call = |authz: &'static str, x_api_key: Option<&'static str>| {
+        let mut r = gw
+            .post("/v1/chat/completions")
+            .header("x-signalbox-authorization", "Bearer sb-app-key")
+            .header("authorization", authz)
+            .json(&chat_body("up::gpt-4o", false));
+        if let Some(k) = x_api_key {
+            r = r.header("x-api-key", k);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    // No usable caller key: the gateway key wrapped once more (in either header), an empty
+    // bearer, another scheme. Each is 401 `auth` and nothing is sent.
+    for (authz, x_api_key) in [
+        ("Bearer Bearer sb-app-key", None),
+        ("bearer  BEARER sb-app-key ", None),
+        ("Bearer", None),
+        ("Bearer ", Some("Bearer sb-app-key")),
+        ("Basic dXNlcjpwYXNz", None),
+    ] {
+        let (s, b) = error_of(call(authz, x_api_key).await).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (401, Some("auth")),
+            "{authz:?} {x_api_key:?}"
+        );
+    }
+    assert_eq!(fake.hits(), 0);
+    // A real one goes on as a bearer token, once.
+    assert_eq!(call("Bearer  sk-callers-own ", None).await.status(), 200);
+    let last = fake.requests().pop().unwrap();
+    assert_eq!(last.header("authorization"), Some("Bearer sk-callers-own"));
+}
+
+#[tokio::test]
 async fn resolution_follows_prefixes_then_bare_names_top_down() {
     let fake = FakeUpstream::openai().start().await;
     let toml = format!(
