@@ -93,6 +93,13 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
             return Err(ApiError::bad_request("request body must be a JSON object"));
         }
     }
+    // The fields read below are checked as they are parsed; the rest only passes through, so
+    // the whole body is checked for UTF-8 here (JSON text is UTF-8; an upstream would refuse it).
+    if simdutf8::basic::from_utf8(body).is_err() {
+        return Err(ApiError::bad_request(
+            "request body is not valid JSON: it is not valid UTF-8",
+        ));
+    }
     let p: Peek<'_> = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}")))?;
     let Some(model_raw) = p.model else {

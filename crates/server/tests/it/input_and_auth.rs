@@ -39,6 +39,10 @@ async fn bad_bodies_get_openai_shaped_errors_and_never_go_upstream() {
             br#"{"model":42,"messages":[]}"#.to_vec(),
         ),
         (
+            "invalid_utf8",
+            b"{\"model\":\"route::summarize\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec(),
+        ),
+        (
             "stream_not_bool",
             br#"{"model":"route::summarize","stream":"yes"}"#.to_vec(),
         ),
