@@ -941,6 +941,7 @@ async fn put_object(
 
 /// JSON merge patch (RFC 7396). For a provider, a changed `base_url` or `kind` drops its
 /// credential unless the same patch sets one: a secret never follows a URL it was not given for.
+/// For a target, so does a changed `provider` (or `model`, when it names no provider).
 async fn patch_object(
     State(st): State<AdminState>,
     auth: Auth,
@@ -966,6 +967,21 @@ async fn patch_object(
             && o.remove("credential").is_some()
         {
             tracing::info!(provider = %name, "base_url or kind changed: its credential was dropped");
+        }
+    }
+    if kind == ObjectKind::Target {
+        // The same for a target moved to another provider: its `provider` changed, or (with
+        // none named) its `model`, through which the provider is found.
+        let moved = match (current.body.get("provider"), next.get("provider")) {
+            (None, None) => current.body.get("model") != next.get("model"),
+            (a, b) => a != b,
+        };
+        if moved
+            && !patch.contains_key("credential")
+            && let Some(o) = next.as_object_mut()
+            && o.remove("credential").is_some()
+        {
+            tracing::info!(target = %name, "provider changed: the target's credential was dropped");
         }
     }
     let obj = next.as_object().cloned().unwrap_or_default();

@@ -166,9 +166,11 @@ pub async fn check_provider_address(body: &Value, allow: bool) -> Result<(), Adm
     let Some(host) = parsed.host() else {
         return Err(AdminError::bad_request("base_url has no host").with_param("base_url"));
     };
+    // A fully qualified name's trailing dot names the same host (`169.254.169.254.`).
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
+        .trim_end_matches('.')
         .to_ascii_lowercase();
     if matches!(
         host.as_str(),

@@ -621,7 +621,15 @@ async fn a_moved_provider_loses_its_credential_and_metadata_addresses_are_refuse
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        for bad in ["http://169.254.169.254/latest", "http://[fe80::1]/v1", "http://metadata.google.internal/v1"] {
+        for bad in [
+            "http://169.254.169.254/latest",
+            "http://[fe80::1]/v1",
+            "http://metadata.google.internal/v1",
+            // A trailing dot names the same host.
+            "http://169.254.169.254./latest",
+            "http://169.254.169.254.:80/",
+            "http://METADATA.GOOGLE.INTERNAL./v1",
+        ] {
             let r = node
                 .put_json("/projects/default/providers/meta", json!({"kind": "openai", "base_url": bad, "models": ["m"]}))
                 .await;
@@ -1066,6 +1074,38 @@ async fn moving_a_provider_drops_its_targets_credentials_too() {
                 body.get("credential").is_none(),
                 "target {t} keeps its credential after the move: {body}"
             );
+        }
+        // A target moved to another provider leaves its credential behind too, unless the
+        // same patch sets one; a patch that keeps its provider keeps it.
+        let r = node
+            .put_json(
+                "/projects/default/providers/q",
+                json!({"kind": "openai", "base_url": "http://127.0.0.3:9/v1", "models": ["n"]}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        node.put_json(
+            "/projects/default/targets/t",
+            json!({"provider": "p", "model": "m", "credential": "credential::k"}),
+        )
+        .await;
+        let patch = |body: serde_json::Value| {
+            node.admin(reqwest::Method::PATCH, "/projects/default/targets/t")
+                .json(&body)
+                .send()
+        };
+        for (body, keeps) in [
+            (json!({"weight": 2}), true),
+            (json!({"provider": "q", "model": "n"}), false),
+            (
+                json!({"provider": "p", "model": "m", "credential": "credential::k"}),
+                true,
+            ),
+        ] {
+            let r = patch(body.clone()).await.unwrap();
+            assert_eq!(r.status(), 200, "{body}: {}", r.text().await.unwrap());
+            let (_, t) = node.get_json("/projects/default/targets/t").await;
+            assert_eq!(t.get("credential").is_some(), keeps, "{body}: {t}");
         }
     })
     .await;
