@@ -31,18 +31,46 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// A store URL without its password, for logs.
+/// A store URL without its password, for logs: the one in the user info
+/// (`postgres://user:***@host/db`) and any `password` or `sslpassword` query parameter.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.find("://") {
+        Some(s) => {
+            let rest = &base[s + 3..];
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            match authority.rfind('@') {
+                Some(at) => match authority[..at].split_once(':') {
+                    Some((user, _)) => {
+                        format!("{}{user}:***{}", &base[..s + 3], &rest[at..])
+                    }
+                    None => base.to_string(),
+                },
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
+        None => base.to_string(),
+    };
+    if let Some(q) = query {
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("password")
+                        || k.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{k}=***")
+                }
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
     }
+    out
 }
 
 pub fn backend_of(url: &str) -> Result<Backend, StoreError> {

@@ -532,3 +532,24 @@ async fn retention_deletes_old_traces_in_every_project() {
     })
     .await;
 }
+
+#[test]
+fn a_store_url_is_logged_without_any_password() {
+    for (url, want) in [
+        (
+            "postgres://sb:pw@db:5432/sb?sslmode=disable",
+            "postgres://sb:***@db:5432/sb?sslmode=disable",
+        ),
+        (
+            "postgres://sb@db/sb?password=PgSecret-42&sslmode=disable",
+            "postgres://sb@db/sb?password=***&sslmode=disable",
+        ),
+        (
+            "postgresql://db/sb?PASSWORD=x&sslpassword=y&application_name=a@b:c",
+            "postgresql://db/sb?PASSWORD=***&sslpassword=***&application_name=a@b:c",
+        ),
+        ("sqlite:///data/signalbox.db", "sqlite:///data/signalbox.db"),
+    ] {
+        assert_eq!(crate::redact_url(url), want);
+    }
+}
