@@ -22,6 +22,10 @@ pub struct Live {
     bind_host: String,
     /// Whether the store answered the last time it was asked (`/ready`).
     store_reachable: std::sync::atomic::AtomicBool,
+    /// Held by a change from its check to its install (an admin write across its store
+    /// commit, a file reload), so two changes each valid alone never both land: the second
+    /// is checked against the first.
+    changing: tokio::sync::Mutex<()>,
 }
 
 /// A snapshot validated against a candidate catalog, and the file text it was built with.
@@ -91,6 +95,7 @@ impl Live {
                 }),
                 bind_host: host,
                 store_reachable: std::sync::atomic::AtomicBool::new(true),
+                changing: tokio::sync::Mutex::new(()),
             },
             loaded.warnings,
         ))
@@ -112,11 +117,17 @@ impl Live {
             }),
             bind_host: host,
             store_reachable: std::sync::atomic::AtomicBool::new(true),
+            changing: tokio::sync::Mutex::new(()),
         }
     }
 
     /// One atomic load per request.
     /// An environment variable, as this node sees it (injectable for tests).
+    /// Wait for the change under way, if any, and hold off others until the guard drops.
+    pub async fn changing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
+    }
+
     pub fn env(&self, name: &str) -> Option<String> {
         (self.env)(name)
     }
@@ -177,6 +188,23 @@ impl Live {
         self.version.store(next, Ordering::SeqCst);
         src.file_text = text;
         Ok(next)
+    }
+
+    /// [`Live::reload`] as one change: after the change under way (an admin write), and
+    /// checked against it.
+    pub async fn reload_as_change(self: &Arc<Self>) -> Result<u64, ConfigErrors> {
+        let _changing = self.changing().await;
+        let live = self.clone();
+        tokio::task::spawn_blocking(move || live.reload())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigErrors(vec![ConfigError {
+                    key: String::new(),
+                    message: format!("the reload failed: {e}"),
+                    file: None,
+                    line: None,
+                }]))
+            })
     }
 
     /// Validate the file as last applied together with a candidate catalog: the check an
@@ -305,17 +333,15 @@ pub fn watch(live: Arc<Live>) -> Option<notify::RecommendedWatcher> {
             // Debounce: editors write in several steps.
             tokio::time::sleep(Duration::from_millis(150)).await;
             while rx.try_recv().is_ok() {}
-            let l = live.clone();
             let before = live.version();
-            match tokio::task::spawn_blocking(move || l.reload()).await {
-                Ok(Ok(v)) if v != before => tracing::info!(version = v, "config file reloaded"),
-                Ok(Ok(_)) => {}
-                Ok(Err(errs)) => {
+            match live.reload_as_change().await {
+                Ok(v) if v != before => tracing::info!(version = v, "config file reloaded"),
+                Ok(_) => {}
+                Err(errs) => {
                     tracing::error!(
                         "config change rejected; the previous config keeps serving:\n{errs}"
                     )
                 }
-                Err(e) => tracing::error!("config reload failed: {e}"),
             }
         }
     });

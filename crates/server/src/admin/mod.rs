@@ -64,6 +64,9 @@ impl AdminState {
         actor: &Actor,
         changes: Vec<Change>,
     ) -> Result<Committed, AdminError> {
+        // Checked, committed and installed as one change: a file reload waits, then is
+        // checked against this write (and refused if the two do not fit together).
+        let _changing = self.live.changing().await;
         let live = self.live.clone();
         let ((snapshot, catalog), committed) = self
             .store

@@ -1110,3 +1110,61 @@ async fn moving_a_provider_drops_its_targets_credentials_too() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_admin_write_and_a_file_edit_at_once_never_both_land() {
+    // The file has target `racet`; an edit removes it while an admin write routes to it.
+    // Whichever comes second is checked against the first and refused whole; the store never
+    // keeps a write the node cannot serve, and later admin writes go on.
+    let with = format!("{BASE}[targets.racet]\nmodel = \"echo-2\"\n");
+    for admin_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("s.db").display());
+        let node = Node::start(&db, &MasterKey::generate(), &with).await;
+        let held = node.live.changing().await;
+        let put = || {
+            let r = node
+                .admin(reqwest::Method::PUT, "/projects/default/routes/rc")
+                .json(&json!({"targets": ["racet"]}));
+            async move { r.send().await.unwrap().status().as_u16() }
+        };
+        let edit = || {
+            std::fs::write(&node.config_path, BASE).unwrap();
+            let live = node.live.clone();
+            tokio::spawn(async move { live.reload_as_change().await.is_ok() })
+        };
+        let (put_status, reloaded) = if admin_first {
+            let put = tokio::spawn(put());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let reload = edit();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            drop(held);
+            (put.await.unwrap(), reload.await.unwrap())
+        } else {
+            let reload = edit();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let put = tokio::spawn(put());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(held);
+            (put.await.unwrap(), reload.await.unwrap())
+        };
+        if admin_first {
+            assert_eq!((put_status, reloaded), (201, false));
+            assert_eq!(node.chat("route::rc").await.0, 200);
+        } else {
+            assert_eq!((put_status, reloaded), (400, true));
+            assert_eq!(node.get_json("/projects/default/routes/rc").await.0, 404);
+        }
+        // Nothing is left half-applied: an unrelated write goes through.
+        let r = node
+            .put_json(
+                "/projects/default/routes/other",
+                json!({"targets": ["racet"]}),
+            )
+            .await;
+        let want = if admin_first { 201 } else { 400 };
+        assert_eq!(r.status().as_u16(), want, "{}", r.text().await.unwrap());
+        node.route_to("innocent", "ti", "echo-1").await;
+        assert_eq!(node.chat("route::innocent").await.0, 200);
+    }
+}
