@@ -148,6 +148,40 @@ pub async fn execute(
     trace: TraceRecord,
     sink: TraceSink,
 ) -> Outcome {
+    // POST /v1/responses reaches only targets whose adapter serves it: the others are left
+    // out of the plan (nothing is sent to them), and a plan left empty is refused at once.
+    let served: Plan;
+    let plan = if ex.protocol() == Protocol::Responses
+        && plan
+            .targets
+            .iter()
+            .any(|e| !e.target.provider.kind.serves_responses_api())
+    {
+        let targets: Vec<PlannedTarget> = plan
+            .targets
+            .iter()
+            .filter(|e| e.target.provider.kind.serves_responses_api())
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            let first = &plan.targets[0];
+            let err = ApiError::bad_request(format!(
+                "POST /v1/responses reaches only openai-kind providers for now; provider '{}' is {} (use POST /v1/chat/completions)",
+                first.target.provider.id,
+                first.target.provider.kind.as_str()
+            ))
+            .with_param("model");
+            return finish_error(&ex, None, plan, 0, err, trace, &sink);
+        }
+        served = Plan {
+            targets,
+            assigned_variant: plan.assigned_variant.clone(),
+            sticky: plan.sticky,
+        };
+        &served
+    } else {
+        plan
+    };
     // Until an answer takes the trace over, a caller that goes away (the future is dropped)
     // still leaves a trace, with the attempt that was in flight.
     let mut guard = Pending {
@@ -719,18 +753,6 @@ async fn attempt(
         && ex.endpoint == EndpointKind::Chat
         && !ex.peeked.include_usage;
     let params = entry.variant.as_ref().map(|v| &v.params);
-    if ex.protocol() == Protocol::Responses && !t.provider.kind.serves_responses_api() {
-        return Err(Failure {
-            kind: FailKind::Answer,
-            error: ApiError::bad_request(format!(
-                "POST /v1/responses reaches only openai-kind providers for now; provider '{pid}' is {} (use POST /v1/chat/completions)",
-                t.provider.kind.as_str()
-            ))
-            .with_param("model"),
-            retry_after: None,
-            status: None,
-        });
-    }
     let answer = |e| Failure {
         kind: FailKind::Answer,
         error: e,

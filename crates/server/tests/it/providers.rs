@@ -609,6 +609,63 @@ async fn a_route_of_another_endpoint_kind_cannot_target_a_chat_only_adapter() {
     }
 }
 
+#[tokio::test]
+async fn the_responses_api_skips_targets_it_cannot_reach_and_refuses_a_route_of_none() {
+    // `mixed` falls back from an OpenAI target to an Anthropic one; on /v1/responses the
+    // Anthropic target is left out of the plan, so the OpenAI target's own failure is the
+    // answer (not a 400 about the Anthropic one), and nothing is sent to Anthropic.
+    let oa = FakeUpstream::openai()
+        .always(Behaviour::status(500))
+        .start()
+        .await;
+    let claude = FakeUpstream::openai().start().await;
+    let toml = format!(
+        "[server]\nauth = \"off\"\n[routing.retry]\nmax_retries = 0\n\
+[providers.oa]\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-4o\"]\ncredential = \"env::OA\"\n\
+[providers.claude]\nkind = \"anthropic\"\nbase_url = \"{}\"\nmodels = [\"claude-sonnet-4-5\"]\ncredential = \"env::ANT\"\n\
+[targets.oa]\nprovider = \"oa\"\nmodel = \"gpt-4o\"\n\
+[targets.claude]\nprovider = \"claude\"\nmodel = \"claude-sonnet-4-5\"\n\
+[routes.mixed]\nstrategy = \"fallback\"\ntargets = [\"oa\", \"claude\"]\n\
+[routes.only_claude]\ntargets = [\"claude\"]\n",
+        oa.base_url(),
+        claude.base_url(),
+    );
+    let gw = Gw::start_with_env(&toml, &[("OA", "oa-key"), ("ANT", "ant-key")]).await;
+    let post = |model: &str| {
+        gw.post("/v1/responses")
+            .json(&json!({"model": model, "input": "hi"}))
+            .send()
+    };
+    let r = post("route::mixed").await.unwrap();
+    assert_eq!(header(&r, "x-should-retry"), Some("false"));
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (500, Some("upstream")),
+        "{e}"
+    );
+    assert_eq!(
+        oa.hits(),
+        1,
+        "one attempt: a chain of one has no degraded retry"
+    );
+    let r = post("route::only_claude").await.unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("openai-kind"),
+        "{e}"
+    );
+    assert_eq!(claude.hits(), 0);
+}
+
 // ---- routes across providers, driven by the OpenAI Python SDK ----
 
 #[tokio::test]
