@@ -881,7 +881,18 @@ async fn attempt(
             }
         }
     }
-    if !is_json && !ex.peeked.stream {
+    // Chat, embeddings and image answers are JSON whatever the upstream labels them, as is
+    // any answer labelled JSON: one that is not (an HTML error page with status 200, a cut
+    // body) is the target failing, not an answer for the caller.
+    let must_be_json = matches!(
+        ex.endpoint,
+        EndpointKind::Chat | EndpointKind::Embeddings | EndpointKind::ImageGeneration
+    ) || resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !is_json && !ex.peeked.stream && !must_be_json {
         // Binary answers (audio) stream through as they arrive.
         return Ok(Success::Raw {
             status,
@@ -899,6 +910,16 @@ async fn attempt(
             retry_after: None,
             status: Some(status.as_u16()),
         }),
+        Ok(body) if must_be_json && !looks_like_json(&body) => Err(Failure {
+            kind: FailKind::Transient,
+            error: ApiError::new(
+                ErrorCode::Upstream,
+                format!("provider '{pid}' sent an answer that is not JSON"),
+            )
+            .with_status(StatusCode::BAD_GATEWAY),
+            retry_after: None,
+            status: Some(status.as_u16()),
+        }),
         Ok(body) => Ok(Success::Full {
             status,
             headers: resp.headers,
@@ -907,6 +928,16 @@ async fn attempt(
         Err(None) => Err(timeout_failure(pid, "finish its answer")),
         Err(Some(e)) => Err(transport_failure(e, pid)),
     }
+}
+
+/// Whether a body passed through could be a JSON object or array: its first and last
+/// non-blank bytes only (the answer is not parsed on its way through).
+fn looks_like_json(body: &[u8]) -> bool {
+    let body = body.trim_ascii();
+    matches!(
+        (body.first(), body.last()),
+        (Some(b'{'), Some(b'}')) | (Some(b'['), Some(b']'))
+    )
 }
 
 /// A stream whose first event is an error: nothing has reached the caller, so it is

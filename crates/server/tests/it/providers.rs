@@ -372,6 +372,30 @@ async fn error_classes(k: Kind) {
     assert_eq!(header(&r, "x-signalbox-attempts"), Some("2"));
     assert_eq!(fake.hits(), 2);
 
+    // A 200 that is no answer in the provider's shape (an HTML page; an OpenAI-shaped body
+    // where an Anthropic or Gemini one belongs) fails the target: retried, never passed on.
+    let garbage = match k {
+        Kind::OpenAi | Kind::Azure => "<html>upstream proxy error</html>",
+        Kind::Anthropic | Kind::Gemini => {
+            r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#
+        }
+    };
+    let (fake, gw) = k
+        .start(FakeUpstream::openai().always(Behaviour::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(garbage.into()),
+        }))
+        .await;
+    let (status, b) =
+        error_of(call(&gw, chat(json!([{"role": "user", "content": "x"}]))).await).await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (502, Some("upstream")),
+        "{b}"
+    );
+    assert_eq!(fake.hits(), 3, "two retries");
+
     // The provider refuses the request: the caller's fault, never retried.
     let (fake, gw) = k
         .start(FakeUpstream::openai().always(Behaviour::status(400)))

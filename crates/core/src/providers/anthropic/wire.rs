@@ -114,7 +114,8 @@ pub(super) enum ToolChoice {
 pub(super) struct Response {
     pub id: String,
     pub model: String,
-    #[serde(default)]
+    /// Required: a body without it is not an Anthropic answer (an OpenAI-shaped one also
+    /// has `id` and `model`).
     pub content: Vec<OutBlock>,
     #[serde(default)]
     pub stop_reason: Option<String>,

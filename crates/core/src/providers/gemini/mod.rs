@@ -49,9 +49,14 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, SendErro
         ));
     }
     let body = translate::collect(&mut resp.body, crate::execute::MAX_ANSWER_BYTES).await?;
+    // Every field of a response is optional in Gemini's schema, so any JSON object would
+    // read as one: an answer has candidates, or says why it has none.
     let Ok(r) = serde_json::from_slice::<wire::Response>(&body) else {
         return Ok(translate::unreadable(&pid, resp.headers));
     };
+    if r.candidates.is_empty() && r.prompt_feedback.is_none() {
+        return Ok(translate::unreadable(&pid, resp.headers));
+    }
     if let Some(reason) = blocked(&r) {
         let body = translate::error_body(&reason, "invalid_request_error", Some("content_policy"));
         return Ok(translate::answer(
