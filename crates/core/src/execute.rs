@@ -72,7 +72,7 @@ impl Exchange<'_> {
 }
 
 fn hv(s: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(s).ok()
+    Some(crate::model::header_value(s))
 }
 
 /// Build an OpenAI-shaped error response with the gateway's error headers.

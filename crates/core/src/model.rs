@@ -450,8 +450,25 @@ pub struct Route {
 }
 
 /// A header value for a name the config validated (letters, digits and a few marks).
+/// A name (model, variant) as a response header value: visible ASCII as it is; any other
+/// byte, and `%` itself, percent-encoded (`é` is `%C3%A9`), so the value is plain ASCII that
+/// every client reads the same way.
 pub fn header_value(s: &str) -> http::HeaderValue {
-    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'%';
+    let v = if s.bytes().all(plain) {
+        http::HeaderValue::from_str(s)
+    } else {
+        let mut out = String::with_capacity(s.len() * 3);
+        for b in s.bytes() {
+            if plain(b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        http::HeaderValue::from_str(&out)
+    };
+    v.unwrap_or_else(|_| http::HeaderValue::from_static("invalid"))
 }
 
 impl Route {

@@ -4,7 +4,7 @@ use crate::live::Live;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(openai_shaped_rejections))
         .with_state(state)
 }
 
@@ -197,6 +198,49 @@ impl Drop for InFlight {
     }
 }
 
+/// Rejections the framework answers itself (a path parameter that does not decode, a body
+/// over the admin limit, a wrong method) come in plain text or with no body; a caller gets
+/// the same OpenAI-shaped error as for every other failure. A layer on the routers (the
+/// proxied `POST`s never pass through it).
+pub async fn openai_shaped_rejections(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.headers().contains_key(X_ERROR_CODE)
+    {
+        return resp;
+    }
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ct.is_empty() || ct.starts_with("text/plain")) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_string();
+    if message.is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_ascii_lowercase();
+    }
+    let code = if status.is_server_error() {
+        ErrorCode::Internal
+    } else {
+        ErrorCode::BadRequest
+    };
+    let err = ApiError::new(code, message).with_status(status);
+    let mut out = error_response(&err, &uuid::Uuid::now_v7().to_string());
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        out.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    out
+}
+
 fn error_response(err: &ApiError, request_id: &str) -> Response {
     into_response(error_outcome(err, HeaderMap::new()), request_id, None, None)
 }
@@ -234,6 +278,18 @@ fn into_response(
 }
 
 /// A header's text: trimmed, and `None` when empty or not visible ASCII.
+/// The longest caller-given id (`x-request-id`, user and session ids) a trace keeps; the
+/// rest is cut (and sticky assignment hashes the id as kept).
+const MAX_ID_CHARS: usize = 256;
+
+/// `s` cut to at most `max` characters.
+fn capped(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 fn text(v: Option<&HeaderValue>) -> Option<&str> {
     v.and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -250,13 +306,14 @@ pub struct Inbound<'h> {
     traceparent: Option<&'h HeaderValue>,
     content_type: Option<&'h HeaderValue>,
     content_length: Option<&'h HeaderValue>,
+    content_encoding: Option<&'h HeaderValue>,
     signalbox_authorization: Option<&'h HeaderValue>,
     to11_authorization: Option<&'h HeaderValue>,
     authorization: Option<&'h HeaderValue>,
     x_api_key: Option<&'h HeaderValue>,
     signalbox_project: Option<&'h HeaderValue>,
     to11_project: Option<&'h HeaderValue>,
-    /// `traceparent` or `tracestate` came: both are echoed on the answer.
+    /// A valid `traceparent` came: it and `tracestate` are echoed on the answer.
     trace_context: bool,
 }
 
@@ -267,6 +324,7 @@ impl<'h> Inbound<'h> {
             let slot = match name.as_str() {
                 "content-type" => &mut i.content_type,
                 "content-length" => &mut i.content_length,
+                "content-encoding" => &mut i.content_encoding,
                 "authorization" => &mut i.authorization,
                 X_API_KEY => &mut i.x_api_key,
                 "x-request-id" => &mut i.request_id,
@@ -276,19 +334,23 @@ impl<'h> Inbound<'h> {
                 X_TO11_PROJECT_ID => &mut i.to11_project,
                 X_USER_ID => &mut i.user_id,
                 X_SESSION_ID => &mut i.session_id,
+                // An invalid `traceparent` (W3C) is ignored, its `tracestate` with it: not
+                // recorded, echoed or sent upstream.
                 "traceparent" => {
-                    i.trace_context = true;
+                    if i.traceparent.is_none() && valid_traceparent(value.as_bytes()) {
+                        i.trace_context = true;
+                    }
                     &mut i.traceparent
                 }
-                "tracestate" => {
-                    i.trace_context = true;
-                    continue;
-                }
+                "tracestate" => continue,
                 _ => continue,
             };
             if slot.is_none() {
                 *slot = Some(value);
             }
+        }
+        if !i.trace_context {
+            i.traceparent = None;
         }
         i
     }
@@ -325,6 +387,17 @@ pub fn authenticate(snap: &Snapshot, h: &Inbound<'_>) -> Result<Caller, ApiError
         None => (authz, x_api_key),
     };
     let project_header = text(h.signalbox_project).or_else(|| text(h.to11_project));
+    // Both project headers sent must name the same project (each is checked, not the first).
+    if let (Some(a), Some(b)) = (text(h.signalbox_project), text(h.to11_project))
+        && a != b
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "x-signalbox-project-id '{a}' and x-to11-project-id '{b}' name different projects"
+            ),
+        ));
+    }
     if snap.server.auth == AuthMode::Off {
         // With the gateway key in x-signalbox-authorization or none at all, `Authorization`
         // (else `x-api-key`) is the caller's own provider key.
@@ -426,15 +499,15 @@ async fn proxy(
         .to_owned();
     let snap = st.live.snapshot();
     let inb = Inbound::of(&headers);
-    // The caller's trace context is echoed on the answer, whatever it is.
+    // The caller's trace context (a valid one) is echoed on the answer.
     let echo = inb.trace_context.then_some(&headers);
     let mut trace = TraceRecord {
         id: request_id.clone(),
-        client_request_id: text(inb.request_id).map(str::to_string),
+        client_request_id: text(inb.request_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
         time_unix_ms: now_ms(),
         endpoint: endpoint.as_str(),
-        user_id: text(inb.user_id).map(str::to_string),
-        session_id: text(inb.session_id).map(str::to_string),
+        user_id: text(inb.user_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
+        session_id: text(inb.session_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
         traceparent: text(inb.traceparent).map(str::to_string),
         otel: signalbox_core::otlp::enabled()
             .then(|| signalbox_core::otlp::SpanIds::new(text(inb.traceparent))),
@@ -475,6 +548,16 @@ async fn proxy(
     } = caller;
     trace.project = project;
     trace.key_id = key_id;
+    if let Some(enc) = text(inb.content_encoding)
+        && !enc.eq_ignore_ascii_case("identity")
+    {
+        let err = ApiError::bad_request(format!(
+            "request bodies with Content-Encoding '{}' are not accepted; send the body uncompressed",
+            capped(enc, 64)
+        ))
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return fail(err, trace);
+    }
     let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
         // An upload: read once into a replay store (memory, then a temporary file).
         let ct = text(inb.content_type);
@@ -490,6 +573,14 @@ async fn proxy(
                 .unwrap_or_else(|_| Err(body_timeout()))
         };
         match read.await {
+            Ok(m) if m.model.len() > signalbox_core::body::MAX_MODEL_BYTES => {
+                let err = ApiError::bad_request(format!(
+                    "`model` is longer than {} bytes",
+                    signalbox_core::body::MAX_MODEL_BYTES
+                ))
+                .with_param("model");
+                return fail(err, trace);
+            }
             Ok(m) => (
                 bytes::Bytes::new(),
                 Peeked::for_model(m.model.clone()),

@@ -3,7 +3,7 @@
 
 use super::transport::{PlainError, Transport, chain};
 use super::{FORWARDED_REQUEST_HEADERS, OutBody, Outbound, TransportError, UpstreamResponse};
-use crate::model::{AuthType, TargetAuth};
+use crate::model::{AuthType, ProviderKind, TargetAuth};
 use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, header};
 
@@ -51,10 +51,28 @@ fn request_headers(
         HeaderValue::from_static("identity"),
     );
     // One pass over the caller's headers (a handful) beats a lookup per allowed name.
+    // `openai-*` headers go to OpenAI's API only (Anthropic and Gemini adapters post here too),
+    // and the trace context only when its `traceparent` is valid.
+    let openai = matches!(p.kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi);
+    let mut trace_context = None;
     for (name, v) in out.inbound {
-        if FORWARDED_REQUEST_HEADERS.contains(name) {
-            h.append(name.clone(), v.clone());
+        if !FORWARDED_REQUEST_HEADERS.contains(name) {
+            continue;
         }
+        let n = name.as_str();
+        if n == "traceparent" || n == "tracestate" {
+            let valid = *trace_context.get_or_insert_with(|| {
+                out.inbound
+                    .get(crate::headers::TRACEPARENT)
+                    .is_some_and(|tp| crate::headers::valid_traceparent(tp.as_bytes()))
+            });
+            if !valid {
+                continue;
+            }
+        } else if !openai && n.starts_with("openai-") {
+            continue;
+        }
+        h.append(name.clone(), v.clone());
     }
     if let Some(tp) = &out.traceparent {
         h.insert(crate::headers::TRACEPARENT, tp.clone());

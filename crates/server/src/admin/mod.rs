@@ -139,6 +139,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/audit", get(audit))
         .fallback(|| async { AdminError::not_found("no such admin API path") })
+        .layer(axum::middleware::map_response(
+            crate::app::openai_shaped_rejections,
+        ))
         .with_state(state);
     Router::new().nest("/admin/v1", v1)
 }

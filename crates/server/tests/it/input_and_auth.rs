@@ -432,6 +432,81 @@ async fn only_allow_listed_headers_go_upstream() {
 }
 
 #[tokio::test]
+async fn odd_requests_get_openai_shaped_errors_and_nothing_goes_upstream() {
+    let (fake, gw) = one_fake_gateway("").await;
+    let post = || gw.post("/v1/chat/completions").bearer_auth("sb-app-key");
+    // A compressed body: 415, not "invalid JSON".
+    let r = post()
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    let (s, b) = error_of(r).await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (415, Some("bad_request")),
+        "{b}"
+    );
+    // A model name longer than any is refused without being echoed back.
+    let long = "m".repeat(100_000);
+    let r = post().json(&chat_body(&long, false)).send().await.unwrap();
+    let (s, b) = error_of(r).await;
+    assert_eq!((s, b["error"]["param"].as_str()), (400, Some("model")));
+    assert!(b.to_string().len() < 1_000);
+    // Two project headers naming different projects: refused, whichever comes first.
+    for (first, second) in [
+        ("x-signalbox-project-id", "x-to11-project-id"),
+        ("x-to11-project-id", "x-signalbox-project-id"),
+    ] {
+        let r = post()
+            .header(first, "default")
+            .header(second, "other")
+            .json(&chat_body("route::summarize", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 403, "{first} then {second}");
+    }
+    // A model id that does not decode, and a wrong method: JSON errors with the code header.
+    let r = gw
+        .get("/v1/models/%C3")
+        .bearer_auth("sb-app-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-signalbox-error-code"), Some("bad_request"));
+    assert_eq!(error_of(r).await.0, 400);
+    let r = gw.get("/v1/chat/completions").send().await.unwrap();
+    assert_eq!(header(&r, "x-signalbox-error-code"), Some("bad_request"));
+    assert_eq!(error_of(r).await.0, 405);
+    assert_eq!(fake.hits(), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_traceparent_is_neither_propagated_nor_echoed() {
+    let (fake, gw) = one_fake_gateway("").await;
+    let r = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("sb-app-key")
+        .header("traceparent", "garbage-value")
+        .header("tracestate", "vendor=x")
+        .json(&chat_body("route::summarize", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "traceparent"), None);
+    assert_eq!(header(&r, "tracestate"), None);
+    let req = fake.requests().pop().unwrap();
+    assert_eq!(
+        (req.header("traceparent"), req.header("tracestate")),
+        (None, None)
+    );
+}
+
+#[tokio::test]
 async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_closes_them() {
     let (fake, gw) = one_fake_gateway("").await;
     let call = || async {

@@ -541,6 +541,11 @@ async fn anthropic_gets_its_version_header_its_key_header_and_a_default_max_toke
         req.header("anthropic-beta"),
         Some("prompt-caching-2024-07-31")
     );
+    assert_eq!(
+        req.header("openai-organization"),
+        None,
+        "OpenAI's headers go to OpenAI only"
+    );
     assert_eq!(req.json()["max_tokens"], 8192);
 }
 
