@@ -168,12 +168,22 @@ fn auth_off_is_loopback_only() {
 
 #[test]
 fn a_conventional_key_that_is_unset_only_warns() {
-    let loaded = load_str("[providers.openai]\nmodels = [\"gpt-4o\"]\n", None, &env, 1).unwrap();
-    assert!(
-        loaded.warnings.iter().any(|w| w.contains("OPENAI_API_KEY")),
-        "{:?}",
-        loaded.warnings
+    // Also when passthrough is to use it: the warning names the variable.
+    for extra in ["", "passthrough = \"credential\"\n"] {
+        let src = format!("[providers.openai]\nmodels = [\"gpt-4o\"]\n{extra}");
+        let loaded = load_str(&src, None, &env, 1).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains("OPENAI_API_KEY")),
+            "{:?}",
+            loaded.warnings
+        );
+    }
+    // A provider with no conventional variable still needs a credential for that.
+    let errs = errors(
+        "[providers.mine]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\npassthrough = \"credential\"\n",
     );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("needs a `credential`"), "{errs:?}");
 }
 
 #[test]
@@ -225,6 +235,29 @@ fn zero_timeouts_framing_headers_and_reserved_provider_ids_are_refused() {
     );
     assert!(
         errs.iter().any(|e| e.contains("'route' is reserved")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_route_naming_a_target_with_errors_points_at_them_not_at_a_missing_target() {
+    let errs = errors(
+        "[providers.x]\nkind = \"mock\"\nmodels = [\"a\"]\n[targets.c]\nmodel = \"a\"\ncredential = \"env::UNSET_VAR_XYZ\"\n[routes.r]\ntargets = [\"c\", \"nope\"]\n",
+    );
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].contains("targets.c.credential") && errs[0].contains("UNSET_VAR_XYZ"),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(
+            |e| e.contains("routes.r.targets[0]: target 'c' is not valid (see its own errors)")
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("routes.r.targets[1]: unknown target 'nope'")),
         "{errs:?}"
     );
 }

@@ -619,9 +619,11 @@ pub fn build_snapshot(
 
     // Routes and functions.
     let mut used: BTreeSet<String> = BTreeSet::new();
+    let declared = |n: &str| raw.targets.contains_key(n);
     let mut builder = BodyBuilder {
         models: &models,
         targets: &targets,
+        declared: &declared,
         providers: &providers,
         model_kind: &model_kind,
         used: &mut used,
@@ -1251,10 +1253,19 @@ fn build_provider(
     };
     if passthrough == PassthroughMode::Credential && credential.is_none() && rp.credential.is_none()
     {
-        cx.err(
-            with(path.clone(), k("passthrough")),
-            "passthrough = \"credential\" needs a `credential`",
-        );
+        match known {
+            // The conventional variable is unset: that only warns (SPEC section 5).
+            Some(w) if w.needs_key && !cx.in_store_object(&path) => {
+                let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
+                cx.warnings.push(format!(
+                    "provider '{id}': passthrough = \"credential\" but {var} is not set; its passthrough calls go upstream unauthenticated until it is"
+                ));
+            }
+            _ => cx.err(
+                with(path.clone(), k("passthrough")),
+                "passthrough = \"credential\" needs a `credential`",
+            ),
+        }
     }
     let auth_type = match rp.auth_type.as_deref() {
         None if matches!(
@@ -1473,12 +1484,23 @@ struct BodySpec<'r> {
 struct BodyBuilder<'b> {
     models: &'b HashMap<String, ModelInfo>,
     targets: &'b BTreeMap<String, (String, Arc<Target>)>,
+    /// Every target declared, valid or not: a route naming one that has errors of its own
+    /// says so, instead of calling it unknown.
+    declared: &'b dyn Fn(&str) -> bool,
     providers: &'b BTreeMap<String, BuiltProvider>,
     model_kind: &'b dyn Fn(&str) -> EndpointKind,
     used: &'b mut BTreeSet<String>,
 }
 
 impl BodyBuilder<'_> {
+    fn missing_target(&self, name: &str) -> String {
+        if (self.declared)(name) {
+            format!("target '{name}' is not valid (see its own errors)")
+        } else {
+            format!("unknown target '{name}'")
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn build(
         &mut self,
@@ -1698,7 +1720,7 @@ impl BodyBuilder<'_> {
                 RawTargetRef::Weighted(w) => (&w.target, w.weight),
             };
             let Some((tproj, t)) = self.targets.get(name) else {
-                cx.err(tpath, format!("unknown target '{name}'"));
+                cx.err(tpath, self.missing_target(name));
                 continue;
             };
             if tproj != project {
@@ -1812,7 +1834,7 @@ impl BodyBuilder<'_> {
             (Some(t), None) => {
                 let tpath = with(path.to_vec(), k("target"));
                 let Some((tproj, target)) = self.targets.get(t) else {
-                    cx.err(tpath, format!("unknown target '{t}'"));
+                    cx.err(tpath, self.missing_target(t));
                     return None;
                 };
                 if tproj != project {
