@@ -188,12 +188,40 @@ pub struct RawTarget {
     pub idle_timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 #[schemars(rename = "TargetRef")]
 pub enum RawTargetRef {
     Name(String),
     Weighted(RawWeightedRef),
+}
+
+/// A name or a `{ target, weight }` table, read by hand so that a mistake inside the table
+/// (an unknown key, a wrong type) is reported as itself, not as "no variant matched".
+impl<'de> Deserialize<'de> for RawTargetRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawTargetRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a target name or a table { target, weight }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawTargetRef, E> {
+                Ok(RawTargetRef::Name(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<RawTargetRef, E> {
+                Ok(RawTargetRef::Name(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawTargetRef, A::Error> {
+                RawWeightedRef::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawTargetRef::Weighted)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]

@@ -324,18 +324,36 @@ fn body_of(mut obj: Map<String, Value>, project: &str) -> Result<Value, AdminErr
 /// Check a body's shape against its config-file table, for a precise `param`.
 fn check_shape(kind: ObjectKind, body: &Value) -> Result<(), AdminError> {
     use signalbox_core::config::raw::*;
+    fn read<T: serde::de::DeserializeOwned>(body: &Value) -> Result<(), AdminError> {
+        serde_path_to_error::deserialize::<_, T>(body)
+            .map(|_| ())
+            .map_err(|e| {
+                // `param` names the field at fault by its path (`weight`,
+                // `targets[0].colour` for an unknown key).
+                let at = e.path().to_string();
+                let msg = e.inner().to_string();
+                let param = match at.as_str() {
+                    "." => field_named(&msg).filter(|_| msg.starts_with("unknown field")),
+                    p => Some(p.to_string()),
+                };
+                let mut err = AdminError::bad_request(match param.as_deref() {
+                    Some(p) if !msg.starts_with("unknown field") => format!("{p}: {msg}"),
+                    _ => msg,
+                });
+                err.param = param;
+                err
+            })
+    }
     let r = match kind {
-        ObjectKind::Provider => serde_json::from_value::<RawProvider>(body.clone()).map(|_| ()),
-        ObjectKind::Model => serde_json::from_value::<RawModel>(body.clone()).map(|_| ()),
-        ObjectKind::Target => serde_json::from_value::<RawTarget>(body.clone()).map(|_| ()),
-        ObjectKind::Route => serde_json::from_value::<RawRoute>(body.clone()).map(|_| ()),
-        ObjectKind::Function => serde_json::from_value::<RawFunction>(body.clone()).map(|_| ()),
+        ObjectKind::Provider => read::<RawProvider>(body),
+        ObjectKind::Model => read::<RawModel>(body),
+        ObjectKind::Target => read::<RawTarget>(body),
+        ObjectKind::Route => read::<RawRoute>(body),
+        ObjectKind::Function => read::<RawFunction>(body),
     };
-    r.map_err(|e| {
-        let msg = e.to_string();
-        let mut err = AdminError::bad_request(format!("invalid {}: {msg}", kind.as_str()));
-        err.param = field_named(&msg).filter(|_| msg.starts_with("unknown field"));
-        err
+    r.map_err(|mut e| {
+        e.message = format!("invalid {}: {}", kind.as_str(), e.message);
+        e
     })
 }
 

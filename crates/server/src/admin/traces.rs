@@ -55,6 +55,16 @@ fn time_param(v: Option<&str>, name: &str) -> Result<Option<i64>, AdminError> {
 
 impl TraceQuery {
     fn filter(&self, project: &str) -> Result<TraceFilter, AdminError> {
+        if let Some(e) = self.endpoint.as_deref()
+            && !signalbox_core::model::EndpointKind::ALL
+                .iter()
+                .any(|k| k.as_str() == e)
+        {
+            return Err(AdminError::bad_request(format!(
+                "unknown endpoint '{e}' (chat, embeddings, audio_speech, audio_transcription, image_generation)"
+            ))
+            .with_param("endpoint"));
+        }
         Ok(TraceFilter {
             project: project.to_string(),
             from_ms: time_param(self.from.as_deref(), "from")?,

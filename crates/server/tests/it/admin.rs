@@ -261,6 +261,36 @@ async fn an_invalid_write_is_refused_with_its_field_path_and_changes_nothing() {
             .await;
         let (s, e) = error_of(r).await;
         assert_eq!((s, e["error"]["param"].as_str()), (400, Some("name")));
+        // Inside an object and with the wrong type, `param` is the field's path.
+        for (path, body, param) in [
+            (
+                "/projects/default/routes/r",
+                json!({"targets": [{"target": "t", "weight": 3, "colour": 1}]}),
+                "targets[0].colour",
+            ),
+            (
+                "/projects/default/targets/t",
+                json!({"model": "echo-1", "weight": "heavy"}),
+                "weight",
+            ),
+            (
+                "/projects/default/providers/p",
+                json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": "gpt-4o"}),
+                "models",
+            ),
+        ] {
+            let (s, e) = error_of(node.put_json(path, body).await).await;
+            assert_eq!((s, e["error"]["param"].as_str()), (400, Some(param)), "{e}");
+            assert!(!e.to_string().contains("RawTargetRef"), "{e}");
+        }
+        let (s, e) = node
+            .get_json("/projects/default/traces?endpoint=bogus")
+            .await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, Some("endpoint")),
+            "{e}"
+        );
     })
     .await;
 }
