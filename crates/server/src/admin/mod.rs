@@ -1488,7 +1488,7 @@ async fn create_key(
 ) -> Result<Response, AdminError> {
     need_project(&st, &auth, &p, 2).await?;
     let b: KeyBody = parse_json(&body)?;
-    if b.name.trim().is_empty() || b.name.len() > 128 {
+    if b.name.trim().is_empty() || b.name.chars().count() > 128 {
         return Err(AdminError::bad_request("`name` is 1 to 128 characters").with_param("name"));
     }
     let now = signalbox_store::now_millis();
@@ -1505,13 +1505,7 @@ async fn create_key(
             )
             .with_param("expires_at")
         })?),
-        (None, Some(s)) if s > 0 => Some(now + s * 1000),
-        (None, Some(_)) => {
-            return Err(
-                AdminError::bad_request("`expires_in_seconds` must be positive")
-                    .with_param("expires_in_seconds"),
-            );
-        }
+        (None, Some(s)) => Some(now + expiry_seconds(s)? * 1000),
         (None, None) => None,
     };
     if expires.is_some_and(|e| e <= now) {
@@ -1558,7 +1552,13 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let hh: i64 = t.next()?.parse().ok()?;
     let mm: i64 = t.next()?.parse().ok()?;
     let ss: i64 = t.next().unwrap_or("0").parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    if !(0..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..=23).contains(&hh)
+        || !(0..=59).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
         return None;
     }
     // Days from civil (Howard Hinnant).
@@ -1756,14 +1756,11 @@ async fn create_token(
     if user != auth.0.user {
         auth.need_admin()?;
     }
+    if b.name.trim().is_empty() || b.name.chars().count() > 128 {
+        return Err(AdminError::bad_request("`name` is 1 to 128 characters").with_param("name"));
+    }
     let expires = match b.expires_in_seconds {
-        Some(s) if s <= 0 => {
-            return Err(
-                AdminError::bad_request("`expires_in_seconds` must be positive")
-                    .with_param("expires_in_seconds"),
-            );
-        }
-        Some(s) => Some(signalbox_store::now_millis() + s * 1000),
+        Some(s) => Some(signalbox_store::now_millis() + expiry_seconds(s)? * 1000),
         None => None,
     };
     let (token, info) = st
@@ -1773,6 +1770,20 @@ async fn create_token(
     let mut out = timed(info);
     out["token"] = json!(token);
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// A lifetime in seconds for a key or token: positive, and at most a hundred years (so the
+/// expiry stays a valid RFC 3339 time).
+fn expiry_seconds(s: i64) -> Result<i64, AdminError> {
+    const MAX: i64 = 100 * 365 * 24 * 3600;
+    if (1..=MAX).contains(&s) {
+        Ok(s)
+    } else {
+        Err(AdminError::bad_request(format!(
+            "`expires_in_seconds` must be from 1 to {MAX} (a hundred years)"
+        ))
+        .with_param("expires_in_seconds"))
+    }
 }
 
 async fn revoke_token(

@@ -1198,3 +1198,46 @@ async fn an_admin_write_and_a_file_edit_at_once_never_both_land() {
         assert_eq!(node.chat("route::innocent").await.0, 200);
     }
 }
+
+#[tokio::test]
+async fn token_and_key_names_and_lifetimes_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let long = "n".repeat(129);
+    for (path, body, param) in [
+        ("/tokens", json!({"name": ""}), "name"),
+        ("/tokens", json!({"name": long}), "name"),
+        (
+            "/tokens",
+            json!({"name": "ci", "expires_in_seconds": 99_999_999_999_999i64}),
+            "expires_in_seconds",
+        ),
+        (
+            "/tokens",
+            json!({"name": "ci", "expires_in_seconds": 0}),
+            "expires_in_seconds",
+        ),
+        (
+            "/projects/default/keys",
+            json!({"name": "app", "expires_in_seconds": 99_999_999_999_999i64}),
+            "expires_in_seconds",
+        ),
+        (
+            "/projects/default/keys",
+            json!({"name": "app", "expires_at": "99999-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+    ] {
+        let (s, e) = error_of(node.post_json(path, body.clone()).await).await;
+        assert_eq!(
+            (s, e["error"]["param"].as_str()),
+            (400, Some(param)),
+            "{body}: {e}"
+        );
+    }
+    let r = node
+        .post_json("/tokens", json!({"name": "ci", "expires_in_seconds": 3600}))
+        .await;
+    assert_eq!(r.status(), 201);
+}
