@@ -184,6 +184,11 @@ impl Live {
                 "[server] host/port changed in the config file: restart Signalbox to listen on the new address"
             );
         }
+        if old.server.admin_listen != snapshot.server.admin_listen {
+            tracing::warn!(
+                "[server] admin_listen changed in the config file: restart Signalbox to serve the admin API on the new address"
+            );
+        }
         self.current.store(Arc::new(snapshot));
         self.version.store(next, Ordering::SeqCst);
         src.file_text = text;

@@ -151,7 +151,13 @@ pub async fn first_start(
         tracing::warn!(old = %aside.display(), "an initial-credentials file of an earlier store was moved aside");
     }
     write_secret_file(&path, &text)?;
-    tracing::info!(path = %path.display(), "first start: the admin password and a gateway key are in this file (mode 0600)");
+    let what = match (&created.admin_password, &created.gateway_key) {
+        (Some(_), Some(_)) => "the admin password and a gateway key are",
+        (Some(_), None) => "the admin password is",
+        (None, Some(_)) => "a gateway key is",
+        (None, None) => "the admin user name is",
+    };
+    tracing::info!(path = %path.display(), "first start: {what} in this file (mode 0600)");
     use std::io::IsTerminal;
     let terminal = if announce_on_stdout {
         std::io::stdout().is_terminal()

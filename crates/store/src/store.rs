@@ -73,6 +73,23 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A new SQLite database file is created readable by its owner only (it holds traces with
+/// captured content, password hashes and the audit log; SQLite gives its `-wal` and `-shm`
+/// files the same mode). An existing file keeps the mode it has.
+fn create_private(url: &str) {
+    #[cfg(unix)]
+    if let Some(path) = crate::trace_db::file_of(url) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+    }
+    #[cfg(not(unix))]
+    let _ = url;
+}
+
 pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Backend::Sqlite)
@@ -90,6 +107,9 @@ pub fn backend_of(url: &str) -> Result<Backend, StoreError> {
 pub async fn connect_and_migrate(url: &str) -> Result<(AnyPool, Backend, Vec<i64>), StoreError> {
     sqlx::any::install_default_drivers();
     let backend = backend_of(url)?;
+    if backend == Backend::Sqlite {
+        create_private(url);
+    }
     let url = match backend {
         Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
         _ => url.to_string(),

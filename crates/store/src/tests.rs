@@ -553,3 +553,25 @@ fn a_store_url_is_logged_without_any_password() {
         assert_eq!(crate::redact_url(url), want);
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("s.db");
+    let _store = Store::open(
+        &format!("sqlite://{}", file.display()),
+        MasterKey::generate(),
+    )
+    .await
+    .unwrap();
+    for f in ["s.db", "s.db-wal", "s.db-shm"] {
+        let path = dir.path().join(f);
+        if path.exists() {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+    }
+}

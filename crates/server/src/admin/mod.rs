@@ -1390,6 +1390,14 @@ async fn save_credential(
                 .with_param("name"),
         );
     }
+    // A credential travels in a request header; no provider key is anywhere near this long.
+    const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+    if value.len() > MAX_CREDENTIAL_BYTES {
+        return Err(AdminError::bad_request(format!(
+            "a credential value is at most {MAX_CREDENTIAL_BYTES} bytes"
+        ))
+        .with_param("value"));
+    }
     let committed = st
         .commit(
             &auth.actor(),

@@ -580,6 +580,10 @@ async fn stored_credentials_are_used_upstream_but_never_shown_again() {
         assert_eq!(r.status(), 201);
         let body = r.text().await.unwrap();
         assert!(!body.contains(secret) && body.contains("****"), "{body}");
+        // A value no header could carry is refused.
+        let r = node.put_json("/projects/default/credentials/huge", json!({"value": "k".repeat(20_000)})).await;
+        let (s, e) = error_of(r).await;
+        assert_eq!((s, e["error"]["param"].as_str()), (400, Some("value")), "{e}");
         let r = node
             .put_json(
                 "/projects/default/providers/up",
