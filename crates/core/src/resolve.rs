@@ -101,10 +101,14 @@ pub fn resolve(
             }),
             Some(f) => Err(wrong_endpoint("function", name, f.endpoint)),
             None => {
-                let hint = if ps.routes.contains_key(name) {
-                    format!("; did you mean route::{name}?")
-                } else {
-                    String::new()
+                let hint = match ps.routes.get(name) {
+                    Some(r) if r.endpoint == endpoint => format!("; did you mean route::{name}?"),
+                    Some(r) => format!(
+                        "; route '{name}' serves {}: {}",
+                        r.endpoint,
+                        r.endpoint.endpoint_hint()
+                    ),
+                    None => bare_hint(ps, endpoint, name),
                 };
                 Err(not_found(format!("function '{name}' does not exist{hint}")))
             }
@@ -118,10 +122,16 @@ pub fn resolve(
             }),
             Some(r) => Err(wrong_endpoint("route", name, r.endpoint)),
             None => {
-                let hint = if ps.functions.contains_key(name) {
-                    format!("; did you mean function::{name}?")
-                } else {
-                    String::new()
+                let hint = match ps.functions.get(name) {
+                    Some(f) if f.endpoint == endpoint => {
+                        format!("; did you mean function::{name}?")
+                    }
+                    Some(f) => format!(
+                        "; function '{name}' serves {}: {}",
+                        f.endpoint,
+                        f.endpoint.endpoint_hint()
+                    ),
+                    None => bare_hint(ps, endpoint, name),
                 };
                 Err(not_found(format!("route '{name}' does not exist{hint}")))
             }
@@ -216,6 +226,19 @@ pub fn bare_matches<'a>(
         }
         None
     })
+}
+
+/// For a prefixed name that does not exist: the bare name is a model this endpoint serves
+/// (a route's `models` entry, a target's model, a provider's model).
+fn bare_hint(ps: &ProjectSnapshot, endpoint: EndpointKind, name: &str) -> String {
+    let served = ps.route_models.contains_key(&(endpoint, name.to_string()))
+        || ((ps.implicit.contains_key(name) || ps.provider_models.contains_key(name))
+            && ps.model_kind(name) == endpoint);
+    if served {
+        format!("; '{name}' is a model: call it without a prefix (\"model\": \"{name}\")")
+    } else {
+        String::new()
+    }
 }
 
 fn hint(ps: &ProjectSnapshot, endpoint: EndpointKind, model: &str) -> String {

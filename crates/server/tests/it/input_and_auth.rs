@@ -288,6 +288,15 @@ targets = ["t-embed"]
             "embed",
             "route 'embed' serves embeddings: POST /v1/embeddings",
         ),
+        // A prefix on a bare model name; a function prefix on a route of another kind.
+        (
+            "route::gpt-4o",
+            "'gpt-4o' is a model: call it without a prefix",
+        ),
+        (
+            "function::embed",
+            "route 'embed' serves embeddings: POST /v1/embeddings",
+        ),
     ] {
         let (s, b) = error_of(gw.chat(model, None).await).await;
         assert_eq!(s, 404, "{model}");
