@@ -222,7 +222,10 @@ pub async fn openai_shaped_rejections(resp: Response) -> Response {
         .await
         .unwrap_or_default();
     let mut message = String::from_utf8_lossy(&text).trim().to_string();
-    if message.is_empty() {
+    if status.is_server_error() {
+        // Never the framework's own words about a failure of the gateway's.
+        message = "the gateway failed to handle the request".into();
+    } else if message.is_empty() {
         message = status
             .canonical_reason()
             .unwrap_or("request refused")
