@@ -800,7 +800,11 @@ async fn attempt(
         )
         .await
         .unwrap_or_default();
-        return Err(classify_status(status, &resp.headers, &body, entry));
+        return Err(scrubbed(
+            classify_status(status, &resp.headers, &body, entry),
+            ex,
+            entry,
+        ));
     }
     let is_sse = resp
         .headers
@@ -866,7 +870,7 @@ async fn attempt(
                         }
                         if first == EventInfo::Error {
                             let ev = &held[..];
-                            return Err(first_event_error(ev, pid, status));
+                            return Err(scrubbed(first_event_error(ev, pid, status), ex, entry));
                         }
                         return Ok(Success::Stream {
                             status,
@@ -928,6 +932,47 @@ async fn attempt(
         Err(None) => Err(timeout_failure(pid, "finish its answer")),
         Err(Some(e)) => Err(transport_failure(e, pid)),
     }
+}
+
+/// An upstream message relayed to the caller never carries a key: the target's own
+/// credential, the caller's key, or a key in a URL the message quotes.
+fn scrubbed(mut f: Failure, ex: &Exchange<'_>, entry: &PlannedTarget) -> Failure {
+    let own = match &entry.target.auth {
+        TargetAuth::Credential(s) => Some(s.expose()),
+        _ => None,
+    };
+    f.error.message = scrub_keys(
+        std::mem::take(&mut f.error.message),
+        &[own, ex.caller_key.as_deref()],
+    );
+    f
+}
+
+/// `message` with each of `secrets` (and any `key=` URL parameter value, the way Gemini
+/// takes its key) replaced by `***`.
+fn scrub_keys(message: String, secrets: &[Option<&str>]) -> String {
+    let mut out = message;
+    for s in secrets.iter().flatten().filter(|s| s.len() >= 4) {
+        if out.contains(s) {
+            out = out.replace(s, "***");
+        }
+    }
+    let mut from = 0;
+    while let Some(i) = out[from..].find("key=") {
+        let start = from + i + 4;
+        let before = out[..from + i].chars().last();
+        let end = out[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '%'))
+            .map_or(out.len(), |e| start + e);
+        // `key=` as a parameter (after `?`, `&` or a word boundary), with a value.
+        if end > start && before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        } else {
+            from = start;
+        }
+    }
+    out
 }
 
 /// Whether a body passed through could be a JSON object or array: its first and last
@@ -1453,6 +1498,15 @@ mod tests {
         assert_eq!(capped.ok().as_deref(), Some(&b"abcdef"[..]));
         let big_first = read_body(&mut chunks(&[b"abcdefgh", b"ij"]), 5, until).await;
         assert_eq!(big_first.ok().as_deref(), Some(&b"abcdefgh"[..]));
+    }
+
+    #[test]
+    fn relayed_upstream_messages_never_carry_a_key() {
+        let msg = "API key not valid for https://x.googleapis.com/v1/m:generate?alt=sse&key=AIzaSECRET. Also sk-house-123456 and the caller's ck-abcdef; monkey=fine".to_string();
+        assert_eq!(
+            scrub_keys(msg, &[Some("sk-house-123456"), Some("ck-abcdef"), None]),
+            "API key not valid for https://x.googleapis.com/v1/m:generate?alt=sse&key=***. Also *** and the caller's ***; monkey=fine"
+        );
     }
 
     #[test]

@@ -115,6 +115,25 @@ async fn a_canary_secret_never_reaches_logs_errors_or_headers() {
             assert!(hdrs.values().all(|v| !v.to_str().unwrap_or("").contains("CANARY")));
         }
     }
+    // A caller mistake whose message (relayed to the caller) quotes the house key it was sent
+    // with, bare and as a key in a URL.
+    let quoting = format!(
+        r#"{{"error":{{"message":"bad request for {CANARY} at https://up.example/v1?key={CANARY}","type":"invalid_request_error","param":null,"code":null}}}}"#
+    );
+    for model in ["route::r", "route::rq"] {
+        fake.push(Behaviour::Status {
+            status: 400,
+            retry_after: None,
+            body: Some(quoting.clone()),
+        });
+        let r = send(model, false, CANARY, None).await.unwrap();
+        assert_eq!(r.status(), 400, "{model}");
+        let body = r.text().await.unwrap();
+        let fake_resp =
+            reqwest::Response::from(http::Response::builder().body(Vec::<u8>::new()).unwrap());
+        assert_clean(&fake_resp, &body, model);
+        assert!(body.contains("bad request for ***"), "{body}");
+    }
     let r = send("route::r", false, &format!("{CANARY}-wrong"), None)
         .await
         .unwrap();
