@@ -550,6 +550,28 @@ async fn anthropic_gets_its_version_header_its_key_header_and_a_default_max_toke
 }
 
 #[tokio::test]
+async fn gemini_retry_delay_in_the_body_is_honoured_as_retry_after() {
+    // Gemini puts the wait in `RetryInfo.retryDelay`, not in a header. Longer than the
+    // backoff cap: the plan moves on at once, and the caller gets the real wait.
+    let body = r#"{"error":{"code":429,"message":"Resource has been exhausted","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37s"}]}}"#;
+    let (fake, gw) = Kind::Gemini
+        .start(FakeUpstream::openai().always(Behaviour::Status {
+            status: 429,
+            retry_after: None,
+            body: Some(body.into()),
+        }))
+        .await;
+    let r = call(&gw, chat(json!([{"role": "user", "content": "x"}]))).await;
+    assert_eq!(header(&r, "retry-after"), Some("37"));
+    assert_eq!(error_of(r).await.0, 429);
+    assert_eq!(
+        fake.hits(),
+        1,
+        "a wait past backoff_max_ms moves on without retrying"
+    );
+}
+
+#[tokio::test]
 async fn gemini_safety_blocks_are_content_policy_or_content_filter() {
     let (fake, gw) = Kind::Gemini.start(FakeUpstream::openai()).await;
     let (status, b) = error_of(

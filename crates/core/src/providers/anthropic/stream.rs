@@ -15,8 +15,8 @@ pub(crate) struct Translator {
     writer: Option<ChunkWriter>,
     started: bool,
     usage: Usage,
-    /// Content block index -> tool call index, for the blocks that are tool calls.
-    tools: Vec<(usize, usize)>,
+    /// Tool-use blocks seen: (block index, call index, whether any arguments were sent).
+    tools: Vec<(usize, usize, bool)>,
     finished: bool,
     done: bool,
 }
@@ -99,7 +99,7 @@ impl StreamTranslator for Translator {
                 StartBlock::ToolUse { id, name } => {
                     self.start(out)?;
                     let call = self.tools.len();
-                    self.tools.push((index, call));
+                    self.tools.push((index, call, false));
                     self.writer()?.delta(
                         out,
                         0,
@@ -118,13 +118,14 @@ impl StreamTranslator for Translator {
                     self.writer()?.delta(out, 0, Delta::Text(&text));
                 }
                 BlockDelta::InputJsonDelta { partial_json } => {
-                    let call = self
+                    let (_, call, sent) = self
                         .tools
-                        .iter()
-                        .find(|(block, _)| *block == index)
-                        .map(|(_, call)| *call)
+                        .iter_mut()
+                        .find(|(block, _, _)| *block == index)
                         .ok_or_else(|| Malformed("tool input for an unknown block".into()))?;
+                    let call = *call;
                     if !partial_json.is_empty() {
+                        *sent = true;
                         self.writer()?.delta(
                             out,
                             0,
@@ -139,7 +140,28 @@ impl StreamTranslator for Translator {
             },
             // A keep-alive stays one, so the caller's idle clock sees it.
             Event::Ping {} => out.extend_from_slice(b": ping\n\n"),
-            Event::ContentBlockStop {} | Event::Other => {}
+            // A tool call that took no arguments still has a JSON object for them ("{}", as
+            // a whole answer has), never an empty string a caller cannot parse.
+            Event::ContentBlockStop { index } => {
+                if let Some((_, call, sent)) = self
+                    .tools
+                    .iter_mut()
+                    .find(|(block, _, _)| Some(*block) == index)
+                    && !*sent
+                {
+                    *sent = true;
+                    let call = *call;
+                    self.writer()?.delta(
+                        out,
+                        0,
+                        Delta::ToolArgs {
+                            index: call,
+                            arguments: "{}",
+                        },
+                    );
+                }
+            }
+            Event::Other => {}
             Event::MessageDelta { delta, usage: u } => {
                 if let Some(u) = u {
                     merge(&mut self.usage, &u);

@@ -280,6 +280,19 @@ fn a_streamed_tool_call_reassembles_and_usage_comes_last_when_asked() {
 }
 
 #[test]
+fn a_streamed_tool_call_without_arguments_has_an_empty_object_for_them() {
+    // Only the opening block and an empty delta carry the call (a tool with no parameters).
+    let t = TOOL_STREAM
+        .replace("{\\\"location\\\": \\\"San Fra", "")
+        .replace("ncisco, CA\\\"}", "");
+    let (out, err) = run(stream::Translator::new(false, "a".into()), t.as_bytes(), 7);
+    assert!(err.is_none(), "{err:?}");
+    let (_, tools, _) = reassemble(&out);
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0].2, "{}");
+}
+
+#[test]
 fn an_overload_before_any_content_is_the_streams_first_event() {
     let t = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\n\
 event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";

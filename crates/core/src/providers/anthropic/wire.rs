@@ -182,7 +182,10 @@ pub(super) enum Event {
         index: usize,
         delta: BlockDelta,
     },
-    ContentBlockStop {},
+    ContentBlockStop {
+        #[serde(default)]
+        index: Option<usize>,
+    },
     MessageDelta {
         delta: MessageDelta,
         #[serde(default)]

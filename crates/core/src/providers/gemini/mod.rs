@@ -86,11 +86,27 @@ fn blocked(r: &wire::Response) -> Option<String> {
 /// A Gemini error answer in OpenAI's shape. An invalid API key is a 400 at Google; here
 /// it is 401, so a managed target's bad key moves on instead of blaming the caller. A
 /// failed precondition (billing, region) is the target's fault too: 403.
-fn error_answer(status: StatusCode, headers: HeaderMap, body: &[u8]) -> UpstreamResponse {
+fn error_answer(status: StatusCode, mut headers: HeaderMap, body: &[u8]) -> UpstreamResponse {
     let detail = serde_json::from_slice::<wire::ErrorEnvelope>(body)
         .ok()
         .map(|e| e.error)
         .unwrap_or_default();
+    // Gemini says how long to wait in the body (`RetryInfo.retryDelay`, "37s"), not in a
+    // `Retry-After` header: it becomes one, so the plan and the caller both honour it.
+    if !headers.contains_key(http::header::RETRY_AFTER)
+        && let Some(secs) = detail.details.iter().find_map(|d| {
+            d.get("retryDelay")
+                .and_then(Value::as_str)
+                .and_then(|v| v.strip_suffix('s'))
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        })
+    {
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(secs.ceil() as u64),
+        );
+    }
     let key_invalid = detail
         .details
         .iter()
