@@ -258,12 +258,16 @@ fn to_gemini(body: &[u8], pid: &str) -> Result<(wire::Request, bool), ApiError> 
                 let mut parts: Vec<wire::Part> =
                     turn.texts.into_iter().map(wire::Part::Text).collect();
                 for (id, name, args) in turn.calls {
+                    let thought_signature = signature_of(&id).map(str::to_string);
                     call_names.push((id, name.clone()));
-                    parts.push(wire::Part::FunctionCall(wire::FunctionCall {
-                        id: None,
-                        name,
-                        args,
-                    }));
+                    parts.push(wire::Part::FunctionCall {
+                        function_call: wire::FunctionCall {
+                            id: None,
+                            name,
+                            args,
+                        },
+                        thought_signature,
+                    });
                 }
                 push(&mut contents, "model", parts);
             }
@@ -437,6 +441,27 @@ fn call_id(response_id: &str, candidate: usize, n: usize) -> String {
     format!("call_{response_id}_{candidate}_{n}")
 }
 
+/// Between a tool call's id and the thought signature it carries.
+const SIGNATURE_MARK: &str = "__thought__";
+
+/// The id a caller sees for a Gemini function call: Gemini's own id (or one made up), with
+/// the call's thought signature appended. Callers echo tool call ids back unchanged (in the
+/// assistant turn and in `tool_call_id`), so the signature returns to Gemini with the history
+/// without any field beyond OpenAI's.
+pub(super) fn signed_call_id(id: String, signature: Option<&str>) -> String {
+    match signature.filter(|s| !s.is_empty()) {
+        Some(sig) => format!("{id}{SIGNATURE_MARK}{sig}"),
+        None => id,
+    }
+}
+
+/// The thought signature a tool call id carries, if any.
+fn signature_of(id: &str) -> Option<&str> {
+    id.split_once(SIGNATURE_MARK)
+        .map(|(_, sig)| sig)
+        .filter(|s| !s.is_empty())
+}
+
 fn response_id(r: &wire::Response) -> String {
     match &r.response_id {
         Some(id) if !id.is_empty() => id.clone(),
@@ -464,7 +489,10 @@ fn from_gemini(r: wire::Response, target_model: &str) -> Vec<u8> {
                 if let Some(f) = p.function_call {
                     let n = tool_calls.len();
                     tool_calls.push(OutToolCall {
-                        id: f.id.unwrap_or_else(|| call_id(&id, i, n)),
+                        id: signed_call_id(
+                            f.id.unwrap_or_else(|| call_id(&id, i, n)),
+                            p.thought_signature.as_deref(),
+                        ),
                         kind: "function",
                         function: OutFunction {
                             name: f.name,

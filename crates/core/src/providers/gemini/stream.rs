@@ -5,7 +5,9 @@
 use super::super::chat::{self, ChunkWriter, Delta};
 use super::super::translate::{Malformed, StreamTranslator};
 use super::wire::{Response, UsageMetadata};
-use super::{args_text, blocked, call_id, error_code, finish_reason, response_id, usage};
+use super::{
+    args_text, blocked, call_id, error_code, finish_reason, response_id, signed_call_id, usage,
+};
 
 #[derive(Default, Clone, Copy)]
 struct CandidateState {
@@ -99,7 +101,10 @@ impl StreamTranslator for Translator {
                     w.delta(out, i, Delta::Text(&t));
                 }
                 if let Some(f) = p.function_call {
-                    let id = f.id.unwrap_or_else(|| call_id(&self.id, i, st.calls));
+                    let id = signed_call_id(
+                        f.id.unwrap_or_else(|| call_id(&self.id, i, st.calls)),
+                        p.thought_signature.as_deref(),
+                    );
                     w.delta(
                         out,
                         i,

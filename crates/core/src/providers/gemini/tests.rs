@@ -160,6 +160,62 @@ fn an_answer_reads_back_with_usage_and_finish_reasons_in_openai_terms() {
 }
 
 #[test]
+fn a_function_calls_thought_signature_goes_back_to_gemini_with_the_history() {
+    // Gemini 3 refuses a history whose function call lost its thought signature: the
+    // signature rides in the tool call id the caller echoes back.
+    let body = json!({
+        "candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnLTE="},
+            {"functionCall": {"name": "weather", "args": {"city": "Rome"}}}
+        ]}, "finishReason": "STOP", "index": 0}],
+        "responseId": "abc"
+    });
+    let r: wire::Response = serde_json::from_value(body).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&from_gemini(r, "g")).unwrap();
+    let calls = out["choices"][0]["message"]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let first = calls[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        first.starts_with("call_abc_0_0") && first.ends_with("c2lnLTE="),
+        "{first}"
+    );
+    assert_eq!(
+        calls[1]["id"], "call_abc_0_1",
+        "only the signed call carries one"
+    );
+    let next = translate(json!({
+        "model": "g",
+        "messages": [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": first, "content": "{\"temp\": 21}"},
+            {"role": "tool", "tool_call_id": calls[1]["id"], "content": "{\"temp\": 25}"}
+        ]
+    }))
+    .unwrap();
+    let model_turn = &next["contents"][1];
+    assert_eq!(model_turn["role"], "model");
+    assert_eq!(
+        model_turn["parts"][0],
+        json!({"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2lnLTE="})
+    );
+    assert_eq!(
+        model_turn["parts"][1],
+        json!({"functionCall": {"name": "weather", "args": {"city": "Rome"}}})
+    );
+    assert_eq!(
+        next["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "weather"
+    );
+    assert_eq!(
+        next["contents"][2]["parts"][1]["functionResponse"]["response"]["temp"],
+        25
+    );
+}
+
+#[test]
 fn a_blocked_prompt_is_a_content_policy_refusal() {
     let r: wire::Response = serde_json::from_value(json!({
         "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": []},

@@ -29,10 +29,25 @@ pub(super) struct Content {
 #[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub(super) enum Part {
     Text(String),
-    InlineData { mime_type: String, data: String },
-    FileData { mime_type: String, file_uri: String },
-    FunctionCall(FunctionCall),
-    FunctionResponse { name: String, response: Value },
+    InlineData {
+        mime_type: String,
+        data: String,
+    },
+    FileData {
+        mime_type: String,
+        file_uri: String,
+    },
+    FunctionResponse {
+        name: String,
+        response: Value,
+    },
+    /// `{"functionCall": {...}, "thoughtSignature": "..."}`: the signature sits beside the call.
+    #[serde(untagged)]
+    FunctionCall {
+        function_call: FunctionCall,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        thought_signature: Option<String>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -159,6 +174,10 @@ pub(super) struct OutPart {
     pub thought: Option<bool>,
     #[serde(default)]
     pub function_call: Option<FunctionCall>,
+    /// Gemini's record of its reasoning for this part; a function call's must come back
+    /// with it in the next request (Gemini 3 refuses the request otherwise).
+    #[serde(default)]
+    pub thought_signature: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
