@@ -179,6 +179,11 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
             b'}' => {
                 depth -= 1;
                 if depth == 0 {
+                    // No token counter at all (a transcription's `{"type": "duration",
+                    // "seconds": 12}`): the tokens are unknown, not zero.
+                    if prompt.is_none() && completion.is_none() && total.is_none() {
+                        return None;
+                    }
                     let prompt_tokens = prompt.unwrap_or(0);
                     let completion_tokens = completion.unwrap_or(0);
                     return Some(Usage {
@@ -402,6 +407,15 @@ mod tests {
         assert_eq!(ends, vec![15, 32]);
         let (block, _) = f.push(b"NE]\n\n").unwrap();
         assert_eq!(inspect(&block), EventInfo::Done);
+    }
+
+    #[test]
+    fn usage_without_token_counters_is_unknown_not_zero() {
+        assert_eq!(scan_usage(br#" {"type": "duration", "seconds": 12}"#), None);
+        assert_eq!(scan_usage(b"{}"), None);
+        assert!(
+            scan_usage(br#"{"type": "tokens", "input_tokens": 3, "output_tokens": 2}"#).is_some()
+        );
     }
 
     #[test]
