@@ -348,6 +348,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// then the new key file moved into place: a crash at any point leaves a key that opens it.
 async fn rotate(flags: &StoreFlags) -> anyhow::Result<()> {
     let (loc, _) = locate(flags)?;
+    // Rotating a store that is not there would create one and "rotate" it: a mistyped
+    // --data-dir must not look like success.
+    if !store_exists(&loc) {
+        bail!(
+            "no store at {}: rotate-master-key re-encrypts an existing store (check --data-dir / --db)",
+            signalbox_store::redact_url(&loc.url)
+        );
+    }
     let s = setup::open(&loc, &env).await?;
     let new = MasterKey::generate();
     let from_env = env("SIGNALBOX_MASTER_KEY").is_some_and(|v| !v.trim().is_empty());

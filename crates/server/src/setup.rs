@@ -103,7 +103,13 @@ pub async fn open(
     if created {
         tracing::info!(path = %loc.master_key_file.display(), "created a new master key (keep it safe: credentials cannot be read without it)");
     }
-    Store::open(&loc.url, key).await.with_context(|| {
+    let opened = Store::open(&loc.url, key).await;
+    if opened.is_err() && created {
+        // A key made for a store that could not be opened is no store's key: left behind,
+        // it would be taken for the real one later (and the node refused).
+        let _ = std::fs::remove_file(&loc.master_key_file);
+    }
+    opened.with_context(|| {
         format!(
             "cannot open the store at {}",
             signalbox_store::redact_url(&loc.url)

@@ -425,3 +425,26 @@ fn admin_listen_moves_the_admin_api_or_switches_it_off() {
         .to_string();
     assert_eq!(status(format!("http://{admin}/admin/v1/login")), 401);
 }
+
+#[test]
+fn a_command_pointed_at_no_store_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("signalbox.toml"), "").unwrap();
+    // A mistyped data directory: rotating refuses instead of making a store to rotate.
+    let out = run(dir.path(), None, &["rotate-master-key"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no store at"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("data/signalbox.db").exists());
+    // A store that cannot be reached: no master key is left for a later start to trust.
+    let out = run(
+        dir.path(),
+        Some("postgres://sb@127.0.0.1:1/sb?connect_timeout=1"),
+        &["check"],
+    );
+    assert!(!out.status.success());
+    assert!(!dir.path().join("data/master.key").exists());
+}
