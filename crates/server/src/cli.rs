@@ -246,6 +246,10 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
         }
         KeysAction::List { project, store } => {
             let (s, _) = open(&store).await?;
+            if s.project(&project).await?.is_none() {
+                s.close().await;
+                bail!("no project '{project}' in the store");
+            }
             let keys = s.keys(&project).await?;
             s.close().await;
             println!(

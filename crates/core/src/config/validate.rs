@@ -1734,7 +1734,7 @@ impl BodyBuilder<'_> {
                 cx.err(
                     tpath,
                     format!(
-                        "target '{name}' serves {} (model '{}'), but this is a {endpoint} route",
+                        "target '{name}' serves {} (model '{}'), but this route serves {endpoint}",
                         t.endpoint, t.model
                     ),
                 );
@@ -1779,7 +1779,7 @@ impl BodyBuilder<'_> {
         if kind != endpoint {
             cx.err(
                 path.to_vec(),
-                format!("model '{model}' is {kind}, but this is a {endpoint} route"),
+                format!("model '{model}' is {kind}, but this route serves {endpoint}"),
             );
             return None;
         }
@@ -1848,7 +1848,7 @@ impl BodyBuilder<'_> {
                     cx.err(
                         tpath,
                         format!(
-                            "target '{t}' serves {}, but this is a {endpoint} route",
+                            "target '{t}' serves {}, but this route serves {endpoint}",
                             target.endpoint
                         ),
                     );

@@ -116,7 +116,10 @@ export function fmtNum(n, digits = 0) {
 
 export function fmtMs(n) {
   if (n === null || n === undefined) return '—';
-  return n >= 1000 ? `${(n / 1000).toFixed(2)} s` : `${Math.round(n)} ms`;
+  if (n >= 1000) return `${(n / 1000).toFixed(2)} s`;
+  // Below 10 ms a rounded figure would read 0 ms for a real, measured latency.
+  if (n > 0 && n < 10) return `${n.toFixed(n < 1 ? 2 : 1)} ms`;
+  return `${Math.round(n)} ms`;
 }
 
 export function fmtCost(n) {

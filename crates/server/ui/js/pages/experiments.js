@@ -71,9 +71,10 @@ export async function render(ctx, root, args) {
   }));
   root.append(h('div', { class: 'charts' },
     barChart({ title: 'Requests per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'requests') || 0 })), format: (n) => fmtNum(n) }),
-    barChart({ title: 'Latency p95 per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'latency_ms_p95') || 0 })), format: fmtMs }),
-    barChart({ title: 'Error rate per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'error_rate') || 0 })), format: fmtPct }),
-    barChart({ title: 'Cost per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'cost_usd') || 0 })), format: fmtCost }),
+    // An unknown figure (no latency yet, no price) stays unknown: no bar, labelled '—'.
+    barChart({ title: 'Latency p95 per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'latency_ms_p95') ?? null })), format: fmtMs }),
+    barChart({ title: 'Error rate per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'error_rate') ?? null })), format: fmtPct }),
+    barChart({ title: 'Cost per variant', items: vs.map((v) => ({ label: v.variant, value: f(v, 'cost_usd') ?? null })), format: fmtCost }),
     lineChart({ title: 'Requests over time', labels, series: series('requests'), format: (n) => fmtNum(n) }),
     lineChart({ title: 'Latency p50 over time', labels, series: series('latency_ms_p50'), format: fmtMs })));
 }
