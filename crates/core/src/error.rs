@@ -93,6 +93,8 @@ pub struct ApiError {
     pub upstream_provider: Option<String>,
     /// Set once the gateway has spent its retry and fallback plan.
     pub plan_spent: bool,
+    /// The upstream's own id for the request that failed, when it sent one.
+    pub upstream_request_id: Option<http::HeaderValue>,
 }
 
 impl ApiError {
@@ -105,6 +107,7 @@ impl ApiError {
             retry_after: None,
             upstream_provider: None,
             plan_spent: false,
+            upstream_request_id: None,
         }
     }
     pub fn with_status(mut self, status: StatusCode) -> Self {

@@ -91,6 +91,9 @@ pub fn error_outcome(err: &ApiError, mut headers: HeaderMap) -> Outcome {
     if err.plan_spent {
         headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
     }
+    if let Some(id) = &err.upstream_request_id {
+        headers.insert(X_UPSTREAM_REQUEST_ID, id.clone());
+    }
     Outcome {
         status: err.status,
         headers,
@@ -804,6 +807,7 @@ async fn attempt(
             classify_status(status, &resp.headers, &body, entry),
             ex,
             entry,
+            &resp.headers,
         ));
     }
     let is_sse = resp
@@ -870,7 +874,12 @@ async fn attempt(
                         }
                         if first == EventInfo::Error {
                             let ev = &held[..];
-                            return Err(scrubbed(first_event_error(ev, pid, status), ex, entry));
+                            return Err(scrubbed(
+                                first_event_error(ev, pid, status),
+                                ex,
+                                entry,
+                                &resp.headers,
+                            ));
                         }
                         return Ok(Success::Stream {
                             status,
@@ -934,9 +943,16 @@ async fn attempt(
     }
 }
 
-/// An upstream message relayed to the caller never carries a key: the target's own
-/// credential, the caller's key, or a key in a URL the message quotes.
-fn scrubbed(mut f: Failure, ex: &Exchange<'_>, entry: &PlannedTarget) -> Failure {
+/// An upstream failure as the caller may see it: its message never carries a key (the
+/// target's own credential, the caller's key, or a key in a URL the message quotes), and
+/// it keeps the upstream's request id (`x-signalbox-upstream-request-id`).
+fn scrubbed(
+    mut f: Failure,
+    ex: &Exchange<'_>,
+    entry: &PlannedTarget,
+    upstream: &HeaderMap,
+) -> Failure {
+    f.error.upstream_request_id = upstream.get(X_REQUEST_ID).cloned();
     let own = match &entry.target.auth {
         TargetAuth::Credential(s) => Some(s.expose()),
         _ => None,

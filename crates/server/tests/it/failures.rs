@@ -493,6 +493,10 @@ async fn final_429_stays_429_rate_limit_with_retry_after() {
     )
     .await;
     assert_eq!(header(&r, "retry-after"), Some("7"));
+    assert!(
+        header(&r, "x-signalbox-upstream-request-id").is_some_and(|id| !id.is_empty()),
+        "the upstream's request id names the failure too"
+    );
     let (st, body) = spent_error(r, "a").await;
     assert_eq!(st, 429);
     assert_eq!(body["error"]["code"], "rate_limit");
