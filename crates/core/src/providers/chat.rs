@@ -102,6 +102,14 @@ pub(crate) enum ToolChoice {
 }
 
 impl Content {
+    /// No text and no parts: nothing a provider would take as a message.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Content::Text(s) => s.is_empty(),
+            Content::Parts(p) => p.is_empty(),
+        }
+    }
+
     /// The text of a content, for places that only take text (system prompts, tool
     /// results): the text parts joined; anything else is refused by naming `param`.
     pub fn text_only(&self, param: &str, provider: &str) -> Result<String, ApiError> {
@@ -213,6 +221,14 @@ impl ChatRequest {
     pub fn take_max_tokens(&mut self, provider: &str) -> Result<Option<u64>, ApiError> {
         let newer = self.take_u64("max_completion_tokens", provider)?;
         let older = self.take_u64("max_tokens", provider)?;
+        if newer == Some(0) || (newer.is_none() && older == Some(0)) {
+            let param = if newer.is_some() {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            return Err(cannot(provider, param, "it must be at least 1"));
+        }
         Ok(newer.or(older))
     }
 

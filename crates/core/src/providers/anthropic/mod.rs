@@ -309,6 +309,13 @@ fn push(messages: &mut Vec<wire::Message>, role: Role, blocks: Vec<Block>) {
 }
 
 fn user_blocks(content: Content, param: &str, pid: &str) -> Result<Vec<Block>, ApiError> {
+    if content.is_empty() {
+        return Err(chat::cannot(
+            pid,
+            &format!("{param}.content"),
+            "a user message needs some content",
+        ));
+    }
     match content {
         Content::Text(text) => Ok(vec![Block::Text { text }]),
         Content::Parts(parts) => parts
@@ -320,6 +327,20 @@ fn user_blocks(content: Content, param: &str, pid: &str) -> Result<Vec<Block>, A
                     Part::Text { text } => Ok(Block::Text { text }),
                     Part::ImageUrl { image_url } => {
                         let source = match chat::data_url(&image_url.url) {
+                            Some((media, _))
+                                if !matches!(
+                                    media,
+                                    "image/jpeg" | "image/png" | "image/gif" | "image/webp"
+                                ) =>
+                            {
+                                return Err(chat::cannot(
+                                    pid,
+                                    &at,
+                                    &format!(
+                                        "Anthropic takes JPEG, PNG, GIF or WebP images, not {media}"
+                                    ),
+                                ));
+                            }
                             Some((media, data)) => ImageSource::Base64 {
                                 media_type: media.to_string(),
                                 data: data.to_string(),

@@ -134,6 +134,7 @@ fn parameters_anthropic_cannot_honour_are_refused_by_name() {
         ("logit_bias", json!({"50256": -100})),
         ("audio", json!({"voice": "alloy"})),
         ("made_up_param", json!(1)),
+        ("max_tokens", json!(0)),
     ] {
         let mut body = json!({"model": "claude-sonnet-4-5", "messages": msg});
         body[param] = value;
@@ -141,6 +142,18 @@ fn parameters_anthropic_cannot_honour_are_refused_by_name() {
         assert_eq!(e.status, 400, "{param}");
         assert_eq!(e.param.as_deref(), Some(param));
         assert!(e.message.contains("provider 'claude'"), "{}", e.message);
+    }
+    // What Anthropic would refuse in a message: an empty one, an image type it cannot read.
+    for (content, param) in [
+        (json!(""), "messages[0].content"),
+        (json!([]), "messages[0].content"),
+        (
+            json!([{"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]),
+            "messages[0].content[0]",
+        ),
+    ] {
+        let body = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": content}]});
+        assert_eq!(translate(body).unwrap_err().param.as_deref(), Some(param));
     }
     // Harmless values of the same parameters, and documented ignorable ones, pass.
     let ok = json!({"model": "claude-sonnet-4-5", "messages": msg, "n": 1, "logprobs": false,

@@ -368,6 +368,13 @@ fn image_type(url: &str) -> Option<&'static str> {
 }
 
 fn user_parts(content: Content, param: &str, pid: &str) -> Result<Vec<wire::Part>, ApiError> {
+    if content.is_empty() {
+        return Err(chat::cannot(
+            pid,
+            &format!("{param}.content"),
+            "a user message needs some content",
+        ));
+    }
     match content {
         Content::Text(text) => Ok(vec![wire::Part::Text(text)]),
         Content::Parts(parts) => parts

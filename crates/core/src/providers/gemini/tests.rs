@@ -111,6 +111,7 @@ fn parameters_gemini_cannot_honour_are_refused_by_name() {
         ("response_format", json!({"type": "xml"})),
         ("reasoning_effort", json!("high")),
         ("prediction", json!({"type": "content", "content": "x"})),
+        ("max_completion_tokens", json!(0)),
     ] {
         let mut body = json!({"model": "gemini-2.5-flash", "messages": msg});
         body[param] = value;
@@ -118,6 +119,11 @@ fn parameters_gemini_cannot_honour_are_refused_by_name() {
         assert_eq!(e.param.as_deref(), Some(param), "{param}");
         assert!(e.message.contains("provider 'gem'"));
     }
+    let empty = json!({"model": "g", "messages": [{"role": "user", "content": ""}]});
+    assert_eq!(
+        translate(empty).unwrap_err().param.as_deref(),
+        Some("messages[0].content")
+    );
     let img = json!({"model": "g", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y"}}]}]});
     assert_eq!(
         translate(img).unwrap_err().param.as_deref(),
