@@ -94,7 +94,7 @@ pub struct ApiError {
     /// Set once the gateway has spent its retry and fallback plan.
     pub plan_spent: bool,
     /// The upstream's own id for the request that failed, when it sent one.
-    pub upstream_request_id: Option<http::HeaderValue>,
+    pub upstream_request_id: Option<Box<http::HeaderValue>>,
 }
 
 impl ApiError {

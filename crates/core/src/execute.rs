@@ -92,7 +92,7 @@ pub fn error_outcome(err: &ApiError, mut headers: HeaderMap) -> Outcome {
         headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
     }
     if let Some(id) = &err.upstream_request_id {
-        headers.insert(X_UPSTREAM_REQUEST_ID, id.clone());
+        headers.insert(X_UPSTREAM_REQUEST_ID, (**id).clone());
     }
     Outcome {
         status: err.status,
@@ -952,7 +952,7 @@ fn scrubbed(
     entry: &PlannedTarget,
     upstream: &HeaderMap,
 ) -> Failure {
-    f.error.upstream_request_id = upstream.get(X_REQUEST_ID).cloned();
+    f.error.upstream_request_id = upstream.get(X_REQUEST_ID).cloned().map(Box::new);
     let own = match &entry.target.auth {
         TargetAuth::Credential(s) => Some(s.expose()),
         _ => None,
