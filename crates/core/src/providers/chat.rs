@@ -379,7 +379,7 @@ pub(crate) fn completion(
     id: &str,
     model: &str,
     choices: Vec<OutChoice>,
-    usage: OutUsage,
+    usage: Option<OutUsage>,
 ) -> Vec<u8> {
     #[derive(Serialize)]
     struct Completion<'a> {
@@ -388,7 +388,8 @@ pub(crate) fn completion(
         created: u64,
         model: &'a str,
         choices: Vec<Choice>,
-        usage: OutUsage,
+        /// `null` when the provider reported none: unknown, not zero.
+        usage: Option<OutUsage>,
     }
     #[derive(Serialize)]
     struct Choice {

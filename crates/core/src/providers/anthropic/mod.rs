@@ -427,7 +427,7 @@ fn from_anthropic(body: &[u8]) -> Option<Vec<u8>> {
         &r.id,
         &r.model,
         vec![choice],
-        usage(&r.usage),
+        Some(usage(&r.usage)),
     ))
 }
 

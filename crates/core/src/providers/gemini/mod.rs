@@ -519,7 +519,7 @@ fn from_gemini(r: wire::Response, target_model: &str) -> Vec<u8> {
             }
         })
         .collect();
-    let u = usage(&r.usage_metadata.unwrap_or_default());
+    let u = r.usage_metadata.as_ref().map(usage);
     chat::completion(&format!("chatcmpl-{id}"), &model, choices, u)
 }
 
