@@ -167,11 +167,24 @@ pub(crate) fn chat_only(provider: &str, kind: &str) -> ApiError {
 
 /// Parse a chat request body, naming what is wrong with it.
 pub(crate) fn parse_request(body: &[u8], provider: &str) -> Result<ChatRequest, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // The field at fault by its path (`messages[2].role`), and the parser's words
+        // without its byte position.
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        let why = inner
+            .rfind(" at line ")
+            .map_or(inner.as_str(), |i| &inner[..i]);
+        let param = if path == "." {
+            "messages".to_string()
+        } else {
+            path
+        };
         ApiError::bad_request(format!(
-            "the request cannot be translated for provider '{provider}': {e}"
+            "the request cannot be translated for provider '{provider}': {param}: {why}"
         ))
-        .with_param("messages")
+        .with_param(param)
     })
 }
 

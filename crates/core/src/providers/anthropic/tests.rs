@@ -143,6 +143,14 @@ fn parameters_anthropic_cannot_honour_are_refused_by_name() {
         assert_eq!(e.param.as_deref(), Some(param));
         assert!(e.message.contains("provider 'claude'"), "{}", e.message);
     }
+    // A message the translation cannot read is named by its path, without parser positions.
+    let legacy = json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}, {"role": "function", "name": "f", "content": "1"}]});
+    let e = translate(legacy).unwrap_err();
+    assert!(
+        e.param.as_deref().unwrap_or("").starts_with("messages[1]"),
+        "{e:?}"
+    );
+    assert!(!e.message.contains(" line "), "{}", e.message);
     // What Anthropic would refuse in a message: an empty one, an image type it cannot read.
     for (content, param) in [
         (json!(""), "messages[0].content"),
