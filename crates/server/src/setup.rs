@@ -97,6 +97,12 @@ pub async fn open(
     loc: &StoreLocation,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<Store> {
+    BootstrapEnv {
+        admin_password: env("SIGNALBOX_ADMIN_PASSWORD"),
+        admin_token: env("SIGNALBOX_ADMIN_TOKEN"),
+        gateway_key: env("SIGNALBOX_BOOTSTRAP_KEY"),
+    }
+    .check()?;
     ensure_dir(&loc.data_dir)?;
     let env_key = env("SIGNALBOX_MASTER_KEY");
     let (key, created) = MasterKey::load_or_create(env_key.as_deref(), &loc.master_key_file)?;

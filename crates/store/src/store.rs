@@ -339,6 +339,27 @@ pub struct BootstrapEnv {
     pub gateway_key: Option<String>,
 }
 
+impl BootstrapEnv {
+    /// Each secret given is long enough. Checked before anything is created, so a refused
+    /// first start leaves no data directory, key or database behind.
+    pub fn check(&self) -> Result<(), StoreError> {
+        for (name, value, min) in [
+            ("SIGNALBOX_ADMIN_PASSWORD", &self.admin_password, 8),
+            ("SIGNALBOX_ADMIN_TOKEN", &self.admin_token, 16),
+            ("SIGNALBOX_BOOTSTRAP_KEY", &self.gateway_key, 16),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty())
+                && v.chars().count() < min
+            {
+                return Err(StoreError::Invalid(format!(
+                    "{name} must be at least {min} characters"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub const ROLES: &[&str] = &["owner", "editor", "viewer"];
 
 /// An authenticated admin API caller.
@@ -1403,19 +1424,7 @@ impl Store {
 
     /// First start: project `default`, the `admin` user and a gateway key, each created once.
     pub async fn bootstrap(&self, env: &BootstrapEnv) -> Result<InitialCredentials, StoreError> {
-        for (name, value, min) in [
-            ("SIGNALBOX_ADMIN_PASSWORD", &env.admin_password, 8),
-            ("SIGNALBOX_ADMIN_TOKEN", &env.admin_token, 16),
-            ("SIGNALBOX_BOOTSTRAP_KEY", &env.gateway_key, 16),
-        ] {
-            if let Some(v) = value.as_deref().filter(|v| !v.is_empty())
-                && v.chars().count() < min
-            {
-                return Err(StoreError::Invalid(format!(
-                    "{name} must be at least {min} characters"
-                )));
-            }
-        }
+        env.check()?;
         let actor = Actor("system".into());
         let mut created = InitialCredentials::default();
         let mut tx = self.pool.begin().await?;

@@ -447,4 +447,14 @@ fn a_command_pointed_at_no_store_leaves_nothing_behind() {
     );
     assert!(!out.status.success());
     assert!(!dir.path().join("data/master.key").exists());
+    // A first start refused for a too-short bootstrap secret creates nothing at all.
+    let _ = std::fs::remove_dir_all(dir.path().join("data"));
+    let log = serve(dir.path(), None, &[("SIGNALBOX_BOOTSTRAP_KEY", "short")])
+        .err()
+        .expect("refused");
+    assert!(
+        log.contains("SIGNALBOX_BOOTSTRAP_KEY must be at least"),
+        "{log}"
+    );
+    assert!(!dir.path().join("data").exists());
 }
