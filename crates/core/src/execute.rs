@@ -1236,6 +1236,11 @@ fn classify_status(
     }
 }
 
+/// `,"usage":null` as OpenAI writes it into each chunk of a stream asked for usage.
+static USAGE_NULL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b",\"usage\":null"));
+const USAGE_NULL_LEN: usize = 13;
+
 /// Forwards a committed SSE stream event by event, completing or cutting it cleanly.
 struct Forward {
     body: BodyStream,
@@ -1297,6 +1302,21 @@ impl Forward {
                         if start > keep_from {
                             self.out.push_back(block.slice(keep_from..start));
                         }
+                        keep_from = end;
+                    } else if self.strip_usage
+                        && let Some(at) = USAGE_NULL.find(&block[start..end])
+                    {
+                        // Asked for usage on the caller's behalf, the upstream writes
+                        // `"usage":null` into every chunk: taken out, so the caller's stream
+                        // is what it would have been without the question.
+                        if start > keep_from {
+                            self.out.push_back(block.slice(keep_from..start));
+                        }
+                        let ev = &block[start..end];
+                        let mut fixed = Vec::with_capacity(ev.len());
+                        fixed.extend_from_slice(&ev[..at]);
+                        fixed.extend_from_slice(&ev[at + USAGE_NULL_LEN..]);
+                        self.out.push_back(Bytes::from(fixed));
                         keep_from = end;
                     }
                 }
