@@ -301,7 +301,45 @@ const META_KEYS: &[&str] = &[
     "managed_by",
     "updated_at",
     "updated_by",
+    "serves",
 ];
+
+/// What an object serves, as the live config sees it (read-only, for the dashboard's choices):
+/// a target's endpoint kind, or a provider's models' kinds by model.
+fn serves(live: &Live, project: &str, kind: ObjectKind, body: &Value) -> Option<Value> {
+    let snap = live.snapshot();
+    let ps = snap.project(project)?;
+    match kind {
+        ObjectKind::Target => {
+            let model = body.get("model")?.as_str()?;
+            Some(json!(ps.model_kind(model).as_str()))
+        }
+        ObjectKind::Provider => {
+            let models = body.get("models")?.as_array()?;
+            let kinds: Map<String, Value> = models
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|m| (m.to_string(), json!(ps.model_kind(m).as_str())))
+                .collect();
+            Some(Value::Object(kinds))
+        }
+        _ => None,
+    }
+}
+
+/// `meta` with what the object serves added (see [`serves`]).
+fn with_serves(
+    mut meta: Value,
+    live: &Live,
+    project: &str,
+    kind: ObjectKind,
+    body: &Value,
+) -> Value {
+    if let (Some(m), Some(v)) = (meta.as_object_mut(), serves(live, project, kind, body)) {
+        m.insert("serves".into(), v);
+    }
+    meta
+}
 
 /// The object body the store keeps: no metadata, no `project` (the path names it).
 fn body_of(mut obj: Map<String, Value>, project: &str) -> Result<Value, AdminError> {
@@ -730,7 +768,10 @@ async fn list_objects(
     need_project(&st, &auth, &p, 1).await?;
     let mut data: Vec<Value> = file_objects(&st.live, kind, &p)
         .into_iter()
-        .map(|(n, body)| object_json(kind, &p, &n, &body, json!({"managed_by": "file"})))
+        .map(|(n, body)| {
+            let meta = with_serves(json!({"managed_by": "file"}), &st.live, &p, kind, &body);
+            object_json(kind, &p, &n, &body, meta)
+        })
         .collect();
     // Models describe provider models and apply to every project.
     let stored = if kind == ObjectKind::Model {
@@ -739,13 +780,14 @@ async fn list_objects(
         st.store.objects(kind, &p).await?
     };
     for o in stored {
-        data.push(object_json(
-            kind,
-            &p,
-            &o.name,
-            &o.body,
+        let meta = with_serves(
             json!({"managed_by": "store", "version": o.version, "updated_at": rfc3339(o.updated_at), "updated_by": o.updated_by}),
-        ));
+            &st.live,
+            &p,
+            kind,
+            &o.body,
+        );
+        data.push(object_json(kind, &p, &o.name, &o.body, meta));
     }
     Ok(Json(json!({ "data": data })))
 }
@@ -760,24 +802,18 @@ async fn get_object(
     if let Some((fp, body)) = file_object(&st.live, kind, &name)
         && (fp == p || kind == ObjectKind::Model)
     {
-        return Ok(Json(object_json(
-            kind,
-            &p,
-            &name,
-            &body,
-            json!({"managed_by": "file"}),
-        ))
-        .into_response());
+        let meta = with_serves(json!({"managed_by": "file"}), &st.live, &p, kind, &body);
+        return Ok(Json(object_json(kind, &p, &name, &body, meta)).into_response());
     }
     let o = st.store.object(kind, &p, &name).await?;
-    let mut r = Json(object_json(
-        kind,
-        &p,
-        &name,
-        &o.body,
+    let meta = with_serves(
         json!({"managed_by": "store", "version": o.version, "updated_at": rfc3339(o.updated_at), "updated_by": o.updated_by}),
-    ))
-    .into_response();
+        &st.live,
+        &p,
+        kind,
+        &o.body,
+    );
+    let mut r = Json(object_json(kind, &p, &name, &o.body, meta)).into_response();
     r.headers_mut().insert(header::ETAG, etag(o.version));
     Ok(r)
 }

@@ -403,6 +403,17 @@ async fn file_objects_are_read_only_and_a_name_in_both_is_a_load_error_naming_bo
         assert_eq!(s, 200);
         assert_eq!(list["data"][0]["name"], "fromfile");
         assert_eq!(list["data"][0]["managed_by"], "file");
+        // Targets and providers say what they serve, for the dashboard's choices; a PUT of
+        // what a GET returned ignores it.
+        let (_, t) = node.get_json("/projects/default/targets/filetarget").await;
+        assert_eq!(t["serves"], "chat");
+        node.put_json("/projects/default/models/embed-9", json!({"endpoint": "embeddings"})).await;
+        let r = node.put_json("/projects/default/providers/p9", json!({"kind": "mock", "models": ["echo-9", "embed-9"]})).await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let (_, p9) = node.get_json("/projects/default/providers/p9").await;
+        assert_eq!(p9["serves"], json!({"echo-9": "chat", "embed-9": "embeddings"}));
+        let r = node.put_json("/projects/default/providers/p9", p9).await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
         let r = node.put_json("/projects/default/routes/fromfile", json!({"targets": ["filetarget"]})).await;
         assert_eq!(error_of(r).await.0, 409);
         assert_eq!(error_of(node.delete("/projects/default/routes/fromfile").await).await.0, 409);

@@ -71,20 +71,20 @@ export function slug(text) {
 /**
  * Everything a rule can point at: the project's targets, and every model of every provider's
  * allow-list (a target for it is created on save when none exists).
- * Returns [{value, label, target?, provider?, model?}].
+ * Returns [{value, label, target?, provider?, model?, serves?}] (`serves`: the endpoint kind).
  */
 export async function targetChoices(project) {
   const [targets, providers] = await Promise.all([list(project, 'targets'), list(project, 'providers')]);
   const out = [];
   const covered = new Set();
   for (const t of targets) {
-    out.push({ value: `t:${t.name}`, label: `${t.name} (${t.provider || 'any provider'} / ${t.model})`, target: t.name });
+    out.push({ value: `t:${t.name}`, label: `${t.name} (${t.provider || 'any provider'} / ${t.model})`, target: t.name, serves: t.serves });
     if (t.provider && t.model) covered.add(`${t.provider}\u0000${t.model}`);
   }
   for (const p of providers) {
     for (const m of p.models || []) {
       if (covered.has(`${p.name}\u0000${m}`)) continue;
-      out.push({ value: `m:${p.name}\u0000${m}`, label: `${p.name} / ${m} (new target)`, provider: p.name, model: m });
+      out.push({ value: `m:${p.name}\u0000${m}`, label: `${p.name} / ${m} (new target)`, provider: p.name, model: m, serves: (p.serves || {})[m] });
     }
   }
   return { choices: out, targets };

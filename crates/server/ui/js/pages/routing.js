@@ -379,7 +379,8 @@ function ruleEditor({ collection, body, choices, routes }) {
   const el = h('div', {});
   const endpoint = field('Endpoint kind', 'select', { value: state.endpoint }, ENDPOINTS,
     'The API this rule serves: a chat rule answers /v1/chat/completions.');
-  endpoint.input.addEventListener('change', () => { state.endpoint = endpoint.input.value; });
+  // Only targets of the rule's endpoint kind are offered; changing the kind redraws them.
+  endpoint.input.addEventListener('change', () => { state.endpoint = endpoint.input.value; draw(); });
   const strategies = ['single', 'weighted', 'fallback', 'experiment', 'steps'];
   if (collection === 'functions') strategies.unshift('route');
   const group = uid('strategy');
@@ -405,7 +406,8 @@ function ruleEditor({ collection, body, choices, routes }) {
     const id = uid('t');
     const s = h('select', { id });
     s.append(h('option', { value: '' }, '— choose a target —'));
-    for (const c of [...extraChoices, ...choices]) s.append(h('option', { value: c.value }, c.label));
+    const fits = (c) => !c.serves || c.serves === (state.endpoint || 'chat');
+    for (const c of [...extraChoices, ...choices.filter(fits)]) s.append(h('option', { value: c.value }, c.label));
     if (value && ![...s.options].some((o) => o.value === value)) s.append(h('option', { value }, value.slice(2)));
     s.value = value || '';
     s.addEventListener('change', () => onchange(s.value));
