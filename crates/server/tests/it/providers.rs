@@ -572,6 +572,22 @@ async fn gemini_retry_delay_in_the_body_is_honoured_as_retry_after() {
 }
 
 #[tokio::test]
+async fn a_gemini_malformed_function_call_fails_the_target_and_is_sampled_again() {
+    let bad = r#"{"candidates":[{"content":{"role":"model","parts":[]},"finishReason":"MALFORMED_FUNCTION_CALL","index":0}],"responseId":"r1","modelVersion":"gemini-2.5-flash"}"#;
+    let (fake, gw) = Kind::Gemini
+        .start(FakeUpstream::openai().then(Behaviour::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(bad.into()),
+        }))
+        .await;
+    let r = call(&gw, chat(json!([{"role": "user", "content": "x"}]))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-signalbox-attempts"), Some("2"));
+    assert_eq!(fake.hits(), 2);
+}
+
+#[tokio::test]
 async fn gemini_safety_blocks_are_content_policy_or_content_filter() {
     let (fake, gw) = Kind::Gemini.start(FakeUpstream::openai()).await;
     let (status, b) = error_of(

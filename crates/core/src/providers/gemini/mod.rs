@@ -57,6 +57,25 @@ pub(super) async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, SendErro
     if r.candidates.is_empty() && r.prompt_feedback.is_none() {
         return Ok(translate::unreadable(&pid, resp.headers));
     }
+    // Every candidate a function call Gemini could not form: no answer, and another sample
+    // usually is one, so the target failed (retried, then the next), not "stop" with nothing.
+    if !r.candidates.is_empty()
+        && r.candidates
+            .iter()
+            .all(|c| c.finish_reason.as_deref() == Some("MALFORMED_FUNCTION_CALL"))
+    {
+        let body = translate::error_body(
+            &format!("provider '{pid}' answered with a malformed function call"),
+            "upstream_error",
+            None,
+        );
+        return Ok(translate::answer(
+            StatusCode::BAD_GATEWAY,
+            resp.headers,
+            body,
+            false,
+        ));
+    }
     if let Some(reason) = blocked(&r) {
         let body = translate::error_body(&reason, "invalid_request_error", Some("content_policy"));
         return Ok(translate::answer(
