@@ -79,6 +79,12 @@ impl Peeked {
 /// The longest `model` a request may name.
 pub const MAX_MODEL_BYTES: usize = 512;
 
+/// A `model` longer than any model or route name: refused without being echoed back.
+pub fn model_too_long() -> ApiError {
+    ApiError::bad_request(format!("`model` is longer than {MAX_MODEL_BYTES} bytes"))
+        .with_param("model")
+}
+
 /// Read `model`, `stream`, `stream_options` and `user` from a JSON object body.
 pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -109,13 +115,7 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
         return Err(ApiError::bad_request("you must provide a model parameter").with_param("model"));
     };
     let model: String = match serde_json::from_str::<String>(model_raw.get()) {
-        // Longer than any model or route name: refused without being echoed back.
-        Ok(m) if m.len() > MAX_MODEL_BYTES => {
-            return Err(ApiError::bad_request(format!(
-                "`model` is longer than {MAX_MODEL_BYTES} bytes"
-            ))
-            .with_param("model"));
-        }
+        Ok(m) if m.len() > MAX_MODEL_BYTES => return Err(model_too_long()),
         Ok(m) if !m.is_empty() => m,
         Ok(_) => return Err(ApiError::bad_request("`model` must not be empty").with_param("model")),
         Err(_) => return Err(ApiError::bad_request("`model` must be a string").with_param("model")),

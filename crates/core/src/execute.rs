@@ -810,16 +810,12 @@ async fn attempt(
             &resp.headers,
         ));
     }
-    let is_sse = resp
+    let content_type = resp
         .headers
         .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let is_json = resp
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.contains("json") || v.starts_with("text/plain"));
+        .and_then(|v| v.to_str().ok());
+    let is_sse = content_type.is_some_and(|v| v.starts_with("text/event-stream"));
+    let is_json = content_type.is_none_or(|v| v.contains("json") || v.starts_with("text/plain"));
     if ex.peeked.stream && is_sse {
         let first_until = (Instant::now() + t.timeouts.first_byte).min(ex.deadline);
         let mut framer = SseFramer::new();
@@ -900,11 +896,7 @@ async fn attempt(
     let must_be_json = matches!(
         ex.endpoint,
         EndpointKind::Chat | EndpointKind::Embeddings | EndpointKind::ImageGeneration
-    ) || resp
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
+    ) || content_type.is_some_and(|v| v.contains("json"));
     if !is_json && !ex.peeked.stream && !must_be_json {
         // Binary answers (audio) stream through as they arrive.
         return Ok(Success::Raw {

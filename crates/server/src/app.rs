@@ -577,12 +577,7 @@ async fn proxy(
         };
         match read.await {
             Ok(m) if m.model.len() > signalbox_core::body::MAX_MODEL_BYTES => {
-                let err = ApiError::bad_request(format!(
-                    "`model` is longer than {} bytes",
-                    signalbox_core::body::MAX_MODEL_BYTES
-                ))
-                .with_param("model");
-                return fail(err, trace);
+                return fail(signalbox_core::body::model_too_long(), trace);
             }
             Ok(m) => (
                 bytes::Bytes::new(),
