@@ -175,18 +175,27 @@ impl Where {
                 "error" => w.and("(status >= 400 OR error_code IS NOT NULL)", vec![]),
                 "ok" => w.and("(status < 400 AND error_code IS NULL)", vec![]),
                 c if c.len() == 3 && c.ends_with("xx") => {
-                    let d = c[..1].parse::<i64>().map_err(|_| {
-                        StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
-                    })?;
+                    let d = c[..1]
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|d| (1..=5).contains(d))
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
+                        })?;
                     w.and(
                         "status >= ? AND status < ?",
                         vec![Bind::I(d * 100), Bind::I(d * 100 + 100)],
                     );
                 }
                 n => {
-                    let n = n.parse::<i64>().map_err(|_| {
-                        StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
-                    })?;
+                    // 499 is the gateway's own code for a caller that went away.
+                    let n = n
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| (100..=599).contains(n))
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!("status '{s}': use 200, 4xx, ok or error"))
+                        })?;
                     w.and("status = ?", vec![Bind::I(n)]);
                 }
             }

@@ -194,26 +194,36 @@ pub async fn export(
     let q = query_of(q)?;
     let filter = q.filter(&p)?;
     let with_content = q.content.unwrap_or(true);
+    // The first page is read before the answer starts, so a filter the store refuses is a
+    // 400 naming its parameter, not a stream cut before its first byte.
+    let first = st
+        .store
+        .traces(&filter, true, 1000, None)
+        .await
+        .map_err(|e| param_of(e.into()))?;
+    let lines = move |page: &signalbox_store::TracePage| {
+        let mut chunk = String::new();
+        for t in &page.data {
+            chunk.push_str(&trace_json_with(t, with_content).to_string());
+            chunk.push('\n');
+        }
+        bytes::Bytes::from(chunk)
+    };
+    let head = lines(&first);
     let store = st.store.clone();
-    let stream = futures_util::stream::unfold(Some(None::<String>), move |state| {
+    let rest = futures_util::stream::unfold(first.next_cursor, move |cursor| {
         let store = store.clone();
         let filter = filter.clone();
         async move {
-            let cursor = state?;
-            match store.traces(&filter, true, 1000, cursor.as_deref()).await {
-                Ok(page) => {
-                    let mut chunk = String::new();
-                    for t in &page.data {
-                        chunk.push_str(&trace_json_with(t, with_content).to_string());
-                        chunk.push('\n');
-                    }
-                    let next = page.next_cursor.map(Some);
-                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), next))
-                }
+            let cursor = cursor?;
+            match store.traces(&filter, true, 1000, Some(&cursor)).await {
+                Ok(page) => Some((Ok::<_, std::io::Error>(lines(&page)), page.next_cursor)),
                 Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
             }
         }
     });
+    use futures_util::StreamExt;
+    let stream = futures_util::stream::once(async move { Ok(head) }).chain(rest);
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(stream),
@@ -259,7 +269,11 @@ pub async fn experiment(
     };
     let mut filter = q.filter(&p)?;
     filter.route = Some(label);
-    let figures = st.store.aggregate(&filter, Some("variant")).await?;
+    let figures = st
+        .store
+        .aggregate(&filter, Some("variant"))
+        .await
+        .map_err(|e| param_of(e.into()))?;
     let total: u64 = exp_variants.iter().map(|v| v.weight as u64).sum();
     let variants: Vec<Value> = exp_variants
         .iter()

@@ -249,6 +249,26 @@ async fn filters_and_cursor_pages_walk_every_trace_once() {
             .await
             .unwrap();
         assert_eq!(error_of(r).await.1["error"]["param"], "from");
+        // A status filter the store cannot read is a 400 naming it on every trace endpoint,
+        // the streamed export included (it used to cut the connection).
+        for path in ["traces", "traces/export", "traces/aggregate"] {
+            for status in ["nope", "6xx", "700"] {
+                let r = node
+                    .admin(
+                        reqwest::Method::GET,
+                        &format!("/projects/default/{path}?status={status}"),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                let (s, e) = error_of(r).await;
+                assert_eq!(
+                    (s, e["error"]["param"].as_str()),
+                    (400, Some("status")),
+                    "{path}?status={status}: {e}"
+                );
+            }
+        }
         // JSON lines export holds every trace.
         let r = node
             .admin(reqwest::Method::GET, "/projects/default/traces/export")
@@ -401,6 +421,8 @@ async fn an_experiment_shows_its_variants_side_by_side() {
         assert_eq!(r.status(), 200);
         let all = traces(&node, "route=tone&limit=100", 41).await;
         assert_eq!(all.iter().filter(|t| t["sticky_source"] == "random").count(), 1);
+        let (s, e) = node.get_json("/projects/default/routes/tone/experiment?status=6xx").await;
+        assert_eq!((s, e["error"]["param"].as_str()), (400, Some("status")), "{e}");
         let (s, e) = node.get_json("/projects/default/routes/tone/experiment").await;
         assert_eq!(s, 200, "{e}");
         assert_eq!(e["sticky"], "user");
