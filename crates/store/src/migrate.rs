@@ -25,24 +25,29 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
-/// Apply what is missing; returns the versions applied now.
+/// Apply what is missing; returns the versions applied now. Everything runs on one
+/// connection; on PostgreSQL it first takes a session advisory lock, so nodes starting at
+/// once on an empty database take turns (the second finds the work done), from the very
+/// first `CREATE TABLE` on. The connection is closed afterwards, which releases the lock
+/// whatever happened.
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<Vec<i64>, StoreError> {
+    use sqlx::Connection;
     let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock(7413520001)")
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
     )
     .execute(&mut *conn)
     .await?;
-    drop(conn);
     let mut applied_now = Vec::new();
     let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     for (version, description, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await?;
-        if backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7413520001)")
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = conn.begin().await?;
         let max: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_migrations")
             .fetch_one(&mut *tx)
             .await?

@@ -575,3 +575,22 @@ async fn a_new_sqlite_store_is_readable_by_its_owner_only() {
         }
     }
 }
+
+#[tokio::test]
+async fn nodes_starting_at_once_on_an_empty_postgresql_both_come_up() {
+    // Migrations take turns under an advisory lock from the first statement on; before,
+    // one of two nodes racing on `CREATE TABLE IF NOT EXISTS` could fail to start.
+    let Some(url) = crate::testing::fresh_postgres().await else {
+        return;
+    };
+    let key = MasterKey::generate();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, key) = (url.clone(), key.clone());
+            tokio::spawn(async move { Store::open(&url, key).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+}
