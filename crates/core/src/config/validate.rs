@@ -302,7 +302,9 @@ fn merge_retry(base: RetryPolicy, raw: Option<&RawRetry>) -> RetryPolicy {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// The names objects may have, in the file and through the admin API alike: model ids such
+/// as `BAAI/bge-small`, `llama3:8b` or `claude@2024` included, but never `::` (the prefix mark).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.contains("::")
         && name

@@ -841,11 +841,12 @@ async fn write_object(
         create_only,
     } = w;
     let name = name.as_str();
-    if !valid_name(name) {
-        return Err(
-            AdminError::bad_request("a name is 1 to 128 letters, digits, '-', '_' or '.'")
-                .with_param("name"),
-        );
+    // Object names follow the config file's rule (model ids like `BAAI/bge-small` included).
+    if !(signalbox_core::config::valid_name(name) && name.chars().count() <= 128) {
+        return Err(AdminError::bad_request(
+            "a name is 1 to 128 letters, digits, '-', '_', '.', '/', ':' or '@', without \"::\"",
+        )
+        .with_param("name"));
     }
     refuse_file_managed(&st.live, kind, name)?;
     check_shape(kind, &body)?;

@@ -1256,3 +1256,71 @@ async fn token_and_key_names_and_lifetimes_are_checked() {
         .await;
     assert_eq!(r.status(), 201);
 }
+
+#[tokio::test]
+async fn the_api_takes_the_names_the_file_takes() {
+    // Model ids such as `BAAI/bge-small` and names with `/`, `:` or `@` are valid in the file;
+    // the API takes them too (percent-encoded in the path), and they serve.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    for (path, body) in [
+        (
+            "/projects/default/models/BAAI%2Fbge-small",
+            json!({"endpoint": "embeddings"}),
+        ),
+        (
+            "/projects/default/providers/hf",
+            json!({"kind": "mock", "models": ["BAAI/bge-small", "llama3:8b"]}),
+        ),
+        (
+            "/projects/default/targets/bge@v1",
+            json!({"provider": "hf", "model": "BAAI/bge-small"}),
+        ),
+        (
+            "/projects/default/routes/team%2Femb",
+            json!({"endpoint": "embeddings", "targets": ["bge@v1"]}),
+        ),
+        (
+            "/projects/default/routes/team%2Fchat",
+            json!({"targets": [{"target": "t-llama"}]}),
+        ),
+    ] {
+        if path.ends_with("team%2Fchat") {
+            let r = node
+                .put_json(
+                    "/projects/default/targets/t-llama",
+                    json!({"provider": "hf", "model": "llama3:8b"}),
+                )
+                .await;
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        }
+        let r = node.put_json(path, body).await;
+        assert!(
+            r.status().is_success(),
+            "{path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+    let (_, route) = node.get_json("/projects/default/routes/team%2Femb").await;
+    assert_eq!(route["name"], "team/emb");
+    assert_eq!(node.chat("route::team/chat").await.0, 200);
+    let r = client()
+        .post(format!("{}/v1/embeddings", node.url))
+        .bearer_auth(BOOT_KEY)
+        .json(&json!({"model": "route::team/emb", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // `::` stays reserved.
+    let (s, e) = error_of(
+        node.put_json(
+            "/projects/default/routes/a::b",
+            json!({"targets": ["t-llama"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("name")));
+}
