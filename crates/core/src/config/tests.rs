@@ -177,6 +177,13 @@ fn a_conventional_key_that_is_unset_only_warns() {
             "{:?}",
             loaded.warnings
         );
+        // ... and the provider serves passthrough with caller keys only.
+        let ps = loaded.snapshot.project("default").unwrap();
+        let t = &ps.passthrough[&("openai".to_string(), "gpt-4o".to_string())];
+        assert!(
+            matches!(t.auth, crate::model::TargetAuth::Caller),
+            "{extra}"
+        );
     }
     // A provider with no conventional variable still needs a credential for that.
     let errs = errors(

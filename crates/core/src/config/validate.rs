@@ -1253,15 +1253,14 @@ fn build_provider(
             PassthroughMode::CallerKey
         }
     };
+    let mut passthrough = passthrough;
     if passthrough == PassthroughMode::Credential && credential.is_none() && rp.credential.is_none()
     {
         match known {
-            // The conventional variable is unset: that only warns (SPEC section 5).
+            // The conventional variable is unset: that only warns (already said above), and
+            // the provider serves passthrough with caller keys only (SPEC section 5).
             Some(w) if w.needs_key && !cx.in_store_object(&path) => {
-                let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
-                cx.warnings.push(format!(
-                    "provider '{id}': passthrough = \"credential\" but {var} is not set; its passthrough calls go upstream unauthenticated until it is"
-                ));
+                passthrough = PassthroughMode::CallerKey;
             }
             _ => cx.err(
                 with(path.clone(), k("passthrough")),
