@@ -878,7 +878,20 @@ pub fn build_snapshot(
     }
     for (h, entry) in &catalog.keys {
         proj_mut(&mut projects, &entry.project);
-        keys.entry(*h).or_insert_with(|| entry.clone());
+        match keys.get(h) {
+            // One value for two projects: which one a caller reaches must not be a guess.
+            Some(file) if file.project != entry.project => {
+                let msg = format!(
+                    "the same key value is the store's gateway key {} of project '{}'; this entry names project '{}'",
+                    entry.id, entry.project, file.project
+                );
+                cx.err(p(&["api_keys", &file.id, "key"]), msg);
+            }
+            Some(_) => {}
+            None => {
+                keys.insert(*h, entry.clone());
+            }
+        }
     }
     for name in &catalog.projects {
         proj_mut(&mut projects, name);

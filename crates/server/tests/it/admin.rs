@@ -1324,3 +1324,36 @@ async fn the_api_takes_the_names_the_file_takes() {
     .await;
     assert_eq!((s, e["error"]["param"].as_str()), (400, Some("name")));
 }
+
+#[tokio::test]
+async fn one_key_value_for_two_projects_in_the_file_and_the_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = Store::open(&db, MasterKey::generate()).await.unwrap();
+    store
+        .bootstrap(&BootstrapEnv {
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            admin_token: None,
+            gateway_key: Some(BOOT_KEY.into()),
+        })
+        .await
+        .unwrap();
+    let (catalog, version) = store.load_catalog().await.unwrap();
+    let path = dir.path().join("signalbox.toml");
+    let file = |project: &str| {
+        format!("{BASE}[api_keys.dup]\nkey = \"env::DUP\"\nproject = \"{project}\"\n")
+    };
+    std::fs::write(&path, file("p9")).unwrap();
+    let vars = env_of(&[("DUP", BOOT_KEY)]);
+    let err = Live::load_with_catalog(Some(&path), None, vars.clone(), catalog.clone(), version)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("api_keys.dup.key") && err.contains("of project 'default'"),
+        "{err}"
+    );
+    // The same value for the same project is one key, named twice: fine.
+    std::fs::write(&path, file("default")).unwrap();
+    assert!(Live::load_with_catalog(Some(&path), None, vars, catalog, version).is_ok());
+}
