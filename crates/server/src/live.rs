@@ -184,6 +184,11 @@ impl Live {
                 "[server] host/port changed in the config file: restart Signalbox to listen on the new address"
             );
         }
+        if old.server.auth != snapshot.server.auth && snapshot.server.auth == AuthMode::Off {
+            tracing::warn!(
+                "AUTH IS OFF (config file edit): open development mode, any local caller may use every route without a gateway key. Never expose this address."
+            );
+        }
         if old.server.admin_listen != snapshot.server.admin_listen {
             tracing::warn!(
                 "[server] admin_listen changed in the config file: restart Signalbox to serve the admin API on the new address"

@@ -268,3 +268,30 @@ fn a_route_naming_a_target_with_errors_points_at_them_not_at_a_missing_target() 
         "{errs:?}"
     );
 }
+
+#[test]
+fn server_keys_that_would_only_fail_later_are_refused_when_the_config_loads() {
+    for (src, key) in [
+        ("[server]\nmetrics_token = \"\"\n", "server.metrics_token"),
+        (
+            "[server]\nadmin_listen = \"bogus\"\n",
+            "server.admin_listen",
+        ),
+        ("[models.\"a::b\"]\nendpoint = \"chat\"\n", "models.a::b"),
+    ] {
+        let errs = errors(src);
+        assert!(errs.iter().any(|e| e.contains(key)), "{src}: {errs:?}");
+    }
+    for ok in [
+        "same",
+        "off",
+        "127.0.0.1:4001",
+        "localhost:4001",
+        "[::1]:4001",
+    ] {
+        assert!(
+            errors(&format!("[server]\nadmin_listen = \"{ok}\"\n")).is_empty(),
+            "{ok}"
+        );
+    }
+}

@@ -381,6 +381,12 @@ pub fn build_snapshot(
     let mut models: HashMap<String, ModelInfo> = HashMap::new();
     for (name, m) in &raw.models {
         let path = p(&["models", name]);
+        if !valid_name(name) {
+            cx.err(
+                path.clone(),
+                "names may use letters, digits and - _ . / : @, and no \"::\"",
+            );
+        }
         let endpoint = match m.endpoint.as_deref() {
             None => EndpointKind::Chat,
             Some(e) => match EndpointKind::parse(e) {
@@ -1073,13 +1079,31 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
         );
     }
     let metrics_token = s.metrics_token.as_deref().and_then(|t| {
-        if t.starts_with("env::") {
+        if t.trim().is_empty() {
+            // An empty token would lock every scraper out with a 401 and no clue why.
+            cx.err(
+                p(&["server", "metrics_token"]),
+                "must not be empty (leave it out for an open /metrics)",
+            );
+            None
+        } else if t.starts_with("env::") {
             cx.secret_ref(t, p(&["server", "metrics_token"]), None)
         } else {
             Some(Secret::new(t))
         }
     });
     let admin_listen = s.admin_listen.clone().unwrap_or_else(|| "same".into());
+    let host_and_port = admin_listen
+        .rsplit_once(':')
+        .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+    if !matches!(admin_listen.as_str(), "same" | "off" | "") && !host_and_port {
+        cx.err(
+            p(&["server", "admin_listen"]),
+            format!(
+                "'{admin_listen}' is not \"same\", \"off\" or an address with a port (127.0.0.1:4001)"
+            ),
+        );
+    }
     for (key, v) in [
         ("max_in_flight", s.max_in_flight),
         ("max_body_bytes", s.max_body_bytes),
