@@ -116,15 +116,37 @@ pub fn load_with_catalog(
 
 /// Parse config text into its raw tables (unknown keys rejected), without validating.
 pub fn parse(src: &str, file: Option<&str>) -> Result<raw::RawConfig, ConfigErrors> {
-    toml::from_str(src).map_err(|e| {
-        let line = e.span().map(|s| line_of(src, s.start));
+    let error = |e: &toml::de::Error, key: String| {
         ConfigErrors(vec![ConfigError {
-            key: String::new(),
-            message: e.message().trim().to_string(),
+            key,
+            message: plain_words(e.message().trim()),
             file: file.map(str::to_string),
-            line,
+            line: e.span().map(|s| line_of(src, s.start)),
         }])
+    };
+    let de = toml::Deserializer::parse(src).map_err(|e| error(&e, String::new()))?;
+    // The key at fault by its path (`providers.up.timeout_ms`), as validation errors name it.
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { String::new() } else { key };
+        error(e.inner(), key)
     })
+}
+
+/// A parser message in the config's words: the types it expected are tables and lists, not
+/// the gateway's own type names (`expected struct RawTimeouts`).
+fn plain_words(message: &str) -> String {
+    let mut out = message.to_string();
+    for (from, to) in [("struct Raw", "a table "), ("enum Raw", "one of ")] {
+        while let Some(i) = out.find(from) {
+            let end = out[i + from.len()..]
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .map_or(out.len(), |e| i + from.len() + e);
+            let name = out[i + from.len()..end].to_string();
+            out.replace_range(i..end, &format!("{to}({name})"));
+        }
+    }
+    out
 }
 
 pub(crate) fn line_of(src: &str, offset: usize) -> usize {

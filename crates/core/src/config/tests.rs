@@ -295,3 +295,17 @@ fn server_keys_that_would_only_fail_later_are_refused_when_the_config_loads() {
         );
     }
 }
+
+#[test]
+fn a_type_error_in_the_file_names_its_key_in_the_configs_words() {
+    let errs = errors("[routes.r]\ntargets = [{ target = \"t\", weight = \"x\" }]\n");
+    assert!(
+        errs[0].contains(":2: routes.r.targets[0].weight: invalid type"),
+        "{errs:?}"
+    );
+    let errs = errors(
+        "[defaults.provider]\ntimeout_ms = 5\n[providers.up]\nkind = \"mock\"\nmodels = [\"m\"]\nheaders = 5\n",
+    );
+    assert!(errs[0].contains("providers.up.headers"), "{errs:?}");
+    assert!(errs.iter().all(|e| !e.contains("Raw")), "{errs:?}");
+}
