@@ -689,9 +689,10 @@ fn models_for(snap: &Snapshot, project: &str) -> Vec<ModelEntry> {
         return Vec::new();
     };
     let mut out: Vec<ModelEntry> = Vec::new();
+    // A name callable on two endpoint kinds is listed once for each.
     let mut seen = std::collections::HashSet::new();
     let mut push = |id: String, owner: String, kind: EndpointKind| {
-        if seen.insert(id.clone()) {
+        if seen.insert((id.clone(), kind)) {
             out.push(ModelEntry {
                 id,
                 object: "model",

@@ -341,8 +341,11 @@ targets = ["t-embed"]
 
 #[tokio::test]
 async fn models_endpoint_lists_what_the_key_can_call_with_kinds() {
-    let (_fake, gw) =
-        one_fake_gateway("[models.text-embedding-3-small]\nendpoint = \"embeddings\"\n").await;
+    // `gpt-4o` is a provider model (chat) and an embeddings route's bare model: callable on both.
+    let (_fake, gw) = one_fake_gateway(
+        "[models.text-embedding-3-small]\nendpoint = \"embeddings\"\n[targets.emb]\nprovider = \"up\"\nmodel = \"text-embedding-3-small\"\n[routes.emb-route]\nendpoint = \"embeddings\"\ntargets = [\"emb\"]\nmodels = [\"gpt-4o\"]\n",
+    )
+    .await;
     let r = gw
         .get("/v1/models")
         .bearer_auth("sb-app-key")
@@ -364,6 +367,10 @@ async fn models_endpoint_lists_what_the_key_can_call_with_kinds() {
         "{ids:?}"
     );
     assert!(ids.contains(&("up::gpt-4o-mini", "chat")), "{ids:?}");
+    assert!(
+        ids.contains(&("gpt-4o", "chat")) && ids.contains(&("gpt-4o", "embeddings")),
+        "{ids:?}"
+    );
     let r = gw
         .get("/v1/models/route::summarize")
         .bearer_auth("sb-app-key")
