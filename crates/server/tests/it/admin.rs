@@ -26,6 +26,8 @@ pub struct Node {
     pub config_path: std::path::PathBuf,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
+    /// The SQLite store's directory of a node made by [`Node::sqlite`].
+    _db: Option<tempfile::TempDir>,
 }
 
 impl Drop for Node {
@@ -81,7 +83,17 @@ impl Node {
             config_path,
             stop,
             _dir: dir,
+            _db: None,
         }
+    }
+
+    /// A node on a SQLite store of its own, with a fresh master key.
+    pub async fn sqlite(toml: &str) -> Node {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", db_dir.path().join("s.db").display());
+        let mut node = Self::start(&db, &MasterKey::generate(), toml).await;
+        node._db = Some(db_dir);
+        node
     }
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -487,9 +499,7 @@ async fn roles_limit_what_a_user_may_do_and_revoked_tokens_stop_at_once() {
 
 #[tokio::test]
 async fn more_than_ten_failed_logins_a_minute_get_429() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let node = Node::sqlite(BASE).await;
     for _ in 0..10 {
         assert_eq!(login(&node.url, "admin", "wrong").await.unwrap_err().0, 401);
     }
@@ -767,9 +777,7 @@ async fn export_then_import_into_a_new_store_behaves_the_same() {
 
 #[tokio::test]
 async fn a_store_that_goes_away_fails_admin_writes_cleanly_while_traffic_continues() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let node = Node::sqlite(BASE).await;
     node.route_to("r", "t", "echo-1").await;
     node.store.close().await;
     let r = node
@@ -787,9 +795,7 @@ async fn a_store_that_goes_away_fails_admin_writes_cleanly_while_traffic_continu
 
 #[tokio::test]
 async fn the_openapi_document_describes_the_admin_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let node = Node::sqlite(BASE).await;
     let r = client()
         .get(format!("{}/admin/v1/openapi.json", node.url))
         .send()
@@ -1163,9 +1169,7 @@ async fn an_admin_write_and_a_file_edit_at_once_never_both_land() {
     // keeps a write the node cannot serve, and later admin writes go on.
     let with = format!("{BASE}[targets.racet]\nmodel = \"echo-2\"\n");
     for admin_first in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let db = format!("sqlite://{}", dir.path().join("s.db").display());
-        let node = Node::start(&db, &MasterKey::generate(), &with).await;
+        let node = Node::sqlite(&with).await;
         let held = node.live.changing().await;
         let put = || {
             let r = node
@@ -1216,9 +1220,7 @@ async fn an_admin_write_and_a_file_edit_at_once_never_both_land() {
 
 #[tokio::test]
 async fn token_and_key_names_and_lifetimes_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let node = Node::sqlite(BASE).await;
     let long = "n".repeat(129);
     for (path, body, param) in [
         ("/tokens", json!({"name": ""}), "name"),
@@ -1261,9 +1263,7 @@ async fn token_and_key_names_and_lifetimes_are_checked() {
 async fn the_api_takes_the_names_the_file_takes() {
     // Model ids such as `BAAI/bge-small` and names with `/`, `:` or `@` are valid in the file;
     // the API takes them too (percent-encoded in the path), and they serve.
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("s.db").display());
-    let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+    let node = Node::sqlite(BASE).await;
     for (path, body) in [
         (
             "/projects/default/models/BAAI%2Fbge-small",
