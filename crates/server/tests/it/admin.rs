@@ -303,6 +303,34 @@ async fn an_invalid_write_is_refused_with_its_field_path_and_changes_nothing() {
             (400, Some("endpoint")),
             "{e}"
         );
+        // The framework's own refusals answer in the same shape: a wrong method, a path that
+        // does not decode, a body over the admin limit.
+        let r = node
+            .admin(reqwest::Method::DELETE, "/projects")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+        assert_eq!(header(&r, "x-signalbox-error-code"), Some("bad_request"));
+        let (s, e) = node.get_json("/projects/%C3/routes").await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{e}"
+        );
+        let r = node
+            .admin(reqwest::Method::POST, "/projects/default/credentials")
+            .header("content-type", "application/json")
+            .body(vec![b' '; 3 * 1024 * 1024])
+            .send()
+            .await
+            .unwrap();
+        let (s, e) = error_of(r).await;
+        assert_eq!(
+            (s, e["error"]["code"].as_str()),
+            (413, Some("bad_request")),
+            "{e}"
+        );
     })
     .await;
 }
