@@ -1,4 +1,4 @@
-# The benchmark gateway's config, shared by bench/callgrind.sh and bench/profile.sh: auth off,
+# The benchmark gateway's config, shared by bench/callgrind.sh, bench/profile.sh, bench/run.py and bench/traces.py: auth off,
 # no drain delay, one route `bench` to the fake upstream's gpt-4o.
 # Usage (after sourcing): gateway_config PORT UPSTREAM_PORT [off]   ("off": trace storage off)
 gateway_config() {

@@ -27,6 +27,16 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 FAKE_PORT, MIN_PORT, GW_PORT = 19000, 19100, 19200
+
+
+def gateway_config(port, upstream_port, traces_off):
+    """The benchmark gateway's config, from bench/gateway-config.sh (one source for every
+    benchmark script)."""
+    script = os.path.join(ROOT, "bench", "gateway-config.sh")
+    return subprocess.run(
+        ["bash", "-c", '. "$0"; gateway_config "$1" "$2" "$3"', script,
+         str(port), str(upstream_port), "off" if traces_off else ""],
+        capture_output=True, text=True, check=True).stdout
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -114,22 +124,7 @@ def main():
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "bench.toml")
     with open(cfg, "w") as f:
-        if a.traces == "off":
-            f.write("[store]\ntraces = false\n")
-        f.write(f"""[server]
-auth = "off"
-port = {GW_PORT}
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:{FAKE_PORT}/v1"
-models = ["gpt-4o"]
-credential = "env::BENCH_KEY"
-[targets.t]
-provider = "up"
-model = "gpt-4o"
-[routes.bench]
-targets = ["t"]
-""")
+        f.write(gateway_config(GW_PORT, FAKE_PORT, a.traces == "off"))
     env = dict(os.environ, BENCH_KEY="sk-bench", SIGNALBOX_LOG="warn")
     procs = []
     try:

@@ -26,9 +26,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import REL, ROOT, cpu_seconds, sh, wait_up, wrk  # noqa: E402
+from run import REL, ROOT, cpu_seconds, gateway_config, sh, wait_up, wrk  # noqa: E402
 
 FAKE_PORT, GW_PORT = 19700, 19710
+
 PASSWORD = "bench-admin-password"
 MASTER_KEY = "8ZVtb3NHl0cXv9bpZ7mYl3f1w2a8oJm0k4s6xkU1v2Q="
 ROUTES = [f"route:r{i}" for i in range(10)]
@@ -38,21 +39,8 @@ PROVIDERS = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4"), ("local", "
 def config(tmp, traces):
     path = os.path.join(tmp, f"traces-{traces}.toml")
     with open(path, "w") as f:
-        f.write(f"""[server]
-auth = "off"
-[store]
-traces = {"true" if traces else "false"}
-[providers.up]
-kind = "openai"
-base_url = "http://127.0.0.1:{FAKE_PORT}/v1"
-models = ["gpt-4o"]
-credential = "env::BENCH_KEY"
-[targets.t]
-provider = "up"
-model = "gpt-4o"
-[routes.bench]
-targets = ["t"]
-""")
+        # The port is given on the command line (serve --port).
+        f.write(gateway_config(GW_PORT, FAKE_PORT, not traces))
     return path
 
 
