@@ -145,172 +145,186 @@ enum Success {
 
 /// Run the plan and produce the response. The trace is finished here for buffered
 /// answers, and by the stream itself for streams.
-pub async fn execute(
-    ex: Exchange<'_>,
-    plan: &Plan,
-    trace: TraceRecord,
+///
+/// (A function returning an `async move` block, not an `async fn`: an `async fn` keeps a
+/// second copy of its by-value arguments in its state, which is part of every request's.)
+#[allow(clippy::manual_async_fn)] // see the comment above
+pub fn execute<'a>(
+    ex: Exchange<'a>,
+    plan: &'a Plan,
+    trace: Box<TraceRecord>,
     sink: TraceSink,
-) -> Outcome {
-    // POST /v1/responses reaches only targets whose adapter serves it: the others are left
-    // out of the plan (nothing is sent to them), and a plan left empty is refused at once.
-    let served: Plan;
-    let plan = if ex.protocol() == Protocol::Responses
-        && plan
-            .targets
-            .iter()
-            .any(|e| !e.target.provider.kind.serves_responses_api())
-    {
-        let targets: Vec<PlannedTarget> = plan
-            .targets
-            .iter()
-            .filter(|e| e.target.provider.kind.serves_responses_api())
-            .cloned()
-            .collect();
-        if targets.is_empty() {
-            let first = &plan.targets[0];
-            let err = ApiError::bad_request(format!(
+) -> impl Future<Output = Outcome> + 'a {
+    async move {
+        // POST /v1/responses reaches only targets whose adapter serves it: the others are left
+        // out of the plan (nothing is sent to them), and a plan left empty is refused at once.
+        let served: Plan;
+        let plan = if ex.protocol() == Protocol::Responses
+            && plan
+                .targets
+                .iter()
+                .any(|e| !e.target.provider.kind.serves_responses_api())
+        {
+            let targets: Vec<PlannedTarget> = plan
+                .targets
+                .iter()
+                .filter(|e| e.target.provider.kind.serves_responses_api())
+                .cloned()
+                .collect();
+            if targets.is_empty() {
+                let first = &plan.targets[0];
+                let err = ApiError::bad_request(format!(
                 "POST /v1/responses reaches only openai-kind providers for now; provider '{}' is {} (use POST /v1/chat/completions)",
                 first.target.provider.id,
                 first.target.provider.kind.as_str()
             ))
             .with_param("model");
-            return finish_error(&ex, None, plan, 0, err, trace, &sink);
-        }
-        served = Plan {
-            targets,
-            assigned_variant: plan.assigned_variant.clone(),
-            sticky: plan.sticky,
+                return finish_error(&ex, None, plan, 0, err, trace, &sink);
+            }
+            served = Plan {
+                targets,
+                assigned_variant: plan.assigned_variant.clone(),
+                sticky: plan.sticky,
+            };
+            &served
+        } else {
+            plan
         };
-        &served
-    } else {
-        plan
-    };
-    // Until an answer takes the trace over, a caller that goes away (the future is dropped)
-    // still leaves a trace, with the attempt that was in flight.
-    let mut guard = Pending {
-        held: Some((trace, sink)),
-        started: ex.started,
-        in_flight: None,
-    };
-    let mut attempts = 0u32;
-    let mut last: Option<(usize, Failure)> = None;
-    let n = plan.targets.len();
-    // (entry, max_retries, degraded): each target in turn, then one degraded-mode attempt.
-    let order = (0..n)
-        .map(|i| (i, plan.targets[i].retry.max_retries, false))
-        .chain((n >= 2).then_some((0, 0, true)));
-    'plan: for (idx, max_retries, degraded) in order {
-        let entry = &plan.targets[idx];
-        let mut retry = 0u32;
-        loop {
-            if Instant::now() >= ex.deadline {
-                break 'plan;
-            }
-            attempts += 1;
-            let t0 = Instant::now();
-            guard.in_flight = Some((entry.target.clone(), t0, retry, degraded));
-            // With OTLP export on, the attempt's own span is the upstream's parent.
-            let traceparent = guard
-                .held
-                .as_ref()
-                .and_then(|(t, _)| t.otel)
-                .and_then(|ids| ids.upstream_traceparent(attempts as usize - 1));
-            // At the end of a shutdown's drain, requests still waiting on an upstream stop
-            // with a clear error (and their trace) instead of being cut off with the process.
-            let result = tokio::select! {
-                r = attempt(&ex, entry, traceparent) => r,
-                _ = ex.shutdown.cancelled() => Err(shutting_down()),
-            };
-            guard.in_flight = None;
-            if ex.shutdown.is_cancelled()
-                && let Err(f) = &result
-                && f.error.code == ErrorCode::Overloaded
-            {
-                last = result.err().map(|f| (idx, f));
-                break 'plan;
-            }
-            let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
-            let (status, code) = match &result {
-                Ok(s) => (Some(s.status().as_u16()), None),
-                Err(f) => (f.status, Some(f.error.code.as_str())),
-            };
-            let started_ms = t0.duration_since(ex.started).as_secs_f64() * 1000.0;
-            if let Some(t) = guard.trace_mut() {
-                t.attempts.push(AttemptRecord {
-                    target: entry.target.clone(),
-                    status,
-                    error_code: code,
-                    retry,
-                    degraded,
-                    started_ms,
-                    latency_ms,
-                });
-            }
-            match result {
-                Ok(success) => {
-                    let (trace, sink) = guard.take();
-                    return respond(&ex, entry, plan, attempts, success, trace, sink);
+        // Until an answer takes the trace over, a caller that goes away (the future is dropped)
+        // still leaves a trace, with the attempt that was in flight.
+        let mut guard = Pending {
+            held: Some((trace, sink)),
+            started: ex.started,
+            in_flight: None,
+        };
+        let mut attempts = 0u32;
+        let mut last: Option<(usize, Failure)> = None;
+        let n = plan.targets.len();
+        // (entry, max_retries, degraded): each target in turn, then one degraded-mode attempt.
+        let order = (0..n)
+            .map(|i| (i, plan.targets[i].retry.max_retries, false))
+            .chain((n >= 2).then_some((0, 0, true)));
+        'plan: for (idx, max_retries, degraded) in order {
+            let entry = &plan.targets[idx];
+            let mut retry = 0u32;
+            loop {
+                if Instant::now() >= ex.deadline {
+                    break 'plan;
                 }
-                Err(f) => {
-                    tracing::debug!(target: "signalbox::attempt", provider = %entry.target.provider.id, target = %entry.target.name, code = ?f.error.code, status = ?f.status, retry, "attempt failed");
-                    if f.kind == FailKind::Answer {
-                        let mut err = f.error;
-                        err.upstream_provider = Some(entry.target.provider.id.clone());
+                attempts += 1;
+                let t0 = Instant::now();
+                guard.in_flight = Some((entry.target.clone(), t0, retry, degraded));
+                // With OTLP export on, the attempt's own span is the upstream's parent.
+                let traceparent = guard
+                    .held
+                    .as_ref()
+                    .and_then(|(t, _)| t.otel)
+                    .and_then(|ids| ids.upstream_traceparent(attempts as usize - 1));
+                // At the end of a shutdown's drain, requests still waiting on an upstream stop
+                // with a clear error (and their trace) instead of being cut off with the process.
+                let result = tokio::select! {
+                    r = attempt(&ex, entry, traceparent) => r,
+                    _ = ex.shutdown.cancelled() => Err(shutting_down()),
+                };
+                guard.in_flight = None;
+                if ex.shutdown.is_cancelled()
+                    && let Err(f) = &result
+                    && f.error.code == ErrorCode::Overloaded
+                {
+                    last = result.err().map(|f| (idx, f));
+                    break 'plan;
+                }
+                let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let (status, code) = match &result {
+                    Ok(s) => (Some(s.status().as_u16()), None),
+                    Err(f) => (f.status, Some(f.error.code.as_str())),
+                };
+                let started_ms = t0.duration_since(ex.started).as_secs_f64() * 1000.0;
+                if let Some(t) = guard.trace_mut() {
+                    t.attempts.push(AttemptRecord {
+                        target: entry.target.clone(),
+                        status,
+                        error_code: code,
+                        retry,
+                        degraded,
+                        started_ms,
+                        latency_ms,
+                    });
+                }
+                match result {
+                    Ok(success) => {
                         let (trace, sink) = guard.take();
-                        return finish_error(&ex, Some(entry), plan, attempts, err, trace, &sink);
+                        return respond(&ex, entry, plan, attempts, success, trace, sink);
                     }
-                    let kind = f.kind;
-                    let retry_after = f.retry_after;
-                    last = Some((idx, f));
-                    if kind != FailKind::Transient || retry >= max_retries {
-                        continue 'plan;
-                    }
-                    let policy = entry.retry;
-                    let delay = match retry_after {
-                        Some(ra) if ra > policy.backoff_max => continue 'plan,
-                        Some(ra) => ra,
-                        None => backoff(policy, retry),
-                    };
-                    if Instant::now() + delay >= ex.deadline {
-                        continue 'plan;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = ex.shutdown.cancelled() => {
-                            last = Some((idx, shutting_down()));
-                            break 'plan;
+                    Err(f) => {
+                        tracing::debug!(target: "signalbox::attempt", provider = %entry.target.provider.id, target = %entry.target.name, code = ?f.error.code, status = ?f.status, retry, "attempt failed");
+                        if f.kind == FailKind::Answer {
+                            let mut err = f.error;
+                            err.upstream_provider = Some(entry.target.provider.id.clone());
+                            let (trace, sink) = guard.take();
+                            return finish_error(
+                                &ex,
+                                Some(entry),
+                                plan,
+                                attempts,
+                                err,
+                                trace,
+                                &sink,
+                            );
                         }
+                        let kind = f.kind;
+                        let retry_after = f.retry_after;
+                        last = Some((idx, f));
+                        if kind != FailKind::Transient || retry >= max_retries {
+                            continue 'plan;
+                        }
+                        let policy = entry.retry;
+                        let delay = match retry_after {
+                            Some(ra) if ra > policy.backoff_max => continue 'plan,
+                            Some(ra) => ra,
+                            None => backoff(policy, retry),
+                        };
+                        if Instant::now() + delay >= ex.deadline {
+                            continue 'plan;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = ex.shutdown.cancelled() => {
+                                last = Some((idx, shutting_down()));
+                                break 'plan;
+                            }
+                        }
+                        retry += 1;
                     }
-                    retry += 1;
                 }
             }
         }
-    }
-    let deadline_hit = Instant::now() >= ex.deadline;
-    let (entry, mut err) = match last {
-        Some((idx, f)) if !deadline_hit => (Some(&plan.targets[idx]), f.error),
-        Some((idx, _)) => (
-            Some(&plan.targets[idx]),
-            ApiError::new(
-                ErrorCode::Timeout,
-                "the request deadline was reached before any provider answered",
+        let deadline_hit = Instant::now() >= ex.deadline;
+        let (entry, mut err) = match last {
+            Some((idx, f)) if !deadline_hit => (Some(&plan.targets[idx]), f.error),
+            Some((idx, _)) => (
+                Some(&plan.targets[idx]),
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    "the request deadline was reached before any provider answered",
+                ),
             ),
-        ),
-        None => (
-            None,
-            ApiError::new(
-                ErrorCode::Timeout,
-                "the request deadline was reached before any provider answered",
+            None => (
+                None,
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    "the request deadline was reached before any provider answered",
+                ),
             ),
-        ),
-    };
-    // A shutdown is not the plan being spent: the client may well retry elsewhere.
-    err.plan_spent = !ex.shutdown.is_cancelled();
-    if let Some(e) = entry {
-        err.upstream_provider = Some(e.target.provider.id.clone());
+        };
+        // A shutdown is not the plan being spent: the client may well retry elsewhere.
+        err.plan_spent = !ex.shutdown.is_cancelled();
+        if let Some(e) = entry {
+            err.upstream_provider = Some(e.target.provider.id.clone());
+        }
+        let (trace, sink) = guard.take();
+        finish_error(&ex, entry, plan, attempts, err, trace, &sink)
     }
-    let (trace, sink) = guard.take();
-    finish_error(&ex, entry, plan, attempts, err, trace, &sink)
 }
 
 /// The trace of a request still being worked on. Dropped while it still holds the trace
@@ -318,7 +332,7 @@ pub async fn execute(
 /// `client_closed`, with the attempt that was in flight.
 struct Pending {
     /// The trace and where it goes, until an answer takes them over.
-    held: Option<(TraceRecord, TraceSink)>,
+    held: Option<(Box<TraceRecord>, TraceSink)>,
     started: Instant,
     in_flight: Option<(std::sync::Arc<crate::model::Target>, Instant, u32, bool)>,
 }
@@ -328,15 +342,15 @@ pub const CLIENT_CLOSED: &str = "client_closed";
 
 impl Pending {
     fn trace_mut(&mut self) -> Option<&mut TraceRecord> {
-        self.held.as_mut().map(|(t, _)| t)
+        self.held.as_mut().map(|(t, _)| &mut **t)
     }
 
     /// Hand the trace and its sink over (called once, on the way out).
-    fn take(&mut self) -> (TraceRecord, TraceSink) {
+    fn take(&mut self) -> (Box<TraceRecord>, TraceSink) {
         match self.held.take() {
             Some(h) => h,
             // Unreachable: execute() takes them once, on its way out.
-            None => (TraceRecord::default(), TraceSink::closed()),
+            None => (Box::default(), TraceSink::closed()),
         }
     }
 }
@@ -360,7 +374,7 @@ impl Drop for Pending {
         t.status = 499;
         t.error_code = Some(CLIENT_CLOSED);
         t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        sink.record(t);
+        sink.record(*t);
     }
 }
 
@@ -473,14 +487,14 @@ fn finish_error(
     plan: &Plan,
     attempts: u32,
     err: ApiError,
-    mut trace: TraceRecord,
+    mut trace: Box<TraceRecord>,
     sink: &TraceSink,
 ) -> Outcome {
     trace.status = err.status.as_u16();
     trace.error_code = Some(err.code.as_str());
     trace.latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0;
     trace.serving_variant = None;
-    sink.record(trace);
+    sink.record(*trace);
     error_outcome(&err, gateway_headers(ex, entry, plan, attempts))
 }
 
@@ -490,7 +504,7 @@ fn respond(
     plan: &Plan,
     attempts: u32,
     success: Success,
-    mut trace: TraceRecord,
+    mut trace: Box<TraceRecord>,
     sink: TraceSink,
 ) -> Outcome {
     let mut headers = gateway_headers(ex, Some(entry), plan, attempts);
@@ -531,7 +545,7 @@ fn respond(
             if let Some(c) = trace.content.as_mut() {
                 c.push_response(&body);
             }
-            sink.record(trace);
+            sink.record(*trace);
             Outcome {
                 status,
                 headers,
@@ -1253,7 +1267,7 @@ struct Forward {
     invalid: u32,
     price: crate::model::Price,
     started: Instant,
-    trace: Option<(TraceRecord, TraceSink)>,
+    trace: Option<(Box<TraceRecord>, TraceSink)>,
 }
 
 impl Forward {
@@ -1424,7 +1438,7 @@ impl Forward {
             if (self.failed.is_some() || !self.done) && t.error_code.is_none() {
                 t.error_code = Some(ErrorCode::StreamInterrupted.as_str());
             }
-            sink.record(t);
+            sink.record(*t);
         }
     }
 }
@@ -1447,7 +1461,7 @@ struct RawForward {
     ended: bool,
     deadline: Instant,
     shutdown: CancellationToken,
-    trace: Option<(TraceRecord, TraceSink)>,
+    trace: Option<(Box<TraceRecord>, TraceSink)>,
     started: Instant,
 }
 
@@ -1456,7 +1470,7 @@ impl RawForward {
         if let Some((mut t, sink)) = self.trace.take() {
             t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             t.error_code = error;
-            sink.record(t);
+            sink.record(*t);
         }
     }
 
@@ -1497,7 +1511,7 @@ impl Drop for RawForward {
         if let Some((mut t, sink)) = self.trace.take() {
             t.error_code = Some("client_closed");
             t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-            sink.record(t);
+            sink.record(*t);
         }
     }
 }

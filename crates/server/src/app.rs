@@ -487,192 +487,198 @@ async fn read_limited(
     }
 }
 
-async fn proxy(
+/// (A function returning an `async move` block, not an `async fn`: an `async fn` keeps a
+/// second copy of its by-value arguments in its state.)
+#[allow(clippy::manual_async_fn)] // see the comment above
+fn proxy(
     st: &AppState,
     endpoint: EndpointKind,
     upstream_path: &'static str,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let started = Instant::now();
-    // Hyphenated lowercase, written without the formatting machinery.
-    let request_id = uuid::Uuid::now_v7()
-        .hyphenated()
-        .encode_lower(&mut uuid::Uuid::encode_buffer())
-        .to_owned();
-    let snap = st.live.snapshot();
-    let inb = Inbound::of(&headers);
-    // The caller's trace context (a valid one) is echoed on the answer.
-    let echo = inb.trace_context.then_some(&headers);
-    let mut trace = TraceRecord {
-        id: request_id.clone(),
-        client_request_id: text(inb.request_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
-        time_unix_ms: now_ms(),
-        endpoint: endpoint.as_str(),
-        user_id: text(inb.user_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
-        session_id: text(inb.session_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
-        traceparent: text(inb.traceparent).map(str::to_string),
-        otel: signalbox_core::otlp::enabled()
-            .then(|| signalbox_core::otlp::SpanIds::new(text(inb.traceparent))),
-        ..Default::default()
-    };
-    let fail = |err: ApiError, mut trace: TraceRecord| {
-        trace.status = err.status.as_u16();
-        trace.error_code = Some(err.code.as_str());
-        trace.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        st.sink.record(trace);
-        into_response(
-            error_outcome(&err, HeaderMap::new()),
-            &request_id,
-            None,
-            echo,
-        )
-    };
+) -> impl Future<Output = Response> {
+    async move {
+        let started = Instant::now();
+        // Hyphenated lowercase, written without the formatting machinery.
+        let request_id = uuid::Uuid::now_v7()
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned();
+        let snap = st.live.snapshot();
+        let inb = Inbound::of(&headers);
+        // The caller's trace context (a valid one) is echoed on the answer.
+        let echo = inb.trace_context.then_some(&headers);
+        let mut trace = Box::new(TraceRecord {
+            id: request_id.clone(),
+            client_request_id: text(inb.request_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
+            time_unix_ms: now_ms(),
+            endpoint: endpoint.as_str(),
+            user_id: text(inb.user_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
+            session_id: text(inb.session_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
+            traceparent: text(inb.traceparent).map(str::to_string),
+            otel: signalbox_core::otlp::enabled()
+                .then(|| signalbox_core::otlp::SpanIds::new(text(inb.traceparent))),
+            ..Default::default()
+        });
+        let fail = |err: ApiError, mut trace: Box<TraceRecord>| {
+            trace.status = err.status.as_u16();
+            trace.error_code = Some(err.code.as_str());
+            trace.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            st.sink.record(*trace);
+            into_response(
+                error_outcome(&err, HeaderMap::new()),
+                &request_id,
+                None,
+                echo,
+            )
+        };
 
-    let max = snap.server.max_in_flight;
-    if st.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
-        st.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let err = ApiError::new(
-            ErrorCode::Overloaded,
-            format!("the gateway is at its limit of {max} requests in flight; retry shortly"),
-        );
-        return fail(err, trace);
-    }
-    let guard = InFlight(st.in_flight.clone());
+        let max = snap.server.max_in_flight;
+        if st.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
+            st.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let err = ApiError::new(
+                ErrorCode::Overloaded,
+                format!("the gateway is at its limit of {max} requests in flight; retry shortly"),
+            );
+            return fail(err, trace);
+        }
+        let guard = InFlight(st.in_flight.clone());
 
-    let caller = match authenticate(&snap, &inb) {
-        Ok(c) => c,
-        Err(e) => return fail(e, trace),
-    };
-    let Caller {
-        project,
-        key_id,
-        caller_key,
-    } = caller;
-    trace.project = project;
-    trace.key_id = key_id;
-    if let Some(enc) = text(inb.content_encoding)
-        && !enc.eq_ignore_ascii_case("identity")
-    {
-        let err = ApiError::bad_request(format!(
+        let caller = match authenticate(&snap, &inb) {
+            Ok(c) => c,
+            Err(e) => return fail(e, trace),
+        };
+        let Caller {
+            project,
+            key_id,
+            caller_key,
+        } = caller;
+        trace.project = project;
+        trace.key_id = key_id;
+        if let Some(enc) = text(inb.content_encoding)
+            && !enc.eq_ignore_ascii_case("identity")
+        {
+            let err = ApiError::bad_request(format!(
             "request bodies with Content-Encoding '{}' are not accepted; send the body uncompressed",
             capped(enc, 64)
         ))
         .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        return fail(err, trace);
-    }
-    let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
-        // An upload: read once into a replay store (memory, then a temporary file).
-        let ct = text(inb.content_type);
-        let boundary = match multipart::boundary_of(ct, &format!("POST /v1{upstream_path}")) {
-            Ok(b) => b,
-            Err(e) => return fail(e, trace),
-        };
-        let limit = snap.server.max_upload_bytes;
-        let read = multipart::ingest(body.into_data_stream(), boundary, limit);
-        let read = async {
-            tokio::time::timeout_at(started + snap.server.request_timeout, read)
-                .await
-                .unwrap_or_else(|_| Err(body_timeout()))
-        };
-        match read.await {
-            Ok(m) if m.model.len() > signalbox_core::body::MAX_MODEL_BYTES => {
-                return fail(signalbox_core::body::model_too_long(), trace);
-            }
-            Ok(m) => (
-                bytes::Bytes::new(),
-                Peeked::for_model(m.model.clone()),
-                Some(Arc::new(m)),
-            ),
-            Err(e) => return fail(e, trace),
-        }
-    } else {
-        if let Some(ct) = text(inb.content_type)
-            && ct.starts_with("multipart/")
-        {
-            let err = ApiError::bad_request(format!(
-                "{} takes a JSON body, not {ct}",
-                endpoint.endpoint_hint()
-            ))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
             return fail(err, trace);
         }
-        let read = read_limited(body, snap.server.max_body_bytes, text(inb.content_length));
-        let read = tokio::time::timeout_at(started + snap.server.request_timeout, read);
-        let bytes = match read.await.unwrap_or_else(|_| Err(body_timeout())) {
-            Ok(b) => b,
+        let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
+            // An upload: read once into a replay store (memory, then a temporary file).
+            let ct = text(inb.content_type);
+            let boundary = match multipart::boundary_of(ct, &format!("POST /v1{upstream_path}")) {
+                Ok(b) => b,
+                Err(e) => return fail(e, trace),
+            };
+            let limit = snap.server.max_upload_bytes;
+            let read = multipart::ingest(body.into_data_stream(), boundary, limit);
+            // Boxed: the upload reader's state would otherwise size every request's future.
+            let read = Box::pin(async {
+                tokio::time::timeout_at(started + snap.server.request_timeout, read)
+                    .await
+                    .unwrap_or_else(|_| Err(body_timeout()))
+            });
+            match read.await {
+                Ok(m) if m.model.len() > signalbox_core::body::MAX_MODEL_BYTES => {
+                    return fail(signalbox_core::body::model_too_long(), trace);
+                }
+                Ok(m) => (
+                    bytes::Bytes::new(),
+                    Peeked::for_model(m.model.clone()),
+                    Some(Arc::new(m)),
+                ),
+                Err(e) => return fail(e, trace),
+            }
+        } else {
+            if let Some(ct) = text(inb.content_type)
+                && ct.starts_with("multipart/")
+            {
+                let err = ApiError::bad_request(format!(
+                    "{} takes a JSON body, not {ct}",
+                    endpoint.endpoint_hint()
+                ))
+                .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+                return fail(err, trace);
+            }
+            let read = read_limited(body, snap.server.max_body_bytes, text(inb.content_length));
+            let read = tokio::time::timeout_at(started + snap.server.request_timeout, read);
+            let bytes = match read.await.unwrap_or_else(|_| Err(body_timeout())) {
+                Ok(b) => b,
+                Err(e) => return fail(e, trace),
+            };
+            match peek(&bytes) {
+                Ok(p) => (bytes, p, None),
+                Err(e) => return fail(e, trace),
+            }
+        };
+        trace.requested_model = Some(peeked.model.clone());
+        trace.stream = peeked.stream;
+        let Some(ps) = snap.project(&trace.project) else {
+            return fail(
+                ApiError::new(ErrorCode::Forbidden, "the key's project no longer exists"),
+                trace,
+            );
+        };
+        if ps.capture_content {
+            trace.content = Some(Box::new(signalbox_core::trace::Captured::of_request(
+                &bytes,
+            )));
+        }
+        let resolved = match resolve(ps, endpoint, &peeked.model) {
+            Ok(r) => r,
             Err(e) => return fail(e, trace),
         };
-        match peek(&bytes) {
-            Ok(p) => (bytes, p, None),
-            Err(e) => return fail(e, trace),
+        // Routing errors first (a wrong endpoint names the right one), then the body's shape.
+        if let Err(e) = check_fits(upstream_path, &peeked) {
+            return fail(e, trace);
         }
-    };
-    trace.requested_model = Some(peeked.model.clone());
-    trace.stream = peeked.stream;
-    let Some(ps) = snap.project(&trace.project) else {
-        return fail(
-            ApiError::new(ErrorCode::Forbidden, "the key's project no longer exists"),
-            trace,
-        );
-    };
-    if ps.capture_content {
-        trace.content = Some(Box::new(signalbox_core::trace::Captured::of_request(
-            &bytes,
-        )));
+        trace.layer = Some(resolved.layer());
+        let label = resolved.label();
+        trace.route = Some(label.to_string());
+        if let Resolution::Route(r) = &resolved.resolution {
+            trace.route_version = (r.version > 0).then_some(r.version);
+        }
+        if let Resolution::Passthrough(t) = &resolved.resolution
+            && matches!(t.auth, TargetAuth::Caller)
+            && caller_key.is_none()
+        {
+            let err = ApiError::auth(format!(
+                "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
+                peeked.model, t.provider.id
+            ));
+            return fail(err, trace);
+        }
+        let ids = StickyIds {
+            user: trace.user_id.as_deref(),
+            session: trace.session_id.as_deref(),
+            // An empty `user` is no id, as an empty header is none.
+            body_user: peeked
+                .user
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty()),
+        };
+        let plan = plan(&resolved.resolution, ids, snap.default_retry);
+        trace.assigned_variant = plan.assigned_variant.clone();
+        trace.sticky_source = plan.sticky.map(|s| s.as_str());
+        let ex = Exchange {
+            endpoint,
+            upstream_path,
+            body: bytes,
+            peeked,
+            multipart,
+            inbound: &headers,
+            caller_key,
+            started,
+            deadline: started + snap.server.request_timeout,
+            shutdown: st.hard_stop.clone(),
+            route_label: resolved.label_header().clone(),
+        };
+        let outcome = execute(ex, &plan, trace, st.sink.clone()).await;
+        into_response(outcome, &request_id, Some(guard), echo)
     }
-    let resolved = match resolve(ps, endpoint, &peeked.model) {
-        Ok(r) => r,
-        Err(e) => return fail(e, trace),
-    };
-    // Routing errors first (a wrong endpoint names the right one), then the body's shape.
-    if let Err(e) = check_fits(upstream_path, &peeked) {
-        return fail(e, trace);
-    }
-    trace.layer = Some(resolved.layer());
-    let label = resolved.label();
-    trace.route = Some(label.to_string());
-    if let Resolution::Route(r) = &resolved.resolution {
-        trace.route_version = (r.version > 0).then_some(r.version);
-    }
-    if let Resolution::Passthrough(t) = &resolved.resolution
-        && matches!(t.auth, TargetAuth::Caller)
-        && caller_key.is_none()
-    {
-        let err = ApiError::auth(format!(
-            "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
-            peeked.model, t.provider.id
-        ));
-        return fail(err, trace);
-    }
-    let ids = StickyIds {
-        user: trace.user_id.as_deref(),
-        session: trace.session_id.as_deref(),
-        // An empty `user` is no id, as an empty header is none.
-        body_user: peeked
-            .user
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty()),
-    };
-    let plan = plan(&resolved.resolution, ids, snap.default_retry);
-    trace.assigned_variant = plan.assigned_variant.clone();
-    trace.sticky_source = plan.sticky.map(|s| s.as_str());
-    let ex = Exchange {
-        endpoint,
-        upstream_path,
-        body: bytes,
-        peeked,
-        multipart,
-        inbound: &headers,
-        caller_key,
-        started,
-        deadline: started + snap.server.request_timeout,
-        shutdown: st.hard_stop.clone(),
-        route_label: resolved.label_header().clone(),
-    };
-    let outcome = execute(ex, &plan, trace, st.sink.clone()).await;
-    into_response(outcome, &request_id, Some(guard), echo)
 }
 
 #[derive(serde::Serialize)]

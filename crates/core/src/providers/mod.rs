@@ -106,15 +106,21 @@ pub const FORWARDED_RESPONSE_HEADERS: [HeaderName; 8] = [
     HeaderName::from_static("x-ratelimit-reset-tokens"),
 ];
 
-pub async fn send(out: Outbound<'_>) -> Result<UpstreamResponse, SendError> {
-    match out.target.provider.kind {
-        // Azure OpenAI speaks OpenAI's format; only its URLs and auth header differ, and
-        // those are set when the config loads.
-        ProviderKind::OpenAi | ProviderKind::AzureOpenAi => {
-            Ok(openai::post(out, HeaderMap::new()).await?)
+/// (A function returning an `async move` block, not an `async fn`: see `PlainPool::send`.)
+#[allow(clippy::manual_async_fn)] // see the comment above
+pub fn send(out: Outbound<'_>) -> impl Future<Output = Result<UpstreamResponse, SendError>> {
+    async move {
+        match out.target.provider.kind {
+            // Azure OpenAI speaks OpenAI's format; only its URLs and auth header differ, and
+            // those are set when the config loads.
+            ProviderKind::OpenAi | ProviderKind::AzureOpenAi => {
+                Ok(openai::post(out, HeaderMap::new()).await?)
+            }
+            // Boxed: their translation states are larger than the OpenAI path's, and every
+            // future above this one (up to the request's own) is as large as its largest state.
+            ProviderKind::Anthropic => Box::pin(anthropic::send(out)).await,
+            ProviderKind::Gemini => Box::pin(gemini::send(out)).await,
+            ProviderKind::Mock => Ok(mock::send(out).await?),
         }
-        ProviderKind::Anthropic => anthropic::send(out).await,
-        ProviderKind::Gemini => gemini::send(out).await,
-        ProviderKind::Mock => Ok(mock::send(out).await?),
     }
 }

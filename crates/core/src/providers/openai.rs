@@ -124,47 +124,51 @@ fn request_headers(
 /// POST a request in the provider's own format: `extra` headers (an adapter's own, such as
 /// `anthropic-version`) go after the caller's allow-listed ones and before the provider's
 /// static headers and the credential.
-pub(super) async fn post(
+/// (A function returning an `async move` block, not an `async fn`: see `PlainPool::send`.)
+#[allow(clippy::manual_async_fn)] // see the comment above
+pub(super) fn post(
     out: Outbound<'_>,
     extra: HeaderMap,
-) -> Result<UpstreamResponse, TransportError> {
-    let t = out.target;
-    let (headers, query) = request_headers(&out, extra)?;
-    match &t.transport {
-        Transport::Plain(pool) => {
-            let req = hyper_request(t, out.path, &query, headers, out.body)?;
-            let resp = pool.send(req).await.map_err(|e| match e {
-                PlainError::Connect(text) => TransportError::Connect(text),
-                PlainError::Send(e) => classify(&e, false),
-            })?;
-            Ok(upstream_response(resp))
-        }
-        Transport::Direct(client) => {
-            let req = hyper_request(t, out.path, &query, headers, out.body)?;
-            let resp = client.request(req).await.map_err(classify_direct)?;
-            Ok(upstream_response(resp))
-        }
-        Transport::Proxied(client) => {
-            let mut rb = client
-                .post(t.url(out.path).map_err(TransportError::Connect)?)
-                .headers(headers);
-            if let Some((name, key)) = &query {
-                rb = rb.query(&[(name.as_str(), key.as_str())]);
+) -> impl Future<Output = Result<UpstreamResponse, TransportError>> {
+    async move {
+        let t = out.target;
+        let (headers, query) = request_headers(&out, extra)?;
+        match &t.transport {
+            Transport::Plain(pool) => {
+                let req = hyper_request(t, out.path, &query, headers, out.body)?;
+                let resp = pool.send(req).await.map_err(|e| match e {
+                    PlainError::Connect(text) => TransportError::Connect(text),
+                    PlainError::Send(e) => classify(&e, false),
+                })?;
+                Ok(upstream_response(resp))
             }
-            let body = match out.body {
-                OutBody::Json(b) => reqwest::Body::from(b),
-                OutBody::Multipart { stream, .. } => reqwest::Body::wrap_stream(stream),
-            };
-            let resp = rb.body(body).send().await.map_err(classify_reqwest)?;
-            // Take the head apart instead of cloning its headers.
-            let (parts, body) = http::Response::from(resp).into_parts();
-            let body = http_body_util::BodyDataStream::new(body)
-                .map_err(|e| TransportError::Reset(e.without_url().to_string()));
-            Ok(UpstreamResponse {
-                status: parts.status,
-                headers: parts.headers,
-                body: Box::pin(body),
-            })
+            Transport::Direct(client) => {
+                let req = hyper_request(t, out.path, &query, headers, out.body)?;
+                let resp = client.request(req).await.map_err(classify_direct)?;
+                Ok(upstream_response(resp))
+            }
+            Transport::Proxied(client) => {
+                let mut rb = client
+                    .post(t.url(out.path).map_err(TransportError::Connect)?)
+                    .headers(headers);
+                if let Some((name, key)) = &query {
+                    rb = rb.query(&[(name.as_str(), key.as_str())]);
+                }
+                let body = match out.body {
+                    OutBody::Json(b) => reqwest::Body::from(b),
+                    OutBody::Multipart { stream, .. } => reqwest::Body::wrap_stream(stream),
+                };
+                let resp = rb.body(body).send().await.map_err(classify_reqwest)?;
+                // Take the head apart instead of cloning its headers.
+                let (parts, body) = http::Response::from(resp).into_parts();
+                let body = http_body_util::BodyDataStream::new(body)
+                    .map_err(|e| TransportError::Reset(e.without_url().to_string()));
+                Ok(UpstreamResponse {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body: Box::pin(body),
+                })
+            }
         }
     }
 }

@@ -305,39 +305,47 @@ impl PlainPool {
     /// answer's head; its body hands the connection back when read to the end. A pooled
     /// connection found closed before the request went out is replaced by another (the
     /// request is sent once at most).
-    pub async fn send(
+    ///
+    /// (Written as a function returning an `async move` block: an `async fn` keeps a second
+    /// copy of its by-value arguments in its state, and this state is part of every
+    /// request's future.)
+    #[allow(clippy::manual_async_fn)] // see the comment above
+    pub fn send(
         self: &Arc<Self>,
         mut req: http::Request<OutgoingBody>,
-    ) -> Result<http::Response<PooledBody>, PlainError> {
-        let uri = req.uri().clone();
-        if let Some(pq) = uri.path_and_query() {
-            *req.uri_mut() = http::Uri::from(pq.clone());
-        }
-        loop {
-            let (mut sender, reused) = match self.take() {
-                Some(s) => (s, true),
-                None => (self.connect(&uri).await?, false),
-            };
-            if let Err(e) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(PlainError::Send(e));
+    ) -> impl Future<Output = Result<http::Response<PooledBody>, PlainError>> {
+        async move {
+            let uri = req.uri().clone();
+            if let Some(pq) = uri.path_and_query() {
+                *req.uri_mut() = http::Uri::from(pq.clone());
             }
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let (parts, body) = resp.into_parts();
-                    let body = PooledBody {
-                        body,
-                        sender: Some(sender),
-                        pool: self.clone(),
-                    };
-                    return Ok(http::Response::from_parts(parts, body));
+            loop {
+                let (mut sender, reused) = match self.take() {
+                    Some(s) => (s, true),
+                    // Boxed: a new connection is rare, and its state would size every request's.
+                    None => (Box::pin(self.connect(&uri)).await?, false),
+                };
+                if let Err(e) = sender.ready().await {
+                    if reused {
+                        continue;
+                    }
+                    return Err(PlainError::Send(e));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(PlainError::Send(e.into_error())),
-                },
+                match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        let (parts, body) = resp.into_parts();
+                        let body = PooledBody {
+                            body,
+                            sender: Some(sender),
+                            pool: self.clone(),
+                        };
+                        return Ok(http::Response::from_parts(parts, body));
+                    }
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if reused => req = unsent,
+                        _ => return Err(PlainError::Send(e.into_error())),
+                    },
+                }
             }
         }
     }
