@@ -1310,6 +1310,17 @@ impl Forward {
                         }
                         keep_from = end;
                     } else if self.strip_usage
+                        && usage.is_some()
+                        && let Some(fixed) = crate::sse::without_usage(&block[start..end])
+                    {
+                        // Some OpenAI-compatible servers put the usage asked for on the
+                        // caller's behalf on the last chunk with choices: the member comes out.
+                        if start > keep_from {
+                            self.out.push_back(block.slice(keep_from..start));
+                        }
+                        self.out.push_back(Bytes::from(fixed));
+                        keep_from = end;
+                    } else if self.strip_usage
                         && let Some(at) = USAGE_NULL.find(&block[start..end])
                     {
                         // Asked for usage on the caller's behalf, the upstream writes

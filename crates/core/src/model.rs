@@ -548,6 +548,9 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     pub drain_delay: Duration,
     pub shutdown_timeout: Duration,
+    /// How long a connection may take to send a request's headers (and stay idle between
+    /// requests). Read at start.
+    pub header_read_timeout: Duration,
     pub admin_listen: String,
     pub metrics_token: Option<Secret>,
     pub allow_link_local_upstreams: bool,

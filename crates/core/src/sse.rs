@@ -394,9 +394,75 @@ pub fn inspect(event: &[u8]) -> EventInfo {
     }
 }
 
+/// A chat completion chunk event with its top-level `usage` member taken out, everything else
+/// byte for byte (key order, spacing of the other values, the `data: ` line around it).
+/// `None` when the event holds no JSON object with a `usage` member.
+pub fn without_usage(event: &[u8]) -> Option<Vec<u8>> {
+    let open = memchr::memchr(b'{', event)?;
+    let close = memchr::memrchr(b'}', event)?;
+    let json = event.get(open..=close)?;
+    let members: OrderedMembers = serde_json::from_slice(json).ok()?;
+    if !members.0.iter().any(|(k, _)| k == "usage") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(event.len());
+    out.extend_from_slice(&event[..open]);
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in members.0.iter().filter(|(k, _)| k != "usage") {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(serde_json::to_string(k).ok()?.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    out.extend_from_slice(&event[close + 1..]);
+    Some(out)
+}
+
+/// A JSON object's members in the order written, values untouched.
+struct OrderedMembers(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OrderedMembers;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(OrderedMembers(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_comes_out_of_a_chunk_and_nothing_else_moves() {
+        let ev = b"data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"total_tokens\":5},\"z\":1}\n\n";
+        let out = without_usage(ev).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"z\":1}\n\n"
+        );
+        assert!(without_usage(b"data: {\"id\":\"c1\"}\n\n").is_none());
+    }
 
     #[test]
     fn framer_splits_events_across_chunks_without_changing_bytes() {

@@ -251,11 +251,14 @@ impl TraceSink {
                 self.metrics.trace_content_dropped.inc();
             }
         }
-        if self.tx.try_send(r).is_err() {
+        if let Err(e) = self.tx.try_send(r) {
             if size > 0 {
                 self.content_bytes.fetch_sub(size, Ordering::Relaxed);
             }
             self.metrics.traces_dropped.inc();
+            // The request still counts in the metrics (the writer would have fed them).
+            let (mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = e;
+            self.metrics.observe(&r);
         }
     }
 
@@ -486,6 +489,16 @@ mod tests {
                 .encode()
                 .contains("signalbox_traces_dropped_total 96")
         );
+        // The dropped requests still count in the request metrics (with the one the writer
+        // took); the 4 queued count once written.
+        let counted: u64 = sink
+            .metrics()
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("gen_ai_client_operation_duration_seconds_count"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(counted, 97);
     }
 
     #[test]

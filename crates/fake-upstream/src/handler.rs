@@ -575,8 +575,15 @@ impl Cx<'_> {
                 }
             }
         }
-        events.push_back(chunk("{}", finish));
-        if include_usage {
+        if include_usage && self.shared.usage_on_finish {
+            let last = chunk("{}", finish);
+            let last = String::from_utf8_lossy(&last)
+                .replace(",\"usage\":null}\n\n", &format!(",\"usage\":{usage}}}\n\n"));
+            events.push_back(Bytes::from(last));
+        } else {
+            events.push_back(chunk("{}", finish));
+        }
+        if include_usage && !self.shared.usage_on_finish {
             events.push_back(Bytes::from(format!("{prefix}[],\"usage\":{usage}}}\n\n")));
         }
         events.push_back(Bytes::from_static(DONE_EVENT));

@@ -232,6 +232,7 @@ pub struct FakeUpstream {
     api_key: Option<String>,
     cache_read: u64,
     cache_write: u64,
+    usage_on_finish: bool,
     queue: VecDeque<Behaviour>,
     always: Behaviour,
     record: bool,
@@ -256,6 +257,7 @@ impl FakeUpstream {
             api_key: None,
             cache_read: 0,
             cache_write: 0,
+            usage_on_finish: false,
             queue: VecDeque::new(),
             always: Behaviour::Ok,
             record: true,
@@ -322,6 +324,13 @@ impl FakeUpstream {
     pub fn cache_tokens(mut self, read: u64, write: u64) -> Self {
         self.cache_read = read;
         self.cache_write = write;
+        self
+    }
+
+    /// Streams asked for usage (`stream_options.include_usage`) carry it on the chunk with
+    /// the `finish_reason` instead of a chunk of its own, as some OpenAI-compatible servers do.
+    pub fn usage_on_finish_chunk(mut self, on: bool) -> Self {
+        self.usage_on_finish = on;
         self
     }
 
@@ -424,6 +433,7 @@ impl FakeUpstream {
             api_key: self.api_key,
             cache_read: self.cache_read,
             cache_write: self.cache_write,
+            usage_on_finish: self.usage_on_finish,
             record: self.record,
             behaviours: Mutex::new(Behaviours {
                 queue: self.queue,
@@ -463,6 +473,7 @@ pub(crate) struct Shared {
     pub(crate) api_key: Option<String>,
     pub(crate) cache_read: u64,
     pub(crate) cache_write: u64,
+    pub(crate) usage_on_finish: bool,
     pub(crate) record: bool,
     behaviours: Mutex<Behaviours>,
     requests: Mutex<Vec<RecordedRequest>>,

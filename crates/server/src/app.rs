@@ -119,36 +119,10 @@ pub struct Front {
     peer: std::net::SocketAddr,
 }
 
-/// Makes a [`Front`] for each accepted connection.
-#[derive(Clone)]
-pub struct MakeFront(Arc<(Router, AppState)>);
-
-impl MakeFront {
-    pub fn new(router: Router, state: AppState) -> Self {
-        MakeFront(Arc::new((router, state)))
-    }
-}
-
-impl<L> tower_service::Service<axum::serve::IncomingStream<'_, L>> for MakeFront
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-{
-    type Response = Front;
-    type Error = std::convert::Infallible;
-    type Future = std::future::Ready<Result<Front, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, conn: axum::serve::IncomingStream<'_, L>) -> Self::Future {
-        std::future::ready(Ok(Front {
-            shared: self.0.clone(),
-            peer: *conn.remote_addr(),
-        }))
+impl Front {
+    /// The front for one connection from `peer`.
+    pub fn new(shared: Arc<(Router, AppState)>, peer: std::net::SocketAddr) -> Front {
+        Front { shared, peer }
     }
 }
 
@@ -483,8 +457,42 @@ async fn read_limited(
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) if client_went_away(&*e) => Err(ApiError::bad_request(
+            "the client closed the connection before sending the whole body",
+        )
+        .with_status(CLIENT_CLOSED_STATUS)),
         Err(_) => Err(ApiError::bad_request("could not read the request body")),
     }
+}
+
+/// The status a request whose client went away is traced with (with code `client_closed`);
+/// no one receives it.
+const CLIENT_CLOSED_STATUS: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// Whether a body read failed because the client closed or reset its connection.
+fn client_went_away(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_closed())
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+            )
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// (A function returning an `async move` block, not an `async fn`: an `async fn` keeps a
@@ -522,7 +530,11 @@ fn proxy(
         });
         let fail = |err: ApiError, mut trace: Box<TraceRecord>| {
             trace.status = err.status.as_u16();
-            trace.error_code = Some(err.code.as_str());
+            trace.error_code = Some(if err.status == CLIENT_CLOSED_STATUS {
+                signalbox_core::execute::CLIENT_CLOSED
+            } else {
+                err.code.as_str()
+            });
             trace.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             st.sink.record(*trace);
             into_response(

@@ -176,6 +176,18 @@ impl Live {
         if text == src.file_text {
             return Ok(self.version());
         }
+        // A file emptied while a config was serving is a tool that truncates before it
+        // writes (or a mistake), not "remove every route and key": refused like any bad edit.
+        if text.trim().is_empty() && !src.file_text.trim().is_empty() {
+            return Err(signalbox_core::config::ConfigErrors(vec![
+                signalbox_core::config::ConfigError {
+                    key: String::new(),
+                    message: "the config file is empty; the last good config keeps serving (write a valid config to change it)".into(),
+                    file: Some(path.display().to_string()),
+                    line: None,
+                },
+            ]));
+        }
         let next = self.version() + 1;
         let snapshot = self.build(&text, &src.catalog, next)?;
         let old = self.snapshot();

@@ -317,7 +317,12 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
             "admin API listening on http://{}/admin/v1 (dashboard: /ui)",
             l.local_addr()?
         );
-        admin_task = Some(serve::start_admin(l, router, stop.clone()));
+        admin_task = Some(serve::start_admin(
+            l,
+            snap.server.header_read_timeout,
+            router,
+            stop.clone(),
+        ));
     }
     let traces: Option<Arc<dyn signalbox_core::trace::TraceStore>> = if loc.store_traces {
         Some(store.clone())

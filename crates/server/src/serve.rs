@@ -2,9 +2,8 @@
 //! once, keep serving for `drain_delay`, close the listener, drain for up to
 //! `shutdown_timeout`, then end remaining streams with `stream_interrupted` and flush traces.
 
-use crate::app::{AppState, router};
+use crate::app::{AppState, Front, router};
 use crate::live::Live;
-use axum::serve::ListenerExt;
 use signalbox_core::trace::{TraceSink, TraceStore};
 
 /// Trace records waiting for the writer; beyond this they are dropped and counted.
@@ -66,18 +65,19 @@ pub fn start_with(
         Some(a) => a.merge(router(state.clone())),
         None => router(state.clone()),
     };
-    let app = crate::app::MakeFront::new(app, state.clone());
+    let shared = Arc::new((app, state.clone()));
     let st = state.clone();
     let trigger = shutdown.clone();
     let done = tokio::spawn(async move {
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let serve = axum::serve(listener, app).with_graceful_shutdown(drain(st.clone(), trigger));
+        let header_timeout = st.live.snapshot().server.header_read_timeout;
+        let serve = serve_connections(
+            listener,
+            header_timeout,
+            move |peer| Front::new(shared.clone(), peer),
+            drain(st.clone(), trigger),
+        );
         // The graceful phase is bounded: hard stop after the timeout, then a short grace.
-        let bounded = async {
-            let _ = serve.await;
-        };
+        let bounded = serve;
         let hard = st.hard_stop.clone();
         tokio::select! {
             _ = bounded => {}
@@ -162,15 +162,144 @@ impl StopSignals {
 /// until `stop` is cancelled.
 pub fn start_admin(
     listener: TcpListener,
+    header_timeout: Duration,
     admin: axum::Router,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            admin.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
-    })
+    tokio::spawn(serve_connections(
+        listener,
+        header_timeout,
+        move |peer| WithPeer {
+            router: admin.clone(),
+            peer,
+        },
+        async move { stop.cancelled().await },
+    ))
+}
+
+/// Serve each connection accepted on `listener` with the service `make` gives for its peer
+/// (HTTP/1.1, or HTTP/2 with prior knowledge), until `stop` resolves; then stop accepting,
+/// ask every connection to finish (an idle one closes at once, a busy one after its answer)
+/// and return when all have closed.
+///
+/// A client gets `header_timeout` to send a request's headers, counted from when its
+/// connection opens or its previous answer ends (so also as long to sit idle between
+/// requests); past it the connection is closed: a slow or silent client holds no socket for
+/// long, and is never in flight.
+async fn serve_connections<S>(
+    listener: TcpListener,
+    header_timeout: Duration,
+    make: impl Fn(SocketAddr) -> S,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    S: tower_service::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let finish = CancellationToken::new();
+    // Each connection's task holds a receiver; `closed()` resolves when the last has ended.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = make(peer);
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                tower_service::Service::call(&mut service.clone(), req.map(axum::body::Body::new))
+            });
+        let finish = finish.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            // Telling HTTP/2 from HTTP/1.1 waits for the first bytes with no timer of its own:
+            // a connection that sends nothing is closed here.
+            let mut first = [0u8; 1];
+            tokio::select! {
+                r = tokio::time::timeout(header_timeout, tcp.peek(&mut first)) => {
+                    if !matches!(r, Ok(Ok(1..))) {
+                        return;
+                    }
+                }
+                _ = finish.cancelled() => return,
+            }
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            let mut finishing = std::pin::pin!(finish.cancelled());
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    _ = &mut finishing, if !asked => {
+                        asked = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    finish.cancel();
+    open_tx.closed().await;
+}
+
+/// An accept that failed: a connection reset before it was taken is nothing; anything else
+/// (out of file descriptors) is logged and accepting pauses a second so as not to spin.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A router that sees the peer's address as `ConnectInfo`.
+#[derive(Clone)]
+struct WithPeer {
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+impl tower_service::Service<axum::extract::Request> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = <axum::Router as tower_service::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: axum::extract::Request) -> Self::Future {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
+        self.router.call(req)
+    }
 }

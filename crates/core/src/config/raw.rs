@@ -53,6 +53,8 @@ pub struct RawServer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,

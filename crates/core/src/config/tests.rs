@@ -82,6 +82,15 @@ fn all_zero_weights() {
 }
 
 #[test]
+fn a_weighted_route_with_a_target_in_error_is_not_also_called_all_zero() {
+    // Only the unknown target is reported: its 70 is not "zero".
+    let e = one(
+        "[routes.r]\nstrategy = \"weighted\"\ntargets = [{ target = \"nope\", weight = 70 }, { target = \"a\", weight = 0 }]\n",
+    );
+    assert_eq!(e, "gw.toml:14: routes.r.targets[0]: unknown target 'nope'");
+}
+
+#[test]
 fn an_unset_explicit_env_var() {
     let e = one("[targets.c]\nmodel = \"gpt-4o\"\ncredential = \"env::NOT_SET_ANYWHERE\"\n");
     assert_eq!(
@@ -164,6 +173,32 @@ fn auth_off_is_loopback_only() {
         ]
     );
     assert!(errors("[server]\nauth = \"off\"\nhost = \"::1\"\n").is_empty());
+}
+
+#[test]
+fn a_host_that_cannot_be_listened_on_is_an_error() {
+    assert_eq!(
+        errors("[server]\nhost = \"not a host!!\"\n"),
+        vec!["gw.toml:2: server.host: 'not a host!!' is not an IP address or a host name"]
+    );
+    for ok in ["0.0.0.0", "::", "localhost", "gw-1.internal"] {
+        assert!(
+            errors(&format!("[server]\nhost = \"{ok}\"\n")).is_empty(),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn a_mock_provider_needs_no_key_whatever_its_id() {
+    let loaded = load_str(
+        "[providers.openai]\nkind = \"mock\"\nmodels = [\"m\"]\n",
+        None,
+        &env,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
 
 #[test]

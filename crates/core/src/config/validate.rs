@@ -1072,6 +1072,12 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
         }
     };
     let host = s.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    if !is_listen_host(&host) {
+        cx.err(
+            p(&["server", "host"]),
+            format!("'{host}' is not an IP address or a host name"),
+        );
+    }
     if auth == AuthMode::Off && !is_loopback_host(&host) {
         cx.err(
             p(&["server", "auth"]),
@@ -1109,6 +1115,7 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
         ("max_body_bytes", s.max_body_bytes),
         ("max_upload_bytes", s.max_upload_bytes),
         ("request_timeout_ms", s.request_timeout_ms),
+        ("header_read_timeout_ms", s.header_read_timeout_ms),
     ] {
         if v == Some(0) {
             cx.err(p(&["server", key]), "must be greater than zero");
@@ -1124,10 +1131,28 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
         max_in_flight: s.max_in_flight.unwrap_or(4096) as usize,
         drain_delay: Duration::from_millis(s.drain_delay_ms.unwrap_or(2000)),
         shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms.unwrap_or(30_000)),
+        header_read_timeout: Duration::from_millis(s.header_read_timeout_ms.unwrap_or(30_000)),
         admin_listen,
         metrics_token,
         allow_link_local_upstreams: s.allow_link_local_upstreams.unwrap_or(false),
     }
+}
+
+/// Whether `host` can be listened on by name: an IP address, or a DNS host name (letters,
+/// digits and hyphens in dot-separated labels of up to 63 characters).
+fn is_listen_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// Whether a host name or address is on loopback.
@@ -1259,7 +1284,8 @@ fn build_provider(
         None => match known {
             // A store provider never picks up the conventional variable: its base_url is the
             // API user's to choose, the server's environment is not theirs to send there.
-            Some(w) if w.needs_key && !cx.in_store_object(&path) => {
+            // A mock needs no key, whatever its id.
+            Some(w) if w.needs_key && kind != ProviderKind::Mock && !cx.in_store_object(&path) => {
                 let var = format!("{}_API_KEY", id.to_uppercase().replace('-', "_"));
                 match (cx.env)(&var) {
                     Some(v) if !v.trim().is_empty() => cx.secret_ref(
@@ -1296,7 +1322,8 @@ fn build_provider(
         match known {
             // The conventional variable is unset: that only warns (already said above), and
             // the provider serves passthrough with caller keys only (SPEC section 5).
-            Some(w) if w.needs_key && !cx.in_store_object(&path) => {
+            // A mock needs no key, whatever its id.
+            Some(w) if w.needs_key && kind != ProviderKind::Mock && !cx.in_store_object(&path) => {
                 passthrough = PassthroughMode::CallerKey;
             }
             _ => cx.err(
@@ -1668,7 +1695,7 @@ impl BodyBuilder<'_> {
                 }
             }
             let strategy = self.strategy(cx, &path, strategy, targets.len(), Strategy::Fallback)?;
-            self.check_weights(cx, &path, strategy, &targets);
+            self.check_weights(cx, &path, strategy, &targets, models.len());
             return Some(RouteBody::Steps(vec![Step {
                 strategy,
                 targets,
@@ -1730,8 +1757,14 @@ impl BodyBuilder<'_> {
         path: &[Seg],
         strategy: Strategy,
         targets: &[WeightedTarget],
+        written: usize,
     ) {
-        if strategy == Strategy::Weighted && targets.iter().all(|t| t.weight == 0) {
+        // Judged only when every target resolved (a target in error is already reported,
+        // and its weight is not in `targets`).
+        if strategy == Strategy::Weighted
+            && targets.len() == written
+            && targets.iter().all(|t| t.weight == 0)
+        {
             cx.err(
                 with(path.to_vec(), k("targets")),
                 "all target weights are zero",
@@ -1786,7 +1819,7 @@ impl BodyBuilder<'_> {
         }
         let n = refs.len();
         let strategy = self.strategy(cx, path, strategy, n, Strategy::Fallback)?;
-        self.check_weights(cx, path, strategy, &targets);
+        self.check_weights(cx, path, strategy, &targets, n);
         Some(Step {
             strategy,
             targets,

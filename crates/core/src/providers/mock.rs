@@ -137,7 +137,12 @@ fn response(status: u16, content_type: &'static str, chunks: Vec<Bytes>) -> Upst
 }
 
 fn error(status: u16, message: &str) -> UpstreamResponse {
-    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}});
+    error_in(status, message, None)
+}
+
+/// An OpenAI-shaped error naming the request parameter at fault.
+fn error_in(status: u16, message: &str, param: Option<&str>) -> UpstreamResponse {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": null}});
     response(
         status,
         "application/json",
@@ -273,11 +278,33 @@ fn embeddings(body: &Value, model: &str) -> UpstreamResponse {
             );
         }
     };
-    let dims = body
-        .get("dimensions")
-        .and_then(Value::as_u64)
-        .unwrap_or(8)
-        .clamp(1, 4096) as usize;
+    let dims = match body.get("dimensions") {
+        None | Some(Value::Null) => 8,
+        Some(d) => match d.as_u64() {
+            Some(n @ 1..=4096) => n as usize,
+            _ => {
+                return error_in(
+                    400,
+                    "'dimensions' must be an integer from 1 to 4096",
+                    Some("dimensions"),
+                );
+            }
+        },
+    };
+    // As OpenAI: floats by default; "base64" is the vector's little-endian f32 bytes in
+    // base64 (what the OpenAI SDKs for Node ask for when the caller names no format).
+    let base64 = match body.get("encoding_format") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(f)) if f == "float" => false,
+        Some(Value::String(f)) if f == "base64" => true,
+        Some(_) => {
+            return error_in(
+                400,
+                "'encoding_format' must be 'float' or 'base64'",
+                Some("encoding_format"),
+            );
+        }
+    };
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
@@ -294,7 +321,14 @@ fn embeddings(body: &Value, model: &str) -> UpstreamResponse {
                     ((seed >> 33) as f64 / (1u64 << 31) as f64) - 1.0
                 })
                 .collect();
-            json!({"object": "embedding", "index": i, "embedding": v})
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
     let prompt: u64 = inputs.iter().map(|s| tokens(s.len())).sum();

@@ -151,6 +151,53 @@ async fn embeddings_take_strings_arrays_and_token_arrays() {
 }
 
 #[tokio::test]
+async fn mock_embeddings_answer_base64_when_asked_and_refuse_bad_dimensions() {
+    use base64::Engine;
+    let gw = Gw::start(MOCK).await;
+    let call = |body: serde_json::Value| gw.post("/v1/embeddings").json(&body).send();
+    let floats: serde_json::Value = call(json!({"model": "route::embed", "input": "hi"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = call(json!({"model": "route::embed", "input": "hi", "encoding_format": "base64"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(v["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = raw
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let expected: Vec<f32> = floats["data"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(
+        decoded, expected,
+        "the same vector, as little-endian f32 bytes"
+    );
+    for bad in [json!(0), json!(-1), json!(5000), json!("abc")] {
+        let r = call(json!({"model": "route::embed", "input": "hi", "dimensions": bad}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["param"], "dimensions", "{e}");
+    }
+    let r = call(json!({"model": "route::embed", "input": "hi", "encoding_format": "int8"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
 async fn a_body_that_does_not_fit_its_endpoint_names_the_missing_field() {
     let gw = Gw::start(MOCK).await;
     let cases = [

@@ -57,6 +57,11 @@ async fn editing_the_config_file_moves_every_caller_at_once_and_a_bad_edit_chang
     std::fs::write(&gw.config_path, "[routes.summarize\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(provider_of(&gw).await, "b");
+    // And a file emptied in place (a tool that truncates, then writes a moment later).
+    std::fs::write(&gw.config_path, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(provider_of(&gw).await, "b");
+    assert_eq!(gw.live.version(), v2);
     let health: serde_json::Value = gw
         .get("/health")
         .send()
@@ -150,4 +155,77 @@ async fn a_request_still_waiting_on_its_upstream_at_the_end_of_the_drain_gets_a_
             .unwrap()
             .contains("shutting down")
     );
+}
+
+/// Read from a raw connection until the peer closes it; `None` if still open at `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok().map(|_| got)
+}
+
+#[tokio::test]
+async fn silent_slow_and_idle_client_connections_are_closed_after_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let fake = FakeUpstream::openai()
+        .latency(Duration::from_millis(900))
+        .start()
+        .await;
+    let toml = format!(
+        "{}\n[server]\nauth = \"off\"\nheader_read_timeout_ms = 300\n[targets.t]\nprovider = \"up\"\nmodel = \"m\"\n[routes.slow]\ntargets = [\"t\"]\n",
+        provider("up", &fake.base_url(), &["m"])
+    );
+    let gw = Gw::start_with_env(&toml, &[("UP_KEY", "k")]).await;
+    let addr = gw.running.addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
+
+    // A connection that never sends anything.
+    let mut silent = connect().await.unwrap();
+    let t0 = Instant::now();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "closed too early"
+    );
+
+    // One that sends half its headers and stalls.
+    let mut slow = connect().await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+
+    // A keep-alive connection left idle after an answer.
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within(&mut idle, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+
+    // A request whose answer takes longer than the timeout is not cut: the timeout only
+    // covers the client's side.
+    let r = gw.chat("route::slow", None).await;
+    assert_eq!(r.status(), 200);
+    // And callers are still served normally.
+    assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
 }

@@ -202,8 +202,13 @@ async fn stream_with_include_usage_is_passed_through_unchanged() {
 
 #[tokio::test]
 async fn stream_without_include_usage_asks_upstream_and_strips_the_usage_chunk() {
-    for caller_options in [None, Some(false)] {
-        let a = FakeUpstream::openai().start().await;
+    // The usage comes in a chunk of its own (OpenAI), or on the chunk with the finish_reason
+    // (some OpenAI-compatible servers).
+    for (caller_options, on_finish) in [(None, false), (Some(false), false), (None, true)] {
+        let a = FakeUpstream::openai()
+            .usage_on_finish_chunk(on_finish)
+            .start()
+            .await;
         let gw = gateway(&[(&a, "")], &single()).await;
         let r = stream(&gw, &stream_body(caller_options)).await;
         assert_eq!(r.status(), 200);
@@ -220,6 +225,7 @@ async fn stream_without_include_usage_asks_upstream_and_strips_the_usage_chunk()
             "the rest of the body is untouched"
         );
         assert_clean(&text);
+        assert!(text.contains("\"finish_reason\":\"stop\""), "{text}");
         for e in events(&text) {
             if let Some(j) = json_of(e) {
                 assert_ne!(

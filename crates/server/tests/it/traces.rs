@@ -195,6 +195,27 @@ async fn a_caller_that_hangs_up_before_the_answer_still_leaves_a_trace() {
 }
 
 #[tokio::test]
+async fn a_caller_that_hangs_up_while_sending_its_body_is_traced_as_client_closed() {
+    use tokio::io::AsyncWriteExt;
+    each_store(async |db| {
+        let node = Node::start(&db, &MasterKey::generate(), BASE).await;
+        let addr = node.url.trim_start_matches("http://").to_string();
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {BOOT_KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(tcp);
+        let data = traces(&node, "status=499", 1).await;
+        let t = &data[0];
+        assert_eq!(t["error_code"], "client_closed", "{t}");
+        assert!(t["attempts"].as_array().is_none_or(|a| a.is_empty()), "{t}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn filters_and_cursor_pages_walk_every_trace_once() {
     each_store(async |db| {
         let node = Node::start(&db, &MasterKey::generate(), BASE).await;
