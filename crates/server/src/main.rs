@@ -260,6 +260,25 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
     }
     let env = live::process_env();
     let lookup = |n: &str| env(n);
+    // `[server]` errors refuse the start whatever the store holds (auth off on a public
+    // address, a bad host or CA bundle): found before the store is opened or created, so a
+    // refused first start leaves nothing behind. (Other errors may depend on store objects;
+    // they are judged once the store is open.)
+    if path.is_some()
+        && let Err(errs) = Live::load(path.as_deref(), host.as_deref(), env.clone())
+    {
+        let server: Vec<_> = errs
+            .0
+            .into_iter()
+            .filter(|e| e.key == "server" || e.key.starts_with("server."))
+            .collect();
+        if !server.is_empty() {
+            anyhow::bail!(
+                "the config is invalid:\n{}",
+                signalbox_core::config::ConfigErrors(server)
+            );
+        }
+    }
     let loc = setup::locate(
         &setup::StoreArgs {
             db: flags.db.clone(),

@@ -190,6 +190,21 @@ fn a_host_that_cannot_be_listened_on_is_an_error() {
 }
 
 #[test]
+fn a_provider_without_base_url_still_has_its_other_errors_reported() {
+    let errs = errors(
+        "[providers.ant]\nkind = \"anthropic\"\nmodels = [\"claude-x\"]\ncredential = \"env::NOT_SET_ANYWHERE\"\n",
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("`base_url` is required")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("providers.ant.credential")),
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn a_mock_provider_needs_no_key_whatever_its_id() {
     let loaded = load_str(
         "[providers.openai]\nkind = \"mock\"\nmodels = [\"m\"]\n",

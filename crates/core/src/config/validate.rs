@@ -1238,10 +1238,13 @@ fn build_provider(
         (None, _) if kind == ProviderKind::Mock => "mock://local".to_string(),
         (None, _) => {
             cx.err(path.clone(), "`base_url` is required for this provider");
-            return None;
+            String::new()
         }
     };
-    if kind != ProviderKind::Mock {
+    // Without a base URL the provider is not built, but the rest of it is still checked
+    // (every error in one run).
+    let no_url = base_url.is_empty();
+    if kind != ProviderKind::Mock && !no_url {
         match reqwest::Url::parse(&base_url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             _ => cx.err(
@@ -1439,6 +1442,9 @@ fn build_provider(
     )
     .over(defaults);
     let connect = timeouts.finish().connect;
+    if no_url {
+        return None;
+    }
     let transport = client_for(cx, clients, id, &base_url, connect, roots, path.clone())?;
     Some(BuiltProvider {
         provider: Arc::new(Provider {

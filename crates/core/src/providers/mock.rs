@@ -174,6 +174,138 @@ fn tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4).max(1)
 }
 
+/// What one choice of a mock chat answer holds.
+enum MockAnswer {
+    Text(String),
+    Call { name: String, arguments: String },
+}
+
+impl MockAnswer {
+    fn words(&self) -> u64 {
+        match self {
+            MockAnswer::Text(t) => t.split_whitespace().count() as u64,
+            MockAnswer::Call { arguments, .. } => tokens(arguments.len()),
+        }
+    }
+}
+
+/// A value of the shape a JSON schema asks for: each required (or, with none listed, each)
+/// property filled with a placeholder of its type; strings are `text`.
+fn sample_of(schema: &Value, text: &str, depth: usize) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    let ty = match schema.get("type") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
+        _ if schema.get("properties").is_some() => "object",
+        _ => "string",
+    };
+    match ty {
+        "object" => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let required: Vec<&str> = schema
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| r.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let mut out = serde_json::Map::new();
+            for (name, sub) in props.into_iter().flatten() {
+                if required.is_empty() || required.contains(&name.as_str()) {
+                    out.insert(name.clone(), sample_of(sub, text, depth + 1));
+                }
+            }
+            Value::Object(out)
+        }
+        "array" => Value::Array(Vec::new()),
+        "integer" | "number" => json!(0),
+        "boolean" => json!(false),
+        "null" => Value::Null,
+        _ => Value::String(text.to_string()),
+    }
+}
+
+/// The mock's choice for a chat request: a call of a tool when the request offers tools and
+/// the conversation awaits one (tool_choice `required` or naming a function, or `auto` with
+/// the last message from the user), JSON when `response_format` asks for it, else text.
+fn mock_answer(body: &Value, reply: &str, last_role: &str) -> Result<MockAnswer, UpstreamResponse> {
+    let tools: Vec<&Value> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|t| {
+            t.iter()
+                .filter(|t| t.get("type").and_then(Value::as_str) == Some("function"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let choice = body.get("tool_choice");
+    let named = choice
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let wanted = match choice.and_then(Value::as_str) {
+        _ if tools.is_empty() => None,
+        Some("none") => None,
+        Some("required") => tools.first().copied(),
+        _ if named.is_some() => match tools
+            .iter()
+            .find(|t| t.pointer("/function/name").and_then(Value::as_str) == named)
+        {
+            Some(t) => Some(*t),
+            None => {
+                return Err(error_in(
+                    400,
+                    &format!(
+                        "tool_choice names function '{}', which is not among the tools",
+                        named.unwrap_or_default()
+                    ),
+                    Some("tool_choice"),
+                ));
+            }
+        },
+        _ => (last_role == "user").then(|| tools[0]),
+    };
+    if let Some(tool) = wanted {
+        let name = tool
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .unwrap_or("tool")
+            .to_string();
+        let schema = tool
+            .pointer("/function/parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        let arguments = sample_of(&schema, "mock", 0).to_string();
+        return Ok(MockAnswer::Call { name, arguments });
+    }
+    Ok(
+        match body
+            .pointer("/response_format/type")
+            .and_then(Value::as_str)
+        {
+            Some("json_object") => MockAnswer::Text(json!({"reply": reply}).to_string()),
+            Some("json_schema") => {
+                let schema = body
+                    .pointer("/response_format/json_schema/schema")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                MockAnswer::Text(sample_of(&schema, reply, 0).to_string())
+            }
+            _ => MockAnswer::Text(reply.to_string()),
+        },
+    )
+}
+
 fn chat(body: &Value, model: &str) -> UpstreamResponse {
     let messages = body
         .get("messages")
@@ -183,6 +315,13 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
     if messages.is_empty() {
         return error(400, "'messages' must be a non-empty array");
     }
+    let n = match body.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=128) => n as usize,
+            _ => return error_in(400, "'n' must be an integer from 1 to 128", Some("n")),
+        },
+    };
     let prompt_chars: usize = messages
         .iter()
         .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)).len())
@@ -193,13 +332,22 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| text_of(m.get("content").unwrap_or(&Value::Null)))
         .unwrap_or_default();
+    let last_role = messages
+        .last()
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut echo: String = last_user.chars().take(200).collect();
     if echo.len() < last_user.len() {
         echo.push('…');
     }
     let reply = format!("Hello from the Signalbox mock model {model}. You said: {echo}");
+    let answer = match mock_answer(body, &reply, last_role) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let prompt_tokens = tokens(prompt_chars);
-    let completion_tokens = reply.split_whitespace().count() as u64;
+    let completion_tokens = answer.words() * n as u64;
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -211,13 +359,30 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
         "chatcmpl-mock{}",
         &uuid::Uuid::new_v4().simple().to_string()[..16]
     );
+    let call_id = format!(
+        "call_mock{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..16]
+    );
+    let finish = match &answer {
+        MockAnswer::Text(_) => "stop",
+        MockAnswer::Call { .. } => "tool_calls",
+    };
     let created = now();
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
+        let message = match &answer {
+            MockAnswer::Text(t) => json!({"role": "assistant", "content": t, "refusal": null}),
+            MockAnswer::Call { name, arguments } => {
+                json!({"role": "assistant", "content": null, "refusal": null,
+                "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]})
+            }
+        };
+        let choices: Vec<Value> = (0..n)
+            .map(|i| json!({"index": i, "message": message, "logprobs": null, "finish_reason": finish}))
+            .collect();
         let out = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": null},
-                         "logprobs": null, "finish_reason": "stop"}],
+            "choices": choices,
             "usage": usage, "system_fingerprint": "fp_signalbox_mock"
         });
         return response(200, "application/json", vec![Bytes::from(out.to_string())]);
@@ -226,26 +391,47 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let chunk = |delta: Value, finish: Value| {
+    let chunk = |index: usize, delta: Value, finish: Value| {
         let mut c = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "fp_signalbox_mock",
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]
         });
         if include_usage {
             c["usage"] = Value::Null;
         }
         Bytes::from(format!("data: {c}\n\n"))
     };
-    let mut events = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    let words: Vec<&str> = reply.split_inclusive(' ').collect();
-    for piece in words.chunks(3) {
-        events.push(chunk(json!({"content": piece.concat()}), Value::Null));
+    let mut events = Vec::new();
+    for i in 0..n {
+        match &answer {
+            MockAnswer::Text(text) => {
+                events.push(chunk(
+                    i,
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ));
+                let words: Vec<&str> = text.split_inclusive(' ').collect();
+                for piece in words.chunks(3) {
+                    events.push(chunk(i, json!({"content": piece.concat()}), Value::Null));
+                }
+            }
+            MockAnswer::Call { name, arguments } => {
+                events.push(chunk(
+                    i,
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": call_id,
+                           "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                events.push(chunk(
+                    i,
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]}),
+                    Value::Null,
+                ));
+            }
+        }
+        events.push(chunk(i, json!({}), json!(finish)));
     }
-    events.push(chunk(json!({}), json!("stop")));
     if include_usage {
         let u = json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,

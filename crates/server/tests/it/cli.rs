@@ -457,4 +457,13 @@ fn a_command_pointed_at_no_store_leaves_nothing_behind() {
         "{log}"
     );
     assert!(!dir.path().join("data").exists());
+    // So does one refused for its [server] settings (auth off on a public address).
+    std::fs::write(
+        dir.path().join("signalbox.toml"),
+        "[server]\nauth = \"off\"\nhost = \"0.0.0.0\"\n",
+    )
+    .unwrap();
+    let log = serve(dir.path(), None, &[]).err().expect("refused");
+    assert!(log.contains("server.auth"), "{log}");
+    assert!(!dir.path().join("data").exists());
 }

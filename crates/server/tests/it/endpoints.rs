@@ -388,3 +388,86 @@ async fn the_mock_provider_fails_on_request_so_routes_can_be_tried_offline() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_mock_honours_n_tools_and_response_format() {
+    let gw = Gw::start(MOCK).await;
+    let chat = |extra: serde_json::Value| {
+        let mut body = json!({"model": "route::talk", "messages": [{"role": "user", "content": "weather in Paris?"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        gw.post("/v1/chat/completions").json(&body).send()
+    };
+    // n choices.
+    let v: serde_json::Value = chat(json!({"n": 3})).await.unwrap().json().await.unwrap();
+    let idx: Vec<u64> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, [0, 1, 2]);
+    assert_eq!(chat(json!({"n": 0})).await.unwrap().status(), 400);
+
+    // A tool the conversation waits on: called, with arguments of the declared shape.
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"]}}}]);
+    let v: serde_json::Value = chat(json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}))
+        .await.unwrap().json().await.unwrap();
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls", "{v}");
+    let call = &c["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: serde_json::Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "mock", "unit": "c"}));
+    // After the tool's result, `auto` answers in text.
+    let r = gw.post("/v1/chat/completions").json(&json!({"model": "route::talk", "tools": tools, "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]})).send().await.unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    // `none` never calls; an unknown function is refused.
+    let v: serde_json::Value = chat(json!({"tools": tools, "tool_choice": "none"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["choices"][0]["message"]["content"].is_string());
+    let r = chat(
+        json!({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Streamed, the call arrives in tool_call deltas and ends with finish_reason tool_calls.
+    let text = chat(json!({"tools": tools, "tool_choice": "required", "stream": true}))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"name\":\"get_weather\""), "{text}");
+    assert!(text.contains("\"finish_reason\":\"tool_calls\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+
+    // Structured output: JSON of the schema's shape.
+    let v: serde_json::Value = chat(json!({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {
+        "type": "object", "properties": {"answer": {"type": "string"}, "score": {"type": "number"}}, "required": ["answer", "score"]}}}}))
+        .await.unwrap().json().await.unwrap();
+    let content: serde_json::Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert!(
+        content["answer"]
+            .as_str()
+            .unwrap()
+            .contains("weather in Paris?"),
+        "{content}"
+    );
+    assert_eq!(content["score"], 0);
+}
