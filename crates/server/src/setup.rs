@@ -37,14 +37,23 @@ pub fn locate(
     config: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<StoreLocation> {
+    let mut text = String::new();
     let raw = match config {
         Some(p) => {
-            let text = signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            text = signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?;
             signalbox_core::config::parse(&text, Some(&p.display().to_string()))
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .store
         }
         None => Default::default(),
+    };
+    // `FILE:LINE: store.url: ` as the validator's messages begin.
+    let at = |key: &str| match config {
+        Some(p) => match signalbox_core::config::line_of_key(&text, key) {
+            Some(line) => format!("{}:{line}: {key}: ", p.display()),
+            None => format!("{}: {key}: ", p.display()),
+        },
+        None => format!("{key}: "),
     };
     let data_dir = match (&args.data_dir, env("SIGNALBOX_DATA_DIR"), &raw.data_dir) {
         (Some(d), _, _) => d.clone(),
@@ -56,7 +65,10 @@ pub fn locate(
         (Some(u), _) => u.clone(),
         (None, Some(u)) => match u.strip_prefix("env::") {
             Some(var) => env(var).filter(|v| !v.is_empty()).with_context(|| {
-                format!("[store] url names environment variable {var}, which is not set")
+                format!(
+                    "{}names environment variable {var}, which is not set",
+                    at("store.url")
+                )
             })?,
             None => u.clone(),
         },

@@ -185,6 +185,13 @@ pub(crate) fn display_path(path: &[Seg]) -> String {
     out
 }
 
+/// The line of a dotted key (`store.url`) in TOML source, for messages about it outside the
+/// validator.
+pub fn line_of_key(src: &str, dotted: &str) -> Option<usize> {
+    let path: Vec<Seg> = dotted.split('.').map(|k| Seg::Key(k.to_string())).collect();
+    locate(src, &path)
+}
+
 /// Find the line of a key path in TOML source: the deepest part of it that exists.
 pub(crate) fn locate(src: &str, path: &[Seg]) -> Option<usize> {
     use toml::de::{DeTable, DeValue};

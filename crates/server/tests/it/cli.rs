@@ -467,3 +467,20 @@ fn a_command_pointed_at_no_store_leaves_nothing_behind() {
     assert!(log.contains("server.auth"), "{log}");
     assert!(!dir.path().join("data").exists());
 }
+
+#[test]
+fn an_unset_store_url_variable_is_named_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("signalbox.toml"),
+        "[store]\nurl = \"env::SIGNALBOX_TEST_NOT_SET_ANYWHERE\"\n",
+    )
+    .unwrap();
+    let out = run(dir.path(), None, &["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("signalbox.toml:2: store.url: names environment variable SIGNALBOX_TEST_NOT_SET_ANYWHERE, which is not set"),
+        "{err}"
+    );
+}
