@@ -124,13 +124,42 @@ pub fn parse(src: &str, file: Option<&str>) -> Result<raw::RawConfig, ConfigErro
             line: e.span().map(|s| line_of(src, s.start)),
         }])
     };
-    let de = toml::Deserializer::parse(src).map_err(|e| error(&e, String::new()))?;
+    // A syntax error names the key on its line (`port = ` with no value, a duplicate key).
+    let de = toml::Deserializer::parse(src).map_err(|e| {
+        let key = e
+            .span()
+            .map(|s| key_on_line(src, s.start))
+            .unwrap_or_default();
+        error(&e, key)
+    })?;
     // The key at fault by its path (`providers.up.timeout_ms`), as validation errors name it.
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
         error(e.inner(), key)
     })
+}
+
+/// The key written on the line holding `offset`: a table header's name, or what stands before
+/// `=`; empty when the line has neither.
+fn key_on_line(src: &str, offset: usize) -> String {
+    let offset = offset.min(src.len());
+    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let line = src[start..end].trim();
+    if let Some(header) = line.strip_prefix('[') {
+        return header
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+    }
+    match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() && !k.contains('{') => k.trim().to_string(),
+        _ => String::new(),
+    }
 }
 
 /// A parser message in the config's words: the types it expected are tables and lists, not

@@ -359,3 +359,15 @@ fn a_type_error_in_the_file_names_its_key_in_the_configs_words() {
     assert!(errs[0].contains("providers.up.headers"), "{errs:?}");
     assert!(errs.iter().all(|e| !e.contains("Raw")), "{errs:?}");
 }
+
+#[test]
+fn a_syntax_error_names_the_key_on_its_line() {
+    assert_eq!(
+        errors("[server]\nport = 1\nport = 2\n"),
+        vec!["gw.toml:3: port: duplicate key"]
+    );
+    let e = errors("[server]\nport = \n");
+    assert!(e[0].starts_with("gw.toml:2: port: "), "{e:?}");
+    let e = errors("[server]\nport = 1\n[server]\n");
+    assert!(e[0].starts_with("gw.toml:3: server: "), "{e:?}");
+}
