@@ -321,6 +321,8 @@ struct ModelInfo {
 struct BuiltProvider {
     provider: Arc<Provider>,
     timeouts: PartialTimeouts,
+    /// Its connections refuse link-local and metadata addresses (see `GuardedResolver`).
+    guarded: bool,
 }
 
 /// Validate a raw config into a snapshot, collecting every error.
@@ -455,6 +457,7 @@ pub fn build_snapshot(
             &ca_roots,
             &mut clients,
             &model_kind,
+            !server.allow_link_local_upstreams,
         ) {
             providers.insert(id.clone(), bp);
         }
@@ -537,6 +540,7 @@ pub fn build_snapshot(
             merged.connect,
             &ca_roots,
             path.clone(),
+            bp.guarded,
         );
         let Some(transport) = transport else { continue };
         let price = crate::pricing::resolve(info.map(|i| i.price), &model);
@@ -596,6 +600,7 @@ pub fn build_snapshot(
                     timeouts.connect,
                     &ca_roots,
                     p(&["models", m]),
+                    bp.guarded,
                 ) {
                     Some(t) => t,
                     None => continue,
@@ -1166,6 +1171,7 @@ pub fn is_loopback_host(host: &str) -> bool {
         .unwrap_or(false)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn client_for(
     cx: &mut Ctx<'_>,
     clients: &mut HashMap<(String, Duration), Transport>,
@@ -1174,11 +1180,12 @@ fn client_for(
     connect: Duration,
     roots: &ExtraRoots,
     path: Vec<Seg>,
+    guarded: bool,
 ) -> Option<Transport> {
     if let Some(t) = clients.get(&(provider.to_string(), connect)) {
         return Some(t.clone());
     }
-    match crate::providers::transport::shared(provider, connect, roots, base_url) {
+    match crate::providers::transport::shared(provider, connect, roots, base_url, guarded) {
         Ok(t) => {
             clients.insert((provider.to_string(), connect), t.clone());
             Some(t)
@@ -1199,6 +1206,7 @@ fn build_provider(
     roots: &ExtraRoots,
     clients: &mut HashMap<(String, Duration), Transport>,
     model_kind: &dyn Fn(&str) -> EndpointKind,
+    guard_store_objects: bool,
 ) -> Option<BuiltProvider> {
     let path = p(&["providers", id]);
     if !valid_name(id) {
@@ -1445,7 +1453,19 @@ fn build_provider(
     if no_url {
         return None;
     }
-    let transport = client_for(cx, clients, id, &base_url, connect, roots, path.clone())?;
+    // A provider written through the admin API never reaches a link-local or metadata
+    // address, however its name resolves when it connects (checked on every connect).
+    let guarded = guard_store_objects && cx.in_store_object(&path);
+    let transport = client_for(
+        cx,
+        clients,
+        id,
+        &base_url,
+        connect,
+        roots,
+        path.clone(),
+        guarded,
+    )?;
     Some(BuiltProvider {
         provider: Arc::new(Provider {
             id_header: header_value(id),
@@ -1476,6 +1496,7 @@ fn build_provider(
             transport,
         }),
         timeouts,
+        guarded,
     })
 }
 

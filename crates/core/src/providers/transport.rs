@@ -17,9 +17,114 @@ use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Link-local and cloud-metadata addresses, which a provider written through the admin API
+/// may not reach (SPEC: unless `allow_link_local_upstreams`).
+pub fn forbidden_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The system resolver; when guarding, addresses [`forbidden_ip`] refuses are taken out of
+/// every answer, at every connect (a name checked when the provider was written may resolve
+/// elsewhere later), and a name left with none fails to connect.
+#[derive(Clone, Debug)]
+pub struct GuardedResolver {
+    inner: hyper_util::client::legacy::connect::dns::GaiResolver,
+    guarded: bool,
+}
+
+impl GuardedResolver {
+    fn new(guarded: bool) -> Self {
+        GuardedResolver {
+            inner: hyper_util::client::legacy::connect::dns::GaiResolver::new(),
+            guarded,
+        }
+    }
+}
+
+type ResolveFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<std::vec::IntoIter<std::net::SocketAddr>, std::io::Error>,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = ResolveFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let guarded = self.guarded;
+        let resolving = self.inner.call(name);
+        Box::pin(
+            async move { allowed_addrs(resolving.await?.collect(), guarded).map(Vec::into_iter) },
+        )
+    }
+}
+
+/// What a guarded connect may use of a name's addresses: all but the forbidden ones, and an
+/// error when none is left.
+fn allowed_addrs(
+    addrs: Vec<std::net::SocketAddr>,
+    guarded: bool,
+) -> Result<Vec<std::net::SocketAddr>, std::io::Error> {
+    if !guarded {
+        return Ok(addrs);
+    }
+    let allowed: Vec<_> = addrs
+        .into_iter()
+        .filter(|a| !forbidden_ip(a.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the provider's host resolves to a link-local or cloud-metadata address, which providers written through the admin API may not reach",
+        ));
+    }
+    Ok(allowed)
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn a_guarded_connect_never_uses_a_metadata_or_link_local_address() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let meta = vec![
+            a("169.254.169.254:80"),
+            a("[fe80::1]:80"),
+            a("[::ffff:169.254.169.254]:80"),
+            a("100.100.100.200:80"),
+        ];
+        assert!(allowed_addrs(meta.clone(), true).is_err());
+        assert_eq!(allowed_addrs(meta.clone(), false).unwrap(), meta);
+        let mixed = vec![a("169.254.169.254:80"), a("10.0.0.7:80")];
+        assert_eq!(allowed_addrs(mixed, true).unwrap(), vec![a("10.0.0.7:80")]);
+    }
+}
+
 /// Request bodies: JSON in one piece, or a streamed upload.
 pub type OutgoingBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
-pub type DirectClient = Client<HttpsConnector<HttpConnector>, OutgoingBody>;
+pub type DirectClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, OutgoingBody>;
 
 #[derive(Clone, Debug)]
 pub enum Transport {
@@ -54,6 +159,7 @@ struct Key {
     base_url: String,
     connect: Duration,
     roots: u64,
+    guarded: bool,
 }
 
 /// Transports outlive snapshots: a config change that leaves a provider's connection
@@ -95,12 +201,14 @@ pub fn shared(
     connect_timeout: Duration,
     roots: &ExtraRoots,
     base_url: &str,
+    guarded: bool,
 ) -> Result<Transport, String> {
     let key = Key {
         provider: provider.to_string(),
         base_url: base_url.to_string(),
         connect: connect_timeout,
         roots: roots.fingerprint(),
+        guarded,
     };
     {
         let mut r = reuse();
@@ -112,7 +220,7 @@ pub fn shared(
     }
     // Built outside the lock (it is the costly part); a racing build may make a twin,
     // which only costs that one client.
-    let t = Transport::new(connect_timeout, roots, base_url)?;
+    let t = Transport::new(connect_timeout, roots, base_url, guarded)?;
     let mut r = reuse();
     let build = r.build;
     r.entries.insert(key, (t.clone(), build));
@@ -120,10 +228,13 @@ pub fn shared(
 }
 
 impl Transport {
+    /// `guarded`: names are checked when connecting, and one that resolves to a link-local
+    /// or cloud-metadata address is refused (providers written through the admin API).
     pub fn new(
         connect_timeout: Duration,
         roots: &ExtraRoots,
         base_url: &str,
+        guarded: bool,
     ) -> Result<Self, String> {
         let proxied = base_url.parse::<http::Uri>().ok().is_some_and(|u| {
             hyper_util::client::proxy::matcher::Matcher::from_env()
@@ -134,7 +245,10 @@ impl Transport {
             return reqwest_client(connect_timeout, roots).map(Transport::Proxied);
         }
         if base_url.starts_with("http://") {
-            return Ok(Transport::Plain(Arc::new(PlainPool::new(connect_timeout))));
+            return Ok(Transport::Plain(Arc::new(PlainPool::new(
+                connect_timeout,
+                guarded,
+            ))));
         }
         let mut store = rustls::RootCertStore::empty();
         store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -150,7 +264,7 @@ impl Transport {
         .map_err(|e| format!("TLS setup failed: {e}"))?
         .with_root_certificates(store)
         .with_no_client_auth();
-        let mut http = HttpConnector::new();
+        let mut http = HttpConnector::new_with_resolver(GuardedResolver::new(guarded));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(connect_timeout));
@@ -219,7 +333,7 @@ type Sender = hyper::client::conn::http1::SendRequest<OutgoingBody>;
 /// Idle ones are taken newest first; those idle longer than 90 s, or closed by the server, are
 /// let go.
 pub struct PlainPool {
-    connector: HttpConnector,
+    connector: HttpConnector<GuardedResolver>,
     idle: std::sync::Mutex<Vec<(Sender, std::time::Instant)>>,
 }
 
@@ -239,8 +353,8 @@ pub enum PlainError {
 }
 
 impl PlainPool {
-    fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
+    fn new(connect_timeout: Duration, guarded: bool) -> Self {
+        let mut connector = HttpConnector::new_with_resolver(GuardedResolver::new(guarded));
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         PlainPool {

@@ -1697,7 +1697,11 @@ async fn test_provider(
             AdminError::not_found(format!("no provider named '{name}' in project '{p}'"))
         })?
         .clone();
-    Ok(Json(sync::test_connection(&provider).await))
+    // A provider written through the API is held to the same addresses when tested as when
+    // called (its name is resolved again, and a metadata address refused).
+    let guarded = !snap.server.allow_link_local_upstreams
+        && file_object(&st.live, ObjectKind::Provider, &name).is_none();
+    Ok(Json(sync::test_connection(&provider, guarded).await))
 }
 
 // ---- users and tokens ----

@@ -125,19 +125,7 @@ async fn listen(url: String, tx: tokio::sync::mpsc::Sender<()>, stop: Cancellati
     }
 }
 
-/// Link-local and cloud-metadata addresses, which an API-created provider may not use.
-fn forbidden_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
-        }
-    }
-}
+use signalbox_core::providers::transport::forbidden_ip;
 
 /// Refuse a provider `base_url` that points at a link-local or metadata address (by literal,
 /// by well-known name, or by what the name resolves to now) unless the server allows it.
@@ -199,7 +187,27 @@ pub async fn check_provider_address(body: &Value, allow: bool) -> Result<(), Adm
 
 /// "Test connection": list the provider's models with its credential. Answers only a status
 /// and model ids, never the upstream's body or headers.
-pub async fn test_connection(p: &Provider) -> Value {
+/// A resolver for the test connection's client that refuses link-local and metadata
+/// addresses, as the provider's own transport does when guarded.
+struct GuardedDns;
+
+impl reqwest::dns::Resolve for GuardedDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !forbidden_ip(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err("the host resolves to a link-local or cloud-metadata address".into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+pub async fn test_connection(p: &Provider, guarded: bool) -> Value {
     match p.kind {
         ProviderKind::Mock => return json!({"status": "ok", "models": p.models}),
         ProviderKind::AzureOpenAi => {
@@ -214,11 +222,13 @@ pub async fn test_connection(p: &Provider) -> Value {
         ProviderKind::Gemini => url.push_str("?pageSize=1000"),
         _ => {}
     }
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    if guarded {
+        builder = builder.dns_resolver(std::sync::Arc::new(GuardedDns));
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(_) => {
             return json!({"status": "error", "message": "cannot build an HTTP client", "models": []});
