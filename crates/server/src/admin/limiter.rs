@@ -20,8 +20,22 @@ impl LoginLimiter {
         }
     }
 
+    /// The table's keys: the client address, and a digest of the user name (a name is the
+    /// caller's to choose, up to the body limit: kept whole, each failure could hold
+    /// megabytes until the table is pruned).
     fn keys(client: &str, user: &str) -> [String; 2] {
-        [format!("client:{client}"), format!("user:{user}")]
+        [format!("client:{client}"), Self::user_key(user)]
+    }
+
+    fn user_key(user: &str) -> String {
+        use sha2::Digest;
+        let d = sha2::Sha256::digest(user.as_bytes());
+        let mut key = String::with_capacity(5 + 32);
+        key.push_str("user:");
+        for b in &d[..16] {
+            key.push_str(&format!("{b:02x}"));
+        }
+        key
     }
 
     /// How long until a login may be tried again, if it is blocked now.
@@ -70,6 +84,27 @@ impl LoginLimiter {
     /// A successful login clears its user's failures (not the client's).
     pub fn succeeded(&self, _client: &str, user: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&format!("user:{user}"));
+        map.remove(&Self::user_key(user));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_user_name_costs_the_table_a_digest_not_its_length() {
+        let l = LoginLimiter::new(2, Duration::from_secs(60));
+        let huge = "x".repeat(1 << 20);
+        l.failed("10.0.0.1", &huge);
+        l.failed("10.0.0.1", &huge);
+        assert!(
+            l.blocked("10.0.0.2", &huge).is_some(),
+            "still limited per user"
+        );
+        let held: usize = l.failures.lock().unwrap().keys().map(String::len).sum();
+        assert!(held < 100, "{held} bytes of keys");
+        l.succeeded("10.0.0.2", &huge);
+        assert!(l.blocked("10.0.0.2", &huge).is_none());
     }
 }
