@@ -861,10 +861,10 @@ impl Store {
                 if let Some(e) = &existing
                     && e.project != *project
                 {
+                    // Which project holds it is not said: the caller may have no role there.
                     return Err(StoreError::Conflict(format!(
-                        "a {} named '{name}' already exists in project '{}'; names are unique across projects",
+                        "the name '{name}' is taken by a {} of another project; names are unique across projects",
                         kind.as_str(),
-                        e.project
                     )));
                 }
                 if *create_only && existing.is_some() {
@@ -980,7 +980,7 @@ impl Store {
                         let p: String = r.try_get(0)?;
                         if p != *project {
                             return Err(StoreError::Conflict(format!(
-                                "a credential named '{name}' already exists in project '{p}'"
+                                "the name '{name}' is taken by a credential of another project"
                             )));
                         }
                         r.try_get::<i64, _>(1)? + 1

@@ -474,6 +474,17 @@ fn object_json(kind: ObjectKind, project: &str, name: &str, body: &Value, meta: 
     Value::Object(out)
 }
 
+/// Model settings apply to every project's providers that list the model (`[models.NAME]` is
+/// global): changing them is the admin's, not one project's editor's.
+fn global_object_needs_admin(auth: &Auth, kind: ObjectKind) -> Result<(), AdminError> {
+    if kind == ObjectKind::Model && !auth.0.is_admin {
+        return Err(AdminError::forbidden(
+            "model settings apply to every project's providers that list the model; only the admin may change them",
+        ));
+    }
+    Ok(())
+}
+
 async fn need_project(st: &AdminState, auth: &Auth, p: &str, rank: u8) -> Result<(), AdminError> {
     auth.need(p, rank)?;
     if st.store.project(p).await?.is_none() {
@@ -948,6 +959,7 @@ async fn create_object(
 ) -> Result<Response, AdminError> {
     let kind = object_kind(&kind)?;
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     let obj: Map<String, Value> = parse_json(&body)?;
     let name = match obj.get("name") {
         Some(Value::String(n)) => n.clone(),
@@ -980,6 +992,7 @@ async fn put_object(
 ) -> Result<Response, AdminError> {
     let kind = object_kind(&kind)?;
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     let obj: Map<String, Value> = parse_json(&body)?;
     if let Some(Value::String(n)) = obj.get("name")
         && *n != name
@@ -1012,6 +1025,7 @@ async fn patch_object(
 ) -> Result<Response, AdminError> {
     let kind = object_kind(&kind_s)?;
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     refuse_file_managed(&st.live, kind, &name)?;
     let patch: Map<String, Value> = parse_json(&body)?;
     let current = st.store.object(kind, &p, &name).await?;
@@ -1080,6 +1094,7 @@ async fn delete_object(
 ) -> Result<StatusCode, AdminError> {
     let kind = object_kind(&kind)?;
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     refuse_file_managed(&st.live, kind, &name)?;
     st.commit(
         &auth.actor(),
@@ -1149,6 +1164,7 @@ async fn rollback(
 ) -> Result<Response, AdminError> {
     let kind = object_kind(&kind_s)?;
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     let b: RollbackBody = parse_json(&body)?;
     let versions = st.store.history(kind, &p, &name).await?;
     let target = versions
@@ -1201,6 +1217,7 @@ async fn put_variant(
         ));
     }
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     refuse_file_managed(&st.live, kind, &name)?;
     let variant: Value = parse_json(&body)?;
     serde_json::from_value::<signalbox_core::config::raw::RawVariant>(variant.clone())
@@ -1247,6 +1264,7 @@ async fn delete_variant(
 ) -> Result<Response, AdminError> {
     let kind = object_kind(&kind_s)?;
     need_project(&st, &auth, &p, 2).await?;
+    global_object_needs_admin(&auth, kind)?;
     refuse_file_managed(&st.live, kind, &name)?;
     let current = st.store.object(kind, &p, &name).await?;
     let mut next = current.body.clone();

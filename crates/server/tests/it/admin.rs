@@ -504,6 +504,24 @@ async fn roles_limit_what_a_user_may_do_and_revoked_tokens_stop_at_once() {
         assert_eq!(r.status(), 201);
         let r = as_user(&editor, reqwest::Method::GET, "/projects/team-b/routes").send().await.unwrap();
         assert_eq!(error_of(r).await.0, 404);
+        // Model settings apply to every project's providers: not one project's editor's to change.
+        let r = as_user(&editor, reqwest::Method::PUT, "/projects/default/models/echo-1")
+            .json(&json!({"timeout_ms": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(r).await.0, 403);
+        // A name taken in another project is refused without naming that project.
+        let r = node.put_json("/projects/team-b/credentials/theirs", json!({"value": "sk-b"})).await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let r = as_user(&editor, reqwest::Method::PUT, "/projects/default/credentials/theirs")
+            .json(&json!({"value": "sk-a"}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = error_of(r).await;
+        assert_eq!(status, 409);
+        assert!(!body.to_string().contains("team-b"), "{body}");
         let r = as_user(&editor, reqwest::Method::POST, "/users")
             .json(&json!({"name": "x", "password": "whatever-1"}))
             .send()
