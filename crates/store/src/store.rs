@@ -1497,6 +1497,18 @@ impl Store {
         password: &str,
         ttl: Duration,
     ) -> Result<Option<(String, i64)>, StoreError> {
+        if !self.check_password(user, password).await? {
+            return Ok(None);
+        }
+        let expires = now_ms() + ttl.as_millis() as i64;
+        let (token, _) = self
+            .create_token(&Actor(user.into()), user, "login", Some(expires))
+            .await?;
+        Ok(Some((token, expires)))
+    }
+
+    /// Whether `password` is `user`'s (an unknown user takes as long and is `false`).
+    pub async fn check_password(&self, user: &str, password: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT password_hash FROM users WHERE name = $1")
             .bind(user.to_string())
             .fetch_optional(&self.pool)
@@ -1513,14 +1525,7 @@ impl Store {
                 false
             }
         };
-        if !ok {
-            return Ok(None);
-        }
-        let expires = now_ms() + ttl.as_millis() as i64;
-        let (token, _) = self
-            .create_token(&Actor(user.into()), user, "login", Some(expires))
-            .await?;
-        Ok(Some((token, expires)))
+        Ok(ok)
     }
 
     pub async fn create_token(

@@ -1778,6 +1778,10 @@ async fn set_roles(
 #[serde(deny_unknown_fields)]
 struct PasswordBody {
     password: String,
+    /// The user's present password: required when users other than the admin change their
+    /// own (a token alone, perhaps leaked, must not be enough to take the account over).
+    #[serde(default)]
+    current_password: Option<String>,
 }
 
 async fn set_password(
@@ -1785,16 +1789,45 @@ async fn set_password(
     auth: Auth,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<StatusCode, AdminError> {
+) -> Result<Response, AdminError> {
     if name != auth.0.user {
         auth.need_admin()?;
     }
     let b: PasswordBody = parse_json(&body)?;
+    if !auth.0.is_admin {
+        // Guessing the present password through this endpoint is limited as logins are.
+        let client = format!("password-change:{name}");
+        if let Some(wait) = st.limiter.blocked(&client, &name) {
+            let mut r = AdminError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit",
+                "too many wrong passwords; wait before trying again",
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(r);
+        }
+        let Some(current) = b.current_password.as_deref() else {
+            return Err(AdminError::bad_request(
+                "`current_password` is required to change your own password",
+            )
+            .with_param("current_password"));
+        };
+        if !st.store.check_password(&name, current).await? {
+            st.limiter.failed(&client, &name);
+            return Err(
+                AdminError::forbidden("`current_password` is not your password")
+                    .with_param("current_password"),
+            );
+        }
+    }
     st.store
         .set_password(&auth.actor(), &name, &b.password)
         .await
         .map_err(|e| AdminError::from(e).with_param("password"))?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

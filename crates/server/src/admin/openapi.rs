@@ -422,7 +422,9 @@ fn build() -> Value {
             "properties": {"name": {"type": "string"}, "password": {"type": "string", "minLength": 8, "writeOnly": true},
                 "roles": {"type": "object", "additionalProperties": {"type": "string", "enum": ["owner", "editor", "viewer"]}}}},
         "Password": {"type": "object", "required": ["password"], "additionalProperties": false,
-            "properties": {"password": {"type": "string", "minLength": 8, "writeOnly": true}}},
+            "properties": {"password": {"type": "string", "minLength": 8, "writeOnly": true},
+                "current_password": {"type": "string", "writeOnly": true,
+                    "description": "required when a user other than the admin changes their own"}}},
         "Token": {"type": "object", "required": ["name"], "additionalProperties": false,
             "properties": {"name": {"type": "string"}, "user": {"type": "string"}, "expires_in_seconds": {"type": "integer", "minimum": 1}}},
     });

@@ -1403,3 +1403,55 @@ async fn one_key_value_for_two_projects_in_the_file_and_the_store_is_refused() {
     std::fs::write(&path, file("default")).unwrap();
     assert!(Live::load_with_catalog(Some(&path), None, vars, catalog, version).is_ok());
 }
+
+#[tokio::test]
+async fn changing_your_own_password_takes_the_present_one_and_the_admin_sets_any() {
+    let node = Node::sqlite(BASE).await;
+    let r = node
+        .post_json(
+            "/users",
+            json!({"name": "pat", "password": "first-pass-1", "roles": {"default": "editor"}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let tok = login(&node.url, "pat", "first-pass-1").await.unwrap();
+    let change = |body: serde_json::Value, tok: String| {
+        client()
+            .post(format!("{}/admin/v1/users/pat/password", node.url))
+            .bearer_auth(tok)
+            .json(&body)
+            .send()
+    };
+    // A token alone does not change the password.
+    let (s, body) = error_of(
+        change(json!({"password": "taken-over-1"}), tok.clone())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["error"]["param"], "current_password");
+    let r = change(
+        json!({"password": "taken-over-1", "current_password": "wrong-one"}),
+        tok.clone(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_of(r).await.0, 403);
+    assert!(login(&node.url, "pat", "taken-over-1").await.is_err());
+    // With the present password it does.
+    let r = change(
+        json!({"password": "second-pass-2", "current_password": "first-pass-1"}),
+        tok,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(login(&node.url, "pat", "second-pass-2").await.is_ok());
+    // The admin sets anyone's without it.
+    let r = node
+        .post_json("/users/pat/password", json!({"password": "third-pass-3"}))
+        .await;
+    assert_eq!(r.status(), 204);
+    assert!(login(&node.url, "pat", "third-pass-3").await.is_ok());
+}
