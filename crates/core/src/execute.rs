@@ -623,6 +623,8 @@ fn respond(
                 finished: false,
                 done: false,
                 finish_seen: false,
+                choices_seen: 0,
+                choices_done: 0,
                 failed: None,
                 usage: None,
                 invalid: 0,
@@ -1262,6 +1264,8 @@ struct Forward {
     finished: bool,
     done: bool,
     finish_seen: bool,
+    choices_seen: u64,
+    choices_done: u64,
     failed: Option<&'static str>,
     usage: Option<Usage>,
     invalid: u32,
@@ -1296,11 +1300,18 @@ impl Forward {
                     return;
                 }
                 EventInfo::Chunk {
-                    finish,
+                    choices,
+                    finished,
                     usage,
                     usage_only,
+                    ..
                 } => {
-                    self.finish_seen |= finish;
+                    self.choices_seen |= choices;
+                    self.choices_done |= finished;
+                    // Complete once every choice begun has its finish_reason (n > 1 streams
+                    // interleave them).
+                    self.finish_seen =
+                        self.choices_seen != 0 && self.choices_seen & !self.choices_done == 0;
                     if usage.is_some() {
                         self.usage = usage;
                     }

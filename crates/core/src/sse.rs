@@ -286,6 +286,11 @@ pub enum EventInfo {
     /// A chunk. `usage_only`: no choices and a usage object (the include_usage chunk).
     Chunk {
         finish: bool,
+        /// The choices (by `index`, bit i; index 63 stands for 63 and above) this chunk
+        /// carries, and those of them with a `finish_reason`: a stream of several choices is
+        /// complete only when every choice it started has finished.
+        choices: u64,
+        finished: u64,
         usage: Option<Usage>,
         usage_only: bool,
     },
@@ -315,6 +320,8 @@ struct ChunkPeek {
 #[derive(Deserialize)]
 struct ChoicePeek {
     #[serde(default)]
+    index: u32,
+    #[serde(default)]
     finish_reason: Option<IgnoredAny>,
 }
 
@@ -333,6 +340,8 @@ pub fn inspect_as(protocol: Protocol, event: &[u8]) -> EventInfo {
             None => EventInfo::Empty,
             Some(_) => EventInfo::Chunk {
                 finish: false,
+                choices: 0,
+                finished: 0,
                 usage: None,
                 usage_only: false,
             },
@@ -366,6 +375,8 @@ fn inspect_responses(event: &[u8]) -> EventInfo {
             Some("error") => EventInfo::Error,
             _ => EventInfo::Chunk {
                 finish: false,
+                choices: 0,
+                finished: 0,
                 usage: None,
                 usage_only: false,
             },
@@ -384,8 +395,15 @@ pub fn inspect(event: &[u8]) -> EventInfo {
         Ok(c) if c.error.is_some() && c.choices.is_none() => EventInfo::Error,
         Ok(c) => {
             let choices = c.choices.unwrap_or_default();
+            let bit = |ch: &ChoicePeek| 1u64 << ch.index.min(63);
             EventInfo::Chunk {
                 finish: choices.iter().any(|ch| ch.finish_reason.is_some()),
+                choices: choices.iter().map(bit).fold(0, |a, b| a | b),
+                finished: choices
+                    .iter()
+                    .filter(|ch| ch.finish_reason.is_some())
+                    .map(bit)
+                    .fold(0, |a, b| a | b),
                 usage_only: choices.is_empty() && c.usage.is_some(),
                 usage: c.usage,
             }
@@ -580,6 +598,8 @@ mod tests {
             inspect(e),
             EventInfo::Chunk {
                 finish: true,
+                choices: 1,
+                finished: 1,
                 usage: None,
                 usage_only: false
             }

@@ -651,6 +651,24 @@ async fn stream_ending_with_neither_done_nor_finish_reason_is_a_cut() {
 }
 
 #[tokio::test]
+async fn a_stream_of_two_choices_ending_when_only_one_has_finished_is_a_cut() {
+    const B0: &[u8] = b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":1,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n";
+    const B_STOP: &[u8] = b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+    // Choice 1 started, only choice 0 finished: truncated, whatever choice 0 says.
+    let (url, _) = scripted_upstream(vec![ROLE, B0, HELLO, STOP]).await;
+    let gw = gateway_at(&[(url, "")], &single()).await;
+    let r = stream(&gw, &stream_body(None)).await;
+    assert_eq!(r.status(), 200);
+    assert_interrupted(&r.text().await.unwrap(), 4);
+    // Both finished: complete, [DONE] added.
+    let (url, _) = scripted_upstream(vec![ROLE, B0, STOP, B_STOP]).await;
+    let gw = gateway_at(&[(url, "")], &single()).await;
+    let text = stream(&gw, &stream_body(None)).await.text().await.unwrap();
+    assert_clean(&text);
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[tokio::test]
 async fn stream_ending_after_finish_reason_with_an_unterminated_last_event_is_completed() {
     // The upstream's last event lacks its blank line: it is kept, terminated, then [DONE].
     let (url, _) = scripted_upstream(vec![ROLE, HELLO, &STOP[..STOP.len() - 2]]).await;
