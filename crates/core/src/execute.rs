@@ -85,8 +85,15 @@ pub fn error_outcome(err: &ApiError, mut headers: HeaderMap) -> Outcome {
     if let Some(p) = err.upstream_provider.as_deref().and_then(hv) {
         headers.insert(X_UPSTREAM_PROVIDER, p);
     }
-    if let Some(s) = err.retry_after {
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    match err.retry_after {
+        Some(s) => {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        // A 429 always says when to come back (one from a stream's first error event, too).
+        None if err.code == ErrorCode::RateLimit => {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        None => {}
     }
     if err.plan_spent {
         headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
@@ -726,8 +733,12 @@ async fn read_body(
 }
 
 fn transport_failure(e: TransportError, provider: &str) -> Failure {
+    // A connect timeout is a timeout: on to the next target at once, 504 if it is the last.
+    if let TransportError::ConnectTimeout(_) = e {
+        return timeout_failure(provider, "accept a connection");
+    }
     let (kind, message) = match &e {
-        TransportError::Connect(_) => (
+        TransportError::Connect(_) | TransportError::ConnectTimeout(_) => (
             FailKind::Transient,
             format!("could not connect to provider '{provider}'"),
         ),
@@ -841,7 +852,12 @@ async fn attempt(
         let mut held_ends: Vec<usize> = Vec::new();
         loop {
             match timeout_at(first_until, resp.body.next()).await {
-                Err(_) => return Err(timeout_failure(pid, "send the first stream event")),
+                Err(_) => {
+                    return Err(Failure {
+                        status: Some(status.as_u16()),
+                        ..timeout_failure(pid, "send the first stream event")
+                    });
+                }
                 Ok(None) => {
                     return Err(Failure {
                         kind: FailKind::Transient,
@@ -946,7 +962,10 @@ async fn attempt(
             headers: resp.headers,
             body,
         }),
-        Err(None) => Err(timeout_failure(pid, "finish its answer")),
+        Err(None) => Err(Failure {
+            status: Some(status.as_u16()),
+            ..timeout_failure(pid, "finish its answer")
+        }),
         Err(Some(e)) => Err(transport_failure(e, pid)),
     }
 }

@@ -31,6 +31,9 @@ pub struct UpstreamResponse {
 pub enum TransportError {
     #[error("could not connect to the provider: {0}")]
     Connect(String),
+    /// The connect timeout passed before a connection was made.
+    #[error("connecting to the provider timed out: {0}")]
+    ConnectTimeout(String),
     #[error("TLS failure talking to the provider: {0}")]
     Tls(String),
     #[error("the connection to the provider failed: {0}")]

@@ -138,6 +138,7 @@ pub(super) fn post(
                 let req = hyper_request(t, out.path, &query, headers, out.body)?;
                 let resp = pool.send(req).await.map_err(|e| match e {
                     PlainError::Connect(text) => TransportError::Connect(text),
+                    PlainError::ConnectTimeout(text) => TransportError::ConnectTimeout(text),
                     PlainError::Send(e) => classify(&e, false),
                 })?;
                 Ok(upstream_response(resp))
@@ -234,10 +235,12 @@ fn outgoing(body: OutBody) -> super::transport::OutgoingBody {
 }
 
 /// TLS failures are target failures; other connect errors and resets are transient.
-fn classify(e: &dyn std::error::Error, is_connect: bool) -> TransportError {
+fn classify(e: &(dyn std::error::Error + 'static), is_connect: bool) -> TransportError {
     let text = chain(e);
     if is_tls(&text) {
         TransportError::Tls(text)
+    } else if is_connect && super::transport::timed_out(e) {
+        TransportError::ConnectTimeout(text)
     } else if is_connect {
         TransportError::Connect(text)
     } else {
@@ -251,5 +254,8 @@ fn classify_direct(e: hyper_util::client::legacy::Error) -> TransportError {
 
 fn classify_reqwest(e: reqwest::Error) -> TransportError {
     let e = e.without_url();
+    if e.is_connect() && e.is_timeout() {
+        return TransportError::ConnectTimeout(chain(&e));
+    }
     classify(&e, e.is_connect())
 }

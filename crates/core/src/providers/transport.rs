@@ -348,6 +348,8 @@ impl std::fmt::Debug for PlainPool {
 pub enum PlainError {
     /// No connection could be made (nothing was sent).
     Connect(String),
+    /// The connect timeout passed (nothing was sent).
+    ConnectTimeout(String),
     /// The connection failed while sending or before the answer's head.
     Send(hyper::Error),
 }
@@ -405,7 +407,13 @@ impl PlainPool {
             .clone()
             .call(uri.clone())
             .await
-            .map_err(|e| PlainError::Connect(chain(&e)))?;
+            .map_err(|e| {
+                if timed_out(&e) {
+                    PlainError::ConnectTimeout(chain(&e))
+                } else {
+                    PlainError::Connect(chain(&e))
+                }
+            })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| PlainError::Connect(chain(&e)))?;
@@ -527,6 +535,21 @@ impl Drop for PooledBody {
 }
 
 /// An error and its sources as text.
+/// Whether an error (or one it was caused by) is an I/O timeout: a connect timeout.
+pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 pub fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();

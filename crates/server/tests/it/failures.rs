@@ -1008,3 +1008,57 @@ async fn connect_error_as_last_failure_is_502_upstream() {
         "no upstream URL in errors: {msg}"
     );
 }
+
+/// A listener that never accepts, its backlog filled: a connect to it hangs until the
+/// connector's own timeout (the SYN is dropped). The sockets must be kept alive.
+async fn blackhole() -> (String, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fill = Vec::new();
+    for _ in 0..4 {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fill.push(s),
+            _ => break,
+        }
+    }
+    (format!("http://{addr}/v1"), fill, listener)
+}
+
+#[tokio::test]
+async fn a_connect_timeout_is_a_timeout_moving_on_at_once_and_504_when_last() {
+    let (url, _fill, _l) = blackhole().await;
+    let good = FakeUpstream::openai().start().await;
+    let toml = format!(
+        "[server]\nauth = \"off\"\n{FAST_RETRY}\n{}\nconnect_timeout_ms = 300\n{}\n[targets.tb]\nprovider = \"blk\"\nmodel = \"m\"\n[targets.tg]\nprovider = \"good\"\nmodel = \"m\"\n[routes.alone]\ntargets = [\"tb\"]\nretry = {{ max_retries = 2 }}\n[routes.chain]\ntargets = [\"tb\", \"tg\"]\nretry = {{ max_retries = 2 }}\n",
+        provider("blk", &url, &["m"]),
+        provider("good", &good.base_url(), &["m"])
+    );
+    let gw = Gw::start_with_env(&toml, &[("BLK_KEY", "k"), ("GOOD_KEY", "k")]).await;
+    let t0 = Instant::now();
+    let r = gw.chat("route::chain", None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        attempts(&r),
+        2,
+        "no same-target retry after a connect timeout"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let r = gw.chat("route::alone", None).await;
+    assert_eq!(attempts(&r), 1);
+    let (status, code) = (
+        r.status().as_u16(),
+        header(&r, "x-signalbox-error-code").map(str::to_string),
+    );
+    assert_eq!((status, code.as_deref()), (504, Some("timeout")));
+}

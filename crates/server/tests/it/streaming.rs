@@ -825,3 +825,16 @@ async fn an_image_generation_stream_passes_through_untouched_and_ends_cleanly() 
         String::from_utf8_lossy(&expected)
     );
 }
+
+#[tokio::test]
+async fn a_rate_limit_error_as_the_first_event_ends_as_429_with_retry_after() {
+    let (url, _) = scripted_upstream(vec![
+        b"data: {\"error\":{\"message\":\"slow down\",\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}}\n\n",
+    ])
+    .await;
+    let gw = gateway_at(&[(url, "")], &single()).await;
+    let r = stream(&gw, &stream_body(None)).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "x-signalbox-error-code"), Some("rate_limit"));
+    assert_eq!(header(&r, "retry-after"), Some("1"));
+}
