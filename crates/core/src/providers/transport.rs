@@ -29,7 +29,24 @@ pub fn forbidden_ip(ip: std::net::IpAddr) -> bool {
                 || v6
                     .to_ipv4_mapped()
                     .is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
+                || embedded_v4(v6).is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
         }
+    }
+}
+
+/// The IPv4 address a NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) address stands for: a
+/// gateway on such a network reaches it.
+fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| {
+        std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+    };
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Some(v4(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(v4(s[1], s[2]))
+    } else {
+        None
     }
 }
 
@@ -117,6 +134,12 @@ mod guard_tests {
         ];
         assert!(allowed_addrs(meta.clone(), true).is_err());
         assert_eq!(allowed_addrs(meta.clone(), false).unwrap(), meta);
+        let translated = vec![a("[64:ff9b::a9fe:a9fe]:80"), a("[2002:a9fe:a9fe::]:80")];
+        assert!(
+            allowed_addrs(translated, true).is_err(),
+            "NAT64 and 6to4 forms"
+        );
+        assert!(allowed_addrs(vec![a("[64:ff9b::a00:7]:80")], true).is_ok());
         let mixed = vec![a("169.254.169.254:80"), a("10.0.0.7:80")];
         assert_eq!(allowed_addrs(mixed, true).unwrap(), vec![a("10.0.0.7:80")]);
     }
