@@ -474,6 +474,16 @@ fn object_json(kind: ObjectKind, project: &str, name: &str, body: &Value, meta: 
     Value::Object(out)
 }
 
+/// `429 rate_limit` with `Retry-After`: the failed-password limit was reached.
+fn too_many(wait: Duration, message: &str) -> Response {
+    let mut r =
+        AdminError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit", message).into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 /// Model settings apply to every project's providers that list the model (`[models.NAME]` is
 /// global): changing them is the admin's, not one project's editor's.
 fn global_object_needs_admin(auth: &Auth, kind: ObjectKind) -> Result<(), AdminError> {
@@ -548,16 +558,10 @@ pub(crate) async fn password_login(
 ) -> Result<Result<(String, i64), Response>, AdminError> {
     let client = peer.ip().to_string();
     if let Some(wait) = st.limiter.blocked(&client, username) {
-        let mut r = AdminError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit",
+        return Ok(Err(too_many(
+            wait,
             "too many failed logins; wait before trying again",
-        )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Ok(Err(r));
+        )));
     }
     match st.store.login(username, password, LOGIN_TTL).await? {
         Some((token, expires)) => {
@@ -1798,16 +1802,10 @@ async fn set_password(
         // Guessing the present password through this endpoint is limited as logins are.
         let client = format!("password-change:{name}");
         if let Some(wait) = st.limiter.blocked(&client, &name) {
-            let mut r = AdminError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit",
+            return Ok(too_many(
+                wait,
                 "too many wrong passwords; wait before trying again",
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return Ok(r);
+            ));
         }
         let Some(current) = b.current_password.as_deref() else {
             return Err(AdminError::bad_request(
