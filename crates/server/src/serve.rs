@@ -226,23 +226,38 @@ async fn serve_connections<S>(
         let finish = finish.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
-            // Telling HTTP/2 from HTTP/1.1 waits for the first bytes with no timer of its own:
-            // a connection that sends nothing is closed here.
-            let mut first = [0u8; 1];
-            tokio::select! {
-                r = tokio::time::timeout(header_timeout, tcp.peek(&mut first)) => {
-                    if !matches!(r, Ok(Ok(1..))) {
-                        return;
+            // HTTP/2 with prior knowledge or HTTP/1.1, told apart here by the first three bytes
+            // ("PRI" begins the HTTP/2 preface), within the header timeout: a connection that
+            // sends nothing, or too little to tell, is closed. (hyper's own detection has no
+            // timer; with the protocol chosen, hyper's header timer runs from the start.)
+            let deadline = tokio::time::Instant::now() + header_timeout;
+            let mut first = [0u8; 3];
+            let h2 = loop {
+                let peeked = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => r,
+                    _ = finish.cancelled() => return,
+                };
+                match peeked {
+                    Ok(Ok(n)) if n >= 3 => break &first == b"PRI",
+                    Ok(Ok(n)) if n > 0 && first[0] != b'P' => break false,
+                    // Fewer bytes than it takes to tell: wait for more (without spinning).
+                    Ok(Ok(n)) if n > 0 && tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(5)).await
                     }
+                    _ => return,
                 }
-                _ = finish.cancelled() => return,
-            }
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            };
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = if h2 {
+                builder.http2_only()
+            } else {
+                builder.http1_only()
+            };
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+            let conn = builder.serve_connection(TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
             let mut finishing = std::pin::pin!(finish.cancelled());
             let mut asked = false;

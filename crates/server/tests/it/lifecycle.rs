@@ -212,6 +212,15 @@ async fn silent_slow_and_idle_client_connections_are_closed_after_the_header_rea
             .is_some()
     );
 
+    // One that sends a single byte of a request line and stalls.
+    let mut one = connect().await.unwrap();
+    one.write_all(b"P").await.unwrap();
+    assert!(
+        closed_within(&mut one, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+
     // A keep-alive connection left idle after an answer.
     let mut idle = connect().await.unwrap();
     idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
