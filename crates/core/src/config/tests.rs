@@ -371,3 +371,18 @@ fn a_syntax_error_names_the_key_on_its_line() {
     let e = errors("[server]\nport = 1\n[server]\n");
     assert!(e[0].starts_with("gw.toml:3: server: "), "{e:?}");
 }
+
+#[test]
+fn a_variant_with_a_target_in_error_still_has_its_params_checked() {
+    let errs = errors(&format!(
+        "{BASE}[routes.r]\n[routes.r.variants.x]\ntarget = \"nope\"\nparams = {{ stream = true }}\n"
+    ));
+    assert!(
+        errs.iter().any(|e| e.contains("unknown target 'nope'")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("variants.x.params.stream")),
+        "{errs:?}"
+    );
+}

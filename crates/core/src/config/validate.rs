@@ -1921,50 +1921,57 @@ impl BodyBuilder<'_> {
         endpoint: EndpointKind,
         rv: &RawVariant,
     ) -> Option<Variant> {
-        let target = match (&rv.target, &rv.model) {
+        // Its params are checked even when its target is in error (every error in one run).
+        let target: Option<Arc<Target>> = match (&rv.target, &rv.model) {
             (Some(_), Some(_)) | (None, None) => {
                 cx.err(
                     path.to_vec(),
                     "a variant needs exactly one of `target` or `model`",
                 );
-                return None;
+                None
             }
             (Some(t), None) => {
                 let tpath = with(path.to_vec(), k("target"));
-                let Some((tproj, target)) = self.targets.get(t) else {
-                    cx.err(tpath, self.missing_target(t));
-                    return None;
-                };
-                if tproj != project {
-                    cx.err(
-                        tpath,
-                        format!("target '{t}' belongs to project '{tproj}', not '{project}'"),
-                    );
-                    return None;
+                match self.targets.get(t) {
+                    None => {
+                        cx.err(tpath, self.missing_target(t));
+                        None
+                    }
+                    Some((tproj, _)) if tproj != project => {
+                        cx.err(
+                            tpath,
+                            format!("target '{t}' belongs to project '{tproj}', not '{project}'"),
+                        );
+                        None
+                    }
+                    Some((_, target)) if target.endpoint != endpoint => {
+                        cx.err(
+                            tpath,
+                            format!(
+                                "target '{t}' serves {}, but this route serves {endpoint}",
+                                target.endpoint
+                            ),
+                        );
+                        None
+                    }
+                    Some((_, target)) => {
+                        let target = target.clone();
+                        self.used.insert(t.clone());
+                        Some(target)
+                    }
                 }
-                if target.endpoint != endpoint {
-                    cx.err(
-                        tpath,
-                        format!(
-                            "target '{t}' serves {}, but this route serves {endpoint}",
-                            target.endpoint
-                        ),
-                    );
-                    return None;
-                }
-                self.used.insert(t.clone());
-                target.clone()
             }
             (None, Some(m)) => {
                 let mpath = with(path.to_vec(), k("model"));
-                Arc::new(self.model_target(
+                self.model_target(
                     cx,
                     &mpath,
                     &format!("{owner}/{vname}"),
                     m,
                     project,
                     endpoint,
-                )?)
+                )
+                .map(Arc::new)
             }
         };
         let mut params = serde_json::Map::new();
@@ -2025,6 +2032,7 @@ impl BodyBuilder<'_> {
                 }
             }
         }
+        let target = target?;
         Some(Variant {
             name: vname.to_string(),
             target,
