@@ -178,11 +178,12 @@ impl Live {
         }
         // A file emptied while a config was serving is a tool that truncates before it
         // writes (or a mistake), not "remove every route and key": refused like any bad edit.
-        if text.trim().is_empty() && !src.file_text.trim().is_empty() {
+        let no_keys = |t: &str| t.parse::<toml::Table>().is_ok_and(|t| t.is_empty());
+        if no_keys(&text) && !no_keys(&src.file_text) {
             return Err(signalbox_core::config::ConfigErrors(vec![
                 signalbox_core::config::ConfigError {
                     key: String::new(),
-                    message: "the config file is empty; the last good config keeps serving (write a valid config to change it)".into(),
+                    message: "the config file holds no keys (empty, or only comments); the last good config keeps serving (write a valid config to change it)".into(),
                     file: Some(path.display().to_string()),
                     line: None,
                 },

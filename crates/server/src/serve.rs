@@ -219,33 +219,47 @@ async fn serve_connections<S>(
         };
         let _ = tcp.set_nodelay(true);
         let service = make(peer);
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                tower_service::Service::call(&mut service.clone(), req.map(axum::body::Body::new))
-            });
         let finish = finish.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
-            // HTTP/2 with prior knowledge or HTTP/1.1, told apart here by the first three bytes
-            // ("PRI" begins the HTTP/2 preface), within the header timeout: a connection that
-            // sends nothing, or too little to tell, is closed. (hyper's own detection has no
-            // timer; with the protocol chosen, hyper's header timer runs from the start.)
+            // HTTP/2 with prior knowledge or HTTP/1.1, told apart here by the first bytes
+            // (HTTP/2 starts with its 24-byte preface), within the header timeout: a
+            // connection that sends nothing, or too little to tell, is closed. (hyper's own
+            // detection has no timer; with the protocol chosen, hyper's header timer runs
+            // from the start for HTTP/1.1.)
+            const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
             let deadline = tokio::time::Instant::now() + header_timeout;
-            let mut first = [0u8; 3];
+            let mut first = [0u8; 24];
             let h2 = loop {
                 let peeked = tokio::select! {
                     r = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => r,
                     _ = finish.cancelled() => return,
                 };
                 match peeked {
-                    Ok(Ok(n)) if n >= 3 => break &first == b"PRI",
-                    Ok(Ok(n)) if n > 0 && first[0] != b'P' => break false,
-                    // Fewer bytes than it takes to tell: wait for more (without spinning).
+                    Ok(Ok(n)) if n > 0 && first[..n] != PREFACE[..n] => break false,
+                    Ok(Ok(24)) => break true,
+                    // A beginning of the preface: wait for more (without spinning).
                     Ok(Ok(n)) if n > 0 && tokio::time::Instant::now() < deadline => {
                         tokio::time::sleep(Duration::from_millis(5)).await
                     }
                     _ => return,
                 }
+            };
+            // HTTP/2 multiplexes, so it has no header timer: a connection that starts no
+            // request for as long is asked to finish (GOAWAY; streams under way complete).
+            let last_start =
+                std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
+            let service = {
+                let last_start = last_start.clone();
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    if h2 && let Ok(mut t) = last_start.lock() {
+                        *t = tokio::time::Instant::now();
+                    }
+                    tower_service::Service::call(
+                        &mut service.clone(),
+                        req.map(axum::body::Body::new),
+                    )
+                })
             };
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let mut builder = if h2 {
@@ -257,16 +271,34 @@ async fn serve_connections<S>(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
+            // A peer that stops answering pings (one that never will, or went away) is closed:
+            // streams under way are not cut by this, only dead connections.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(header_timeout)
+                .keep_alive_timeout(header_timeout);
             let conn = builder.serve_connection(TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
             let mut finishing = std::pin::pin!(finish.cancelled());
             let mut asked = false;
             loop {
+                let idle_until = last_start
+                    .lock()
+                    .map(|t| *t + header_timeout)
+                    .unwrap_or(deadline);
                 tokio::select! {
                     _ = conn.as_mut() => break,
                     _ = &mut finishing, if !asked => {
                         asked = true;
                         conn.as_mut().graceful_shutdown();
+                    }
+                    _ = tokio::time::sleep_until(idle_until), if h2 && !asked => {
+                        let idle = last_start.lock().is_ok_and(|t| t.elapsed() >= header_timeout);
+                        if idle {
+                            asked = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
                 }
             }

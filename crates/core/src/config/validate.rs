@@ -190,9 +190,10 @@ impl Ctx<'_> {
             return match self.catalog.credentials.get(name) {
                 Some(c) if project.is_none_or(|p| p == c.project) => Some(c.secret.clone()),
                 Some(c) => {
+                    // The other project is not named: the writer may have no role there.
+                    let _ = c;
                     let msg = format!(
-                        "credential '{name}' belongs to project '{}', not '{}'",
-                        c.project,
+                        "credential '{name}' belongs to another project, not '{}'",
                         project.unwrap_or_default()
                     );
                     self.err(path, msg);
@@ -741,7 +742,10 @@ pub fn build_snapshot(
                 continue;
             };
             if *rproj != proj {
-                cx.err(with(path.clone(), k("route")), format!("route '{route_name}' belongs to project '{rproj}', the function to '{proj}'"));
+                cx.err(
+                    with(path.clone(), k("route")),
+                    format!("route '{route_name}' belongs to another project, not '{proj}'"),
+                );
                 continue;
             }
             if route.endpoint != endpoint {
@@ -1519,10 +1523,7 @@ fn find_provider<'a>(
         if bp.provider.project != project {
             cx.err(
                 with(path, k("provider")),
-                format!(
-                    "provider '{id}' belongs to project '{}', not '{project}'",
-                    bp.provider.project
-                ),
+                format!("provider '{id}' belongs to another project, not '{project}'"),
             );
             return None;
         }
@@ -1824,7 +1825,7 @@ impl BodyBuilder<'_> {
             if tproj != project {
                 cx.err(
                     tpath,
-                    format!("target '{name}' belongs to project '{tproj}', not '{project}'"),
+                    format!("target '{name}' belongs to another project, not '{project}'"),
                 );
                 continue;
             }
@@ -1940,7 +1941,7 @@ impl BodyBuilder<'_> {
                     Some((tproj, _)) if tproj != project => {
                         cx.err(
                             tpath,
-                            format!("target '{t}' belongs to project '{tproj}', not '{project}'"),
+                            format!("target '{t}' belongs to another project, not '{project}'"),
                         );
                         None
                     }

@@ -687,7 +687,9 @@ async fn stored_credentials_are_used_upstream_but_never_shown_again() {
             .await;
         let (s, e) = error_of(r).await;
         assert_eq!(s, 400);
-        assert!(e["error"]["message"].as_str().unwrap().contains("belongs to project 'default'"));
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("belongs to another project"), "{msg}");
+        assert!(!msg.contains("'default'"), "the other project is not named: {msg}");
     })
     .await;
 }

@@ -57,11 +57,14 @@ async fn editing_the_config_file_moves_every_caller_at_once_and_a_bad_edit_chang
     std::fs::write(&gw.config_path, "[routes.summarize\n").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(provider_of(&gw).await, "b");
-    // And a file emptied in place (a tool that truncates, then writes a moment later).
-    std::fs::write(&gw.config_path, "").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(provider_of(&gw).await, "b");
-    assert_eq!(gw.live.version(), v2);
+    // And a file emptied in place (a tool that truncates, then writes a moment later), or
+    // left with only a byte-order mark or comments.
+    for emptied in ["", "\u{feff}", "# nothing here\n"] {
+        std::fs::write(&gw.config_path, emptied).unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(provider_of(&gw).await, "b", "{emptied:?}");
+        assert_eq!(gw.live.version(), v2);
+    }
     let health: serde_json::Value = gw
         .get("/health")
         .send()
@@ -219,6 +222,37 @@ async fn silent_slow_and_idle_client_connections_are_closed_after_the_header_rea
         closed_within(&mut one, Duration::from_secs(3))
             .await
             .is_some()
+    );
+
+    // HTTP/2: half a preface, then silence; and a whole preface and SETTINGS, then no request.
+    let mut half = connect().await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(
+        closed_within(&mut half, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+    let mut idle2 = connect().await.unwrap();
+    idle2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut idle2, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+    // An HTTP/1.1 method that begins like the preface is still HTTP/1.1.
+    let mut prix = connect().await.unwrap();
+    prix.write_all(b"PRIX /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within(&mut prix, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&got).starts_with("HTTP/1.1 "),
+        "{got:?}"
     );
 
     // A keep-alive connection left idle after an answer.
