@@ -181,6 +181,11 @@ fn a_host_that_cannot_be_listened_on_is_an_error() {
         errors("[server]\nhost = \"not a host!!\"\n"),
         vec!["gw.toml:2: server.host: 'not a host!!' is not an IP address or a host name"]
     );
+    assert_eq!(errors("[server]\nhost = \"999.1.1.1\"\n").len(), 1);
+    assert_eq!(
+        errors("[server]\nheader_read_timeout_ms = 18446744073709551615\n"),
+        vec!["gw.toml:2: server.header_read_timeout_ms: must be at most 86400000 (a day)"]
+    );
     for ok in ["0.0.0.0", "::", "localhost", "gw-1.internal"] {
         assert!(
             errors(&format!("[server]\nhost = \"{ok}\"\n")).is_empty(),

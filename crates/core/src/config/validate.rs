@@ -1130,6 +1130,12 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
             cx.err(p(&["server", key]), "must be greater than zero");
         }
     }
+    if s.header_read_timeout_ms.is_some_and(|v| v > 86_400_000) {
+        cx.err(
+            p(&["server", "header_read_timeout_ms"]),
+            "must be at most 86400000 (a day)",
+        );
+    }
     ServerSettings {
         host,
         port: s.port.unwrap_or(4000),
@@ -1152,6 +1158,10 @@ fn build_server(cx: &mut Ctx<'_>, s: &RawServer) -> ServerSettings {
 fn is_listen_host(host: &str) -> bool {
     if host.parse::<std::net::IpAddr>().is_ok() {
         return true;
+    }
+    // All digits and dots is an IPv4 address or nothing (`999.1.1.1`).
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return false;
     }
     !host.is_empty()
         && host.len() <= 253
