@@ -253,6 +253,15 @@ fn mock_answer(body: &Value, reply: &str, last_role: &str) -> Result<MockAnswer,
     let named = choice
         .and_then(|c| c.pointer("/function/name"))
         .and_then(Value::as_str);
+    if let Some(c) = choice.and_then(Value::as_str)
+        && !matches!(c, "none" | "auto" | "required")
+    {
+        return Err(error_in(
+            400,
+            &format!("tool_choice '{c}' is not one of none, auto, required (or a function)"),
+            Some("tool_choice"),
+        ));
+    }
     let wanted = match choice.and_then(Value::as_str) {
         _ if tools.is_empty() => None,
         Some("none") => None,
@@ -359,10 +368,15 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
         "chatcmpl-mock{}",
         &uuid::Uuid::new_v4().simple().to_string()[..16]
     );
-    let call_id = format!(
-        "call_mock{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..16]
-    );
+    // One id per choice: each choice's call is its own.
+    let call_ids: Vec<String> = (0..n)
+        .map(|_| {
+            format!(
+                "call_mock{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..16]
+            )
+        })
+        .collect();
     let finish = match &answer {
         MockAnswer::Text(_) => "stop",
         MockAnswer::Call { .. } => "tool_calls",
@@ -370,15 +384,15 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
     let created = now();
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream {
-        let message = match &answer {
+        let message = |i: usize| match &answer {
             MockAnswer::Text(t) => json!({"role": "assistant", "content": t, "refusal": null}),
             MockAnswer::Call { name, arguments } => {
                 json!({"role": "assistant", "content": null, "refusal": null,
-                "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]})
+                "tool_calls": [{"id": call_ids[i], "type": "function", "function": {"name": name, "arguments": arguments}}]})
             }
         };
         let choices: Vec<Value> = (0..n)
-            .map(|i| json!({"index": i, "message": message, "logprobs": null, "finish_reason": finish}))
+            .map(|i| json!({"index": i, "message": message(i), "logprobs": null, "finish_reason": finish}))
             .collect();
         let out = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
@@ -403,7 +417,7 @@ fn chat(body: &Value, model: &str) -> UpstreamResponse {
         Bytes::from(format!("data: {c}\n\n"))
     };
     let mut events = Vec::new();
-    for i in 0..n {
+    for (i, call_id) in call_ids.iter().enumerate() {
         match &answer {
             MockAnswer::Text(text) => {
                 events.push(chunk(

@@ -41,7 +41,11 @@ fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     let v4 = |hi: u16, lo: u16| {
         std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
     };
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    // NAT64 (well-known and local-use prefixes), and the deprecated IPv4-compatible form.
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..3] == [0x64, 0xff9b, 1]
+        || (s[..6] == [0, 0, 0, 0, 0, 0] && (s[6] != 0 || s[7] > 1))
+    {
         Some(v4(s[6], s[7]))
     } else if s[0] == 0x2002 {
         Some(v4(s[1], s[2]))
@@ -134,7 +138,12 @@ mod guard_tests {
         ];
         assert!(allowed_addrs(meta.clone(), true).is_err());
         assert_eq!(allowed_addrs(meta.clone(), false).unwrap(), meta);
-        let translated = vec![a("[64:ff9b::a9fe:a9fe]:80"), a("[2002:a9fe:a9fe::]:80")];
+        let translated = vec![
+            a("[64:ff9b::a9fe:a9fe]:80"),
+            a("[64:ff9b:1::a9fe:a9fe]:80"),
+            a("[::169.254.169.254]:80"),
+            a("[2002:a9fe:a9fe::]:80"),
+        ];
         assert!(
             allowed_addrs(translated, true).is_err(),
             "NAT64 and 6to4 forms"

@@ -444,6 +444,19 @@ async fn the_mock_honours_n_tools_and_response_format() {
     .await
     .unwrap();
     assert_eq!(r.status(), 400);
+    let r = chat(json!({"tools": tools, "tool_choice": "sometimes"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Each of n choices calls with its own id.
+    let v: serde_json::Value = chat(json!({"tools": tools, "tool_choice": "required", "n": 2}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids = |c: usize| v["choices"][c]["message"]["tool_calls"][0]["id"].clone();
+    assert_ne!(ids(0), ids(1), "{v}");
 
     // Streamed, the call arrives in tool_call deltas and ends with finish_reason tool_calls.
     let text = chat(json!({"tools": tools, "tool_choice": "required", "stream": true}))
