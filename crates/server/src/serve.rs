@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// A gateway running in this process.
@@ -201,7 +201,6 @@ async fn serve_connections<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let finish = CancellationToken::new();
     // Each connection's task holds a receiver; `closed()` resolves when the last has ended.
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
@@ -222,86 +221,7 @@ async fn serve_connections<S>(
         let finish = finish.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
-            // HTTP/2 with prior knowledge or HTTP/1.1, told apart here by the first bytes
-            // (HTTP/2 starts with its 24-byte preface), within the header timeout: a
-            // connection that sends nothing, or too little to tell, is closed. (hyper's own
-            // detection has no timer; with the protocol chosen, hyper's header timer runs
-            // from the start for HTTP/1.1.)
-            const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-            let deadline = tokio::time::Instant::now() + header_timeout;
-            let mut first = [0u8; 24];
-            let h2 = loop {
-                let peeked = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => r,
-                    _ = finish.cancelled() => return,
-                };
-                match peeked {
-                    Ok(Ok(n)) if n > 0 && first[..n] != PREFACE[..n] => break false,
-                    Ok(Ok(24)) => break true,
-                    // A beginning of the preface: wait for more (without spinning).
-                    Ok(Ok(n)) if n > 0 && tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(5)).await
-                    }
-                    _ => return,
-                }
-            };
-            // HTTP/2 multiplexes, so it has no header timer: a connection that starts no
-            // request for as long is asked to finish (GOAWAY; streams under way complete).
-            let last_start =
-                std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
-            let service = {
-                let last_start = last_start.clone();
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    if h2 && let Ok(mut t) = last_start.lock() {
-                        *t = tokio::time::Instant::now();
-                    }
-                    tower_service::Service::call(
-                        &mut service.clone(),
-                        req.map(axum::body::Body::new),
-                    )
-                })
-            };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let mut builder = if h2 {
-                builder.http2_only()
-            } else {
-                builder.http1_only()
-            };
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            // A peer that stops answering pings (one that never will, or went away) is closed:
-            // streams under way are not cut by this, only dead connections.
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(header_timeout)
-                .keep_alive_timeout(header_timeout);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
-            let mut conn = std::pin::pin!(conn);
-            let mut finishing = std::pin::pin!(finish.cancelled());
-            let mut asked = false;
-            loop {
-                let idle_until = last_start
-                    .lock()
-                    .map(|t| *t + header_timeout)
-                    .unwrap_or(deadline);
-                tokio::select! {
-                    _ = conn.as_mut() => break,
-                    _ = &mut finishing, if !asked => {
-                        asked = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    _ = tokio::time::sleep_until(idle_until), if h2 && !asked => {
-                        let idle = last_start.lock().is_ok_and(|t| t.elapsed() >= header_timeout);
-                        if idle {
-                            asked = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                    }
-                }
-            }
+            serve_one(tcp, service, header_timeout, finish).await;
             drop(open);
         });
     }
@@ -309,6 +229,111 @@ async fn serve_connections<S>(
     drop(open_rx);
     finish.cancel();
     open_tx.closed().await;
+}
+
+/// HTTP/2 with prior knowledge or HTTP/1.1, told apart by the first bytes (HTTP/2 starts with
+/// its 24-byte preface) within the header timeout: `None` for a connection that sends
+/// nothing, or too little to tell (it is closed). hyper's own detection has no timer.
+async fn is_http2(
+    tcp: &TcpStream,
+    header_timeout: Duration,
+    finish: &CancellationToken,
+) -> Option<bool> {
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + header_timeout;
+    let mut first = [0u8; 24];
+    loop {
+        let peeked = tokio::select! {
+            r = tokio::time::timeout_at(deadline, tcp.peek(&mut first)) => r,
+            _ = finish.cancelled() => return None,
+        };
+        match peeked {
+            Ok(Ok(n)) if n > 0 && first[..n] != PREFACE[..n] => return Some(false),
+            Ok(Ok(24)) => return Some(true),
+            // A beginning of the preface: wait for more (without spinning).
+            Ok(Ok(n)) if n > 0 && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Serve one accepted connection until it ends, asking it to finish when `finish` fires.
+/// HTTP/1.1 gets hyper's header timer from the start. HTTP/2 multiplexes, so it has none: a
+/// connection that starts no request for `header_timeout` is asked to finish (GOAWAY; streams
+/// under way complete), and one that stops answering pings is closed.
+async fn serve_one<S>(
+    tcp: TcpStream,
+    service: S,
+    header_timeout: Duration,
+    finish: CancellationToken,
+) where
+    S: tower_service::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let Some(h2) = is_http2(&tcp, header_timeout, &finish).await else {
+        return;
+    };
+    let opened = tokio::time::Instant::now();
+    // HTTP/2 only: milliseconds from `opened` to the last request's start.
+    let last_start = h2.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let service = {
+        let last_start = last_start.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(t) = &last_start {
+                t.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+            }
+            tower_service::Service::call(&mut service.clone(), req.map(axum::body::Body::new))
+        })
+    };
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = if h2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut finishing = std::pin::pin!(finish.cancelled());
+    let mut asked = false;
+    // When an HTTP/2 connection with no request since counts as idle.
+    let idle_at = |t: &std::sync::atomic::AtomicU64| {
+        opened + Duration::from_millis(t.load(Ordering::Relaxed)) + header_timeout
+    };
+    loop {
+        let idle_until = last_start.as_deref().map(idle_at);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = &mut finishing, if !asked => {
+                asked = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(idle_until.unwrap_or(opened)), if idle_until.is_some() && !asked => {
+                // Unless a request started meanwhile (then the loop waits again).
+                if last_start.as_deref().map(idle_at).is_some_and(|u| u <= tokio::time::Instant::now()) {
+                    asked = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
 }
 
 /// An accept that failed: a connection reset before it was taken is nothing; anything else
