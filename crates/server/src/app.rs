@@ -475,24 +475,16 @@ const CLIENT_CLOSED_STATUS: StatusCode = match StatusCode::from_u16(499) {
 /// Whether a body read failed because the client closed or reset its connection.
 fn client_went_away(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_closed())
-        {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
-            )
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    signalbox_core::providers::transport::caused_by(e, |err| {
+        err.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_closed())
+            || err.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+                )
+            })
+    })
 }
 
 /// (A function returning an `async move` block, not an `async fn`: an `async fn` keeps a

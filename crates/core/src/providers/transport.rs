@@ -103,7 +103,7 @@ impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for 
 
 /// What a guarded connect may use of a name's addresses: all but the forbidden ones, and an
 /// error when none is left.
-fn allowed_addrs(
+pub fn allowed_addrs(
     addrs: Vec<std::net::SocketAddr>,
     guarded: bool,
 ) -> Result<Vec<std::net::SocketAddr>, std::io::Error> {
@@ -567,19 +567,27 @@ impl Drop for PooledBody {
 }
 
 /// An error and its sources as text.
-/// Whether an error (or one it was caused by) is an I/O timeout: a connect timeout.
-pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an error, or one it was caused by, satisfies `test`.
+pub fn caused_by(
+    e: &(dyn std::error::Error + 'static),
+    test: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
+        if test(err) {
             return true;
         }
         cur = err.source();
     }
     false
+}
+
+/// Whether an error (or one it was caused by) is an I/O timeout: a connect timeout.
+pub fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by(e, |err| {
+        err.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -195,14 +195,9 @@ impl reqwest::dns::Resolve for GuardedDns {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| !forbidden_ip(a.ip()))
-                .collect();
-            if addrs.is_empty() {
-                return Err("the host resolves to a link-local or cloud-metadata address".into());
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed = signalbox_core::providers::transport::allowed_addrs(found, true)?;
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
         })
     }
 }
