@@ -189,78 +189,46 @@ async fn silent_slow_and_idle_client_connections_are_closed_after_the_header_rea
     );
     let gw = Gw::start_with_env(&toml, &[("UP_KEY", "k")]).await;
     let addr = gw.running.addr;
-    let connect = || tokio::net::TcpStream::connect(addr);
+    // Open a connection, send `bytes`, and return what came back once the gateway closed it
+    // (`None` if it is still open after 3 s).
+    let send = |bytes: &'static [u8]| async move {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        closed_within(&mut tcp, Duration::from_secs(3)).await
+    };
 
     // A connection that never sends anything.
-    let mut silent = connect().await.unwrap();
     let t0 = Instant::now();
-    assert!(
-        closed_within(&mut silent, Duration::from_secs(3))
-            .await
-            .is_some()
-    );
+    assert!(send(b"").await.is_some());
     assert!(
         t0.elapsed() >= Duration::from_millis(250),
         "closed too early"
     );
-
     // One that sends half its headers and stalls.
-    let mut slow = connect().await.unwrap();
-    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
     assert!(
-        closed_within(&mut slow, Duration::from_secs(3))
+        send(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
             .await
             .is_some()
     );
-
     // One that sends a single byte of a request line and stalls.
-    let mut one = connect().await.unwrap();
-    one.write_all(b"P").await.unwrap();
-    assert!(
-        closed_within(&mut one, Duration::from_secs(3))
-            .await
-            .is_some()
-    );
-
+    assert!(send(b"P").await.is_some());
     // HTTP/2: half a preface, then silence; and a whole preface and SETTINGS, then no request.
-    let mut half = connect().await.unwrap();
-    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(send(b"PRI * HTTP/2.0\r\n").await.is_some());
     assert!(
-        closed_within(&mut half, Duration::from_secs(3))
-            .await
-            .is_some()
-    );
-    let mut idle2 = connect().await.unwrap();
-    idle2
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
-    assert!(
-        closed_within(&mut idle2, Duration::from_secs(3))
+        send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             .await
             .is_some()
     );
     // An HTTP/1.1 method that begins like the preface is still HTTP/1.1.
-    let mut prix = connect().await.unwrap();
-    prix.write_all(b"PRIX /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let got = closed_within(&mut prix, Duration::from_secs(3))
+    let got = send(b"PRIX /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     assert!(
         String::from_utf8_lossy(&got).starts_with("HTTP/1.1 "),
         "{got:?}"
     );
-
     // A keep-alive connection left idle after an answer.
-    let mut idle = connect().await.unwrap();
-    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let got = closed_within(&mut idle, Duration::from_secs(3))
+    let got = send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
