@@ -335,6 +335,27 @@ async fn write_batch(
     batch.clear();
 }
 
+/// A new trace id (a UUIDv7, hyphenated lowercase) and the time it carries (Unix
+/// milliseconds), which is the trace's `time_unix_ms`: the store finds a trace by its id
+/// through that time.
+pub fn new_trace_id() -> (String, u64) {
+    let id = uuid::Uuid::now_v7();
+    let text = id
+        .hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned();
+    (text, id_time_ms(&id).unwrap_or(0))
+}
+
+/// The time (Unix milliseconds) a UUIDv7 carries; `None` for another version.
+pub fn id_time_ms(id: &uuid::Uuid) -> Option<u64> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    Some(secs * 1000 + u64::from(nanos / 1_000_000))
+}
+
 /// Cost in USD, or `None` when a needed price is unknown.
 pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
     let cached = usage.cached_tokens().min(usage.prompt_tokens);

@@ -430,13 +430,6 @@ fn not_a_gateway_key(snap: &Snapshot, key: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 async fn read_limited(
     body: Body,
     limit: usize,
@@ -499,11 +492,7 @@ fn proxy(
 ) -> impl Future<Output = Response> {
     async move {
         let started = Instant::now();
-        // Hyphenated lowercase, written without the formatting machinery.
-        let request_id = uuid::Uuid::now_v7()
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned();
+        let (request_id, time_unix_ms) = signalbox_core::trace::new_trace_id();
         let snap = st.live.snapshot();
         let inb = Inbound::of(&headers);
         // The caller's trace context (a valid one) is echoed on the answer.
@@ -511,7 +500,7 @@ fn proxy(
         let mut trace = Box::new(TraceRecord {
             id: request_id.clone(),
             client_request_id: text(inb.request_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
-            time_unix_ms: now_ms(),
+            time_unix_ms,
             endpoint: endpoint.as_str(),
             user_id: text(inb.user_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
             session_id: text(inb.session_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),

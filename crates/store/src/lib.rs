@@ -11,6 +11,9 @@ pub mod crypto;
 mod migrate;
 mod store;
 mod trace_db;
+// The one module with unsafe code: SQLite's own binding calls (see its header).
+#[allow(unsafe_code)]
+mod trace_insert;
 mod traces;
 pub use traces::{Aggregate, GROUPS, TraceFilter, TracePage, TraceRow};
 #[cfg(test)]

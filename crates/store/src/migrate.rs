@@ -5,23 +5,46 @@ use crate::StoreError;
 use crate::store::Backend;
 use sqlx::{AnyPool, Row};
 
-pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "catalog", include_str!("../migrations/0001_catalog.sql")),
-    (2, "traces", include_str!("../migrations/0002_traces.sql")),
+/// A migration: version, description, its SQL, and (when PostgreSQL's differs) the SQL for
+/// PostgreSQL, `""` for a migration that concerns SQLite only.
+pub(crate) type Migration = (i64, &'static str, &'static str, Option<&'static str>);
+
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../migrations/0001_catalog.sql"),
+        None,
+    ),
+    (
+        2,
+        "traces",
+        include_str!("../migrations/0002_traces.sql"),
+        None,
+    ),
     (
         3,
         "trace content",
         include_str!("../migrations/0003_trace_content.sql"),
+        None,
     ),
     (
         4,
         "trace params",
         include_str!("../migrations/0004_trace_params.sql"),
+        None,
     ),
     (
         5,
         "drop traces_at",
         include_str!("../migrations/0005_drop_traces_at.sql"),
+        None,
+    ),
+    (
+        6,
+        "traces without an id index",
+        include_str!("../migrations/0006_traces_rowid.sql"),
+        Some(""),
     ),
 ];
 
@@ -46,7 +69,11 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<Vec<i64>, St
     .await?;
     let mut applied_now = Vec::new();
     let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
-    for (version, description, sql) in MIGRATIONS {
+    for &(version, description, sql, postgres) in MIGRATIONS {
+        let sql = match (backend, postgres) {
+            (Backend::Postgres, Some(pg)) => pg,
+            _ => sql,
+        };
         let mut tx = conn.begin().await?;
         let max: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_migrations")
             .fetch_one(&mut *tx)
@@ -58,7 +85,7 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<Vec<i64>, St
             return Err(StoreError::TooNew(m, latest));
         }
         let done = sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
-            .bind(*version)
+            .bind(version)
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
@@ -72,19 +99,19 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<Vec<i64>, St
         sqlx::query(
             "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
         )
-        .bind(*version)
-        .bind(*description)
+        .bind(version)
+        .bind(description)
         .bind(crate::store::now_ms())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        applied_now.push(*version);
+        applied_now.push(version);
     }
     Ok(applied_now)
 }
 
 /// Split a migration into statements: `;` at a line end, `--` comments dropped.
-fn statements(sql: &str) -> Vec<String> {
+pub(crate) fn statements(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for line in sql.lines() {

@@ -4,8 +4,8 @@
 //! on SQLite it skips sqlx: through sqlx's `Any` driver a row cost about 28k instructions of
 //! argument conversion, owned copies, futures and a hand-off to sqlx's worker thread per
 //! statement, on top of SQLite's own ~16k (BENCHMARKS.md). Here a batch is moved to a writer
-//! thread, bound straight from the records into prepared multi-row INSERTs, and written in one
-//! transaction; the batch goes back to the caller with the outcome.
+//! thread, bound straight from the records into prepared multi-row INSERTs (`trace_insert`:
+//! texts read in place, not copied), and written in one transaction; the batch goes back to the caller with the outcome.
 //!
 //! **Writing traces never slows a request.** A batch is written by a thread on Linux's idle
 //! scheduling policy (`SCHED_IDLE`): any request-serving thread that becomes runnable takes
@@ -22,7 +22,8 @@
 //! batch's transaction (`busy_timeout`).
 
 use crate::StoreError;
-use crate::traces::{Col, Made, SLICE_ROWS, columns, insert_sql, slices};
+use crate::trace_insert::Writer;
+use crate::traces::slices;
 use signalbox_core::trace::TraceRecord;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +47,7 @@ struct Job {
 }
 
 struct Shared {
-    conn: Mutex<rusqlite::Connection>,
+    conn: Mutex<Writer>,
     /// Set when the current batch waited too long: the idle-policy writer hands it over.
     hurry: AtomicBool,
     /// The idle-policy writer handed the current batch over (it was starved of CPU, not
@@ -89,12 +90,9 @@ impl TraceDb {
             "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -512;",
         )?;
         // Prepare once here, so a schema problem fails the store's opening, not each batch.
-        conn.set_prepared_statement_cache_capacity(SLICE_ROWS.len());
-        for rows in SLICE_ROWS.into_iter().filter(|&n| n <= STATEMENT_ROWS) {
-            conn.prepare_cached(insert_sql(rows, true))?;
-        }
+        let writer = Writer::new(conn, STATEMENT_ROWS)?;
         let shared = Arc::new(Shared {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(writer),
             hurry: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
         });
@@ -206,7 +204,7 @@ fn lane(shared: &Shared, jobs: &mpsc::Receiver<Job>, hand_over: Option<&mpsc::Se
 /// End a batch's transaction left open by a writer that did not finish it, so the next batch
 /// can begin.
 fn roll_back(shared: &Shared) {
-    let conn = shared.conn.lock().unwrap_or_else(|p| p.into_inner());
+    let conn = &shared.conn.lock().unwrap_or_else(|p| p.into_inner()).conn;
     if !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
@@ -237,19 +235,20 @@ fn idle_policy() {}
 const STATEMENT_ROWS: usize = 16;
 
 /// Insert `batch[from..]` in one transaction (begun when `from` is 0, committed at the end),
-/// in multi-row statements; rows already stored are skipped, so a retried batch never stores
-/// a row twice. When `hurry` is given and set, stops at a statement boundary with the
+/// in multi-row statements; a batch that fails rolls back whole, so a retried batch never
+/// stores a row twice. When `hurry` is given and set, stops at a statement boundary with the
 /// transaction open and returns the rows done (`Some`), for another thread to go on with.
 ///
 /// No yielding between statements: on the idle-policy writer it is not needed, and on the
 /// normal one it cost the writer its fair share of a saturated core (a 512-row batch took
 /// 50 ms instead of ~15) and overflowed the queue.
 fn write(
-    conn: &rusqlite::Connection,
+    writer: &Writer,
     batch: &[TraceRecord],
     from: usize,
     hurry: Option<&AtomicBool>,
 ) -> Result<Option<usize>, StoreError> {
+    let conn = &writer.conn;
     if from == 0 {
         // Never begin over (nor, failing, roll back) a batch handed over half-way.
         if !conn.is_autocommit() {
@@ -259,7 +258,7 @@ fn write(
         }
         conn.execute_batch("BEGIN")?;
     }
-    let inserted = insert(conn, batch, from, hurry);
+    let inserted = insert(writer, batch, from, hurry);
     match inserted {
         Ok(Some(at)) => Ok(Some(at)),
         Ok(None) => match conn.execute_batch("COMMIT") {
@@ -277,7 +276,7 @@ fn write(
 }
 
 fn insert(
-    conn: &rusqlite::Connection,
+    writer: &Writer,
     batch: &[TraceRecord],
     from: usize,
     hurry: Option<&AtomicBool>,
@@ -287,20 +286,7 @@ fn insert(
         if at > from && hurry.is_some_and(|h| h.load(Ordering::Relaxed)) {
             return Ok(Some(at));
         }
-        let mut stmt = conn.prepare_cached(insert_sql(slice.len(), true))?;
-        let mut i = 0;
-        for r in slice {
-            let made = Made::of(r);
-            for c in columns(r, &made) {
-                i += 1;
-                match c {
-                    Col::Text(v) => stmt.raw_bind_parameter(i, v)?,
-                    Col::Int(v) => stmt.raw_bind_parameter(i, v)?,
-                    Col::Real(v) => stmt.raw_bind_parameter(i, v)?,
-                }
-            }
-        }
-        stmt.raw_execute()?;
+        writer.insert(slice)?;
         at += slice.len();
     }
     Ok(None)
@@ -337,6 +323,10 @@ mod tests {
         (dir, file, store)
     }
 
+    fn writer_on(file: &Path) -> Writer {
+        Writer::new(rusqlite::Connection::open(file).unwrap(), STATEMENT_ROWS).unwrap()
+    }
+
     fn rec(id: String) -> TraceRecord {
         TraceRecord {
             id,
@@ -353,7 +343,8 @@ mod tests {
     #[tokio::test]
     async fn a_batch_stopped_half_way_goes_on_in_the_same_transaction() {
         let (_dir, file, store) = migrated_file().await;
-        let conn = rusqlite::Connection::open(&file).unwrap();
+        let writer = writer_on(&file);
+        let conn = &writer.conn;
         let count = || {
             rusqlite::Connection::open(&file)
                 .unwrap()
@@ -363,12 +354,12 @@ mod tests {
         let batch: Vec<TraceRecord> = (0..40).map(|i| rec(format!("h{i}"))).collect();
         let hurry = AtomicBool::new(true);
         // Told to hurry, the first statement (16 rows) is written and the batch stops.
-        assert_eq!(write(&conn, &batch, 0, Some(&hurry)).unwrap(), Some(16));
+        assert_eq!(write(&writer, &batch, 0, Some(&hurry)).unwrap(), Some(16));
         assert_eq!(count(), 0, "nothing is visible before the commit");
         // Meanwhile no other batch begins on the connection, nor rolls the open one back.
         let other: Vec<TraceRecord> = (0..3).map(|i| rec(format!("o{i}"))).collect();
-        assert!(write(&conn, &other, 0, None).is_err());
-        assert_eq!(write(&conn, &batch, 16, None).unwrap(), None);
+        assert!(write(&writer, &other, 0, None).is_err());
+        assert_eq!(write(&writer, &batch, 16, None).unwrap(), None);
         assert_eq!(count(), 40);
         // A batch failing in its second statement rolls back whole, the first one included.
         conn.execute_batch(
@@ -377,13 +368,10 @@ mod tests {
         )
         .unwrap();
         let bad: Vec<TraceRecord> = (0..20).map(|i| rec(format!("b{i}"))).collect();
-        assert!(write(&conn, &bad, 0, None).is_err());
+        assert!(write(&writer, &bad, 0, None).is_err());
         assert_eq!(count(), 40);
         assert!(conn.is_autocommit(), "no transaction left open");
-        assert_eq!(write(&conn, &bad[..18], 0, None).unwrap(), None);
-        assert_eq!(count(), 58);
-        // The same batch written again stores nothing twice.
-        assert_eq!(write(&conn, &batch, 0, None).unwrap(), None);
+        assert_eq!(write(&writer, &bad[..18], 0, None).unwrap(), None);
         assert_eq!(count(), 58);
         drop(store);
     }
@@ -428,22 +416,23 @@ mod tests {
     async fn a_batch_left_half_written_is_rolled_back_for_the_next() {
         let (_dir, file, _store) = migrated_file().await;
         let shared = Shared {
-            conn: Mutex::new(rusqlite::Connection::open(&file).unwrap()),
+            conn: Mutex::new(writer_on(&file)),
             hurry: AtomicBool::new(true),
             handed_over: AtomicBool::new(false),
         };
         let batch: Vec<TraceRecord> = (0..40).map(|i| rec(format!("p{i}"))).collect();
         {
-            let conn = shared.conn.lock().unwrap();
+            let writer = shared.conn.lock().unwrap();
             assert_eq!(
-                write(&conn, &batch, 0, Some(&shared.hurry)).unwrap(),
+                write(&writer, &batch, 0, Some(&shared.hurry)).unwrap(),
                 Some(16)
             );
         }
         roll_back(&shared);
-        let conn = shared.conn.lock().unwrap();
-        assert_eq!(write(&conn, &batch[..3], 0, None).unwrap(), None);
-        let n: i64 = conn
+        let writer = shared.conn.lock().unwrap();
+        assert_eq!(write(&writer, &batch[..3], 0, None).unwrap(), None);
+        let n: i64 = writer
+            .conn
             .query_row("SELECT COUNT(*) FROM traces", [], |r| r.get(0))
             .unwrap();
         assert_eq!(

@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 const COLUMN_COUNT: usize = 33;
-const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id, content_json, params_json";
+pub(crate) const COLUMNS: &str = "id, project, at, client_request_id, key_id, endpoint, requested_model, layer, route, route_version, assigned_variant, serving_variant, sticky_source, provider, target, model, attempt_count, attempts_json, status, error_code, latency_ms, ttft_ms, input_tokens, output_tokens, cached_tokens, reasoning_tokens, cost_usd, stream, user_id, session_id, trace_id, content_json, params_json";
 
 /// A stored trace, as the query API returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -341,6 +341,16 @@ fn group_column(by: &str) -> Result<&'static str, StoreError> {
 /// are ever prepared and a batch of n rows needs about n/64 + 6 of them.
 pub(crate) const SLICE_ROWS: [usize; 4] = [64, 16, 4, 1];
 
+/// How far a stored trace's `at` may be from its id's time: none for traces stored since the
+/// time was taken from the id, a clock reading apart before.
+const ID_TIME_SLACK_MS: i64 = 2_000;
+
+/// The time (Unix milliseconds) a trace id carries; `None` for an id the gateway never makes.
+fn id_time_ms(id: &str) -> Option<i64> {
+    let ms = signalbox_core::trace::id_time_ms(&uuid::Uuid::try_parse(id).ok()?)?;
+    i64::try_from(ms).ok()
+}
+
 /// The INSERT for `rows` rows (one of [`SLICE_ROWS`]), built once per process.
 pub(crate) fn insert_sql(rows: usize, sqlite: bool) -> &'static str {
     static SQL: std::sync::OnceLock<[[String; 4]; 2]> = std::sync::OnceLock::new();
@@ -376,7 +386,12 @@ fn build_insert_sql(rows: usize, sqlite: bool) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    // PostgreSQL can learn nothing of a commit whose answer a dropped connection lost, and the
+    // writer then retries the batch: rows already stored are skipped over its `id` key. An
+    // SQLite commit always answers, and its table keeps no `id` index (migration 0006).
+    if !sqlite {
+        sql.push_str(" ON CONFLICT (id) DO NOTHING");
+    }
     sql
 }
 
@@ -464,8 +479,9 @@ impl Store {
         use sqlx::Connection;
         let sqlite = self.backend() == Backend::Sqlite;
         // A batch of several statements is one transaction (one commit); a single statement
-        // commits on its own, without BEGIN/COMMIT round trips. Rows already stored are
-        // skipped (`ON CONFLICT DO NOTHING`), so a retried batch never stores a row twice.
+        // commits on its own, without BEGIN/COMMIT round trips. A batch that fails stores
+        // nothing; on PostgreSQL rows already stored are skipped (`ON CONFLICT DO NOTHING`),
+        // so a batch retried after a lost answer never stores a row twice.
         if let [slice] = slices[..] {
             let made: Vec<Made> = slice.iter().map(Made::of).collect();
             insert_query(slice, &made, sqlite)
@@ -487,16 +503,22 @@ impl Store {
     pub async fn delete_traces_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         for project in self.traced_projects().await? {
+            // SQLite's table has no `id` index: its rows go by rowid.
+            let key = match self.backend() {
+                Backend::Sqlite => "rowid",
+                Backend::Postgres => "id",
+            };
+            let sql = format!(
+                "DELETE FROM traces WHERE {key} IN \
+                 (SELECT {key} FROM traces WHERE project = $1 AND at < $2 LIMIT 5000)"
+            );
             loop {
-                let n = sqlx::query(
-                    "DELETE FROM traces WHERE id IN \
-                     (SELECT id FROM traces WHERE project = $1 AND at < $2 LIMIT 5000)",
-                )
-                .bind(project.as_str())
-                .bind(cutoff_ms)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
+                let n = sqlx::query(&sql)
+                    .bind(project.as_str())
+                    .bind(cutoff_ms)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected();
                 total += n;
                 if n < 5000 {
                     break;
@@ -529,15 +551,22 @@ impl Store {
         }
     }
 
+    /// One trace by its id. A trace id is a UUIDv7 whose time is the trace's `at` (older
+    /// rows: within a few milliseconds), so the lookup is a short range of
+    /// `traces_project_at`; an id that is no UUIDv7 names no trace.
     pub async fn trace(&self, project: &str, id: &str) -> Result<TraceRow, StoreError> {
+        let missing = || StoreError::NotFound(format!("no trace '{id}' in project '{project}'"));
+        let at = id_time_ms(id).ok_or_else(missing)?;
         let r = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM traces WHERE project = $1 AND id = $2"
+            "SELECT {COLUMNS} FROM traces WHERE project = $1 AND at >= $2 AND at <= $3 AND id = $4"
         ))
         .bind(project.to_string())
+        .bind(at - ID_TIME_SLACK_MS)
+        .bind(at + ID_TIME_SLACK_MS)
         .bind(id.to_string())
         .fetch_optional(self.pool())
         .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no trace '{id}' in project '{project}'")))?;
+        .ok_or_else(missing)?;
         row(&r)
     }
 
