@@ -361,10 +361,11 @@ mod tests {
         assert!(write(&writer, &other, 0, None).is_err());
         assert_eq!(write(&writer, &batch, 16, None).unwrap(), None);
         assert_eq!(count(), 40);
-        // A batch failing in its second statement rolls back whole, the first one included.
+        // A batch failing in its second statement rolls back whole: the first statement and
+        // the rows the failing one wrote before (`OR FAIL` keeps them) included.
         conn.execute_batch(
             "CREATE TRIGGER refuse BEFORE INSERT ON traces WHEN NEW.id = 'b18' \
-             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+             BEGIN SELECT RAISE(FAIL, 'refused'); END;",
         )
         .unwrap();
         let bad: Vec<TraceRecord> = (0..20).map(|i| rec(format!("b{i}"))).collect();
