@@ -337,14 +337,18 @@ async fn write_batch(
 
 /// A new trace id (a UUIDv7, hyphenated lowercase) and the time it carries (Unix
 /// milliseconds), which is the trace's `time_unix_ms`: the store finds a trace by its id
-/// through that time.
+/// through that time. Its 74 bits under the time are random (`uuid::Uuid::now_v7` would keep
+/// ids of one millisecond in order, through a process-wide mutex taken by every request).
 pub fn new_trace_id() -> (String, u64) {
-    let id = uuid::Uuid::now_v7();
-    let text = id
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = uuid::Timestamp::from_unix(uuid::NoContext, now.as_secs(), now.subsec_nanos());
+    let text = uuid::Uuid::new_v7(at)
         .hyphenated()
         .encode_lower(&mut uuid::Uuid::encode_buffer())
         .to_owned();
-    (text, id_time_ms(&id).unwrap_or(0))
+    (text, now.as_millis() as u64)
 }
 
 /// The time (Unix milliseconds) a UUIDv7 carries; `None` for another version.
@@ -377,6 +381,18 @@ pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_trace_id_is_a_uuidv7_carrying_the_trace_time() {
+        let (a, at) = new_trace_id();
+        let (b, _) = new_trace_id();
+        assert_ne!(a, b);
+        let u = uuid::Uuid::try_parse(&a).unwrap();
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.hyphenated().to_string(), a, "hyphenated lowercase");
+        assert_eq!(id_time_ms(&u), Some(at));
+        assert_eq!(id_time_ms(&uuid::Uuid::new_v4()), None);
+    }
+
     use super::*;
 
     /// A store that never finishes a write: the writer is stuck, the queue fills.

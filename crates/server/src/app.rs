@@ -211,7 +211,7 @@ pub async fn openai_shaped_rejections(resp: Response) -> Response {
         ErrorCode::BadRequest
     };
     let err = ApiError::new(code, message).with_status(status);
-    let mut out = error_response(&err, &uuid::Uuid::now_v7().to_string());
+    let mut out = error_response(&err, &signalbox_core::trace::new_trace_id().0);
     if let Some(allow) = parts.headers.get(header::ALLOW) {
         out.headers_mut().insert(header::ALLOW, allow.clone());
     }
@@ -727,7 +727,7 @@ fn models_for(snap: &Snapshot, project: &str) -> Vec<ModelEntry> {
 }
 
 async fn list_models(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = signalbox_core::trace::new_trace_id().0;
     let snap = st.live.snapshot();
     let caller = match authenticate(&snap, &Inbound::of(&headers)) {
         Ok(c) => c,
@@ -746,7 +746,7 @@ async fn get_model(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = signalbox_core::trace::new_trace_id().0;
     let snap = st.live.snapshot();
     let caller = match authenticate(&snap, &Inbound::of(&headers)) {
         Ok(c) => c,
@@ -803,7 +803,7 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
             let err = ApiError::auth(
                 "a metrics token is required: send `Authorization: Bearer <metrics_token>`",
             );
-            return error_response(&err, &uuid::Uuid::now_v7().to_string());
+            return error_response(&err, &signalbox_core::trace::new_trace_id().0);
         }
     }
     let m = st.sink.metrics();
@@ -839,14 +839,14 @@ async fn ready(State(st): State<AppState>) -> Response {
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = signalbox_core::trace::new_trace_id().0;
     let err = ApiError::bad_request(format!("unknown endpoint: {method} {}", uri.path()))
         .with_status(StatusCode::NOT_FOUND);
     error_response(&err, &request_id)
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    let request_id = uuid::Uuid::now_v7().to_string();
+    let request_id = signalbox_core::trace::new_trace_id().0;
     let err = ApiError::bad_request(format!("{method} is not allowed on {}", uri.path()))
         .with_status(StatusCode::METHOD_NOT_ALLOWED);
     error_response(&err, &request_id)
