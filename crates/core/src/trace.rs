@@ -381,6 +381,8 @@ pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_trace_id_is_a_uuidv7_carrying_the_trace_time() {
         let (a, at) = new_trace_id();
@@ -392,8 +394,6 @@ mod tests {
         assert_eq!(id_time_ms(&u), Some(at));
         assert_eq!(id_time_ms(&uuid::Uuid::new_v4()), None);
     }
-
-    use super::*;
 
     /// A store that never finishes a write: the writer is stuck, the queue fills.
     struct Stuck;

@@ -5,7 +5,8 @@
 //! argument conversion, owned copies, futures and a hand-off to sqlx's worker thread per
 //! statement, on top of SQLite's own ~16k (BENCHMARKS.md). Here a batch is moved to a writer
 //! thread, bound straight from the records into prepared multi-row INSERTs (`trace_insert`:
-//! texts read in place, not copied), and written in one transaction; the batch goes back to the caller with the outcome.
+//! texts read in place, not copied), and written in one transaction; the batch goes back to
+//! the caller with the outcome. Checkpoints run on a thread of their own (`Checkpointer`).
 //!
 //! **Writing traces never slows a request.** A batch is written by a thread on Linux's idle
 //! scheduling policy (`SCHED_IDLE`): any request-serving thread that becomes runnable takes
