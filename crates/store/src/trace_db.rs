@@ -80,12 +80,6 @@ impl TraceDb {
     /// Open the connection and start the threads. `path` is the database file the sqlx pool
     /// has just opened and migrated.
     pub(crate) fn open(path: &Path) -> Result<TraceDb, StoreError> {
-        use rusqlite::OpenFlags;
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
         // WAL is the file's mode already (set by the pool). A batch commits without waiting
         // for the disk: a crash of the process loses nothing, a power cut may lose the last
         // batches, never corrupt the file (catalog writes, on the pool, keep FULL). This
@@ -97,7 +91,8 @@ impl TraceDb {
         // It never checkpoints: a checkpoint syncs the disk, which on a slow disk took up to
         // 2.7 s while a batch's commit waited on it, the queue filled and records were
         // dropped (~1% at c=64). The checkpointer thread does it beside the writers.
-        conn.execute_batch(
+        let conn = connect(
+            path,
             "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -512; \
              PRAGMA wal_autocheckpoint = 0;",
         )?;
@@ -239,15 +234,10 @@ impl Checkpointer {
         shared: Arc<Shared>,
         stop: mpsc::Receiver<()>,
     ) -> Result<Checkpointer, StoreError> {
-        use rusqlite::OpenFlags;
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
         // The same durability as the commits it copies (the checkpoint syncs the database
         // file and the WAL before it); it reads pages straight from the WAL, so no cache.
-        conn.execute_batch(
+        let conn = connect(
+            path,
             "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -64; PRAGMA wal_autocheckpoint = 0;",
         )?;
         Ok(Checkpointer { conn, shared, stop })
@@ -275,6 +265,19 @@ impl Checkpointer {
         self.conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
     }
+}
+
+/// A connection of the trace threads to the store's file (multi-thread mode: one thread at a
+/// time, each behind its owner), waiting up to 5 s for a lock, with `pragmas` applied.
+fn connect(path: &Path, pragmas: &str) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(pragmas)?;
+    Ok(conn)
 }
 
 /// End a batch's transaction left open by a writer that did not finish it, so the next batch

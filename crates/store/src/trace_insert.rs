@@ -158,18 +158,25 @@ mod tests {
     use super::*;
     use rusqlite::types::Value;
 
+    /// A migrated store's file (the store kept open beside the writer, as in the gateway) and
+    /// a writer on it with statements of up to 16 rows.
+    async fn writer_on_a_fresh_store() -> (tempfile::TempDir, crate::Store, Writer) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.db");
+        let url = format!("sqlite://{}", file.display());
+        let store = crate::Store::open(&url, crate::MasterKey::generate())
+            .await
+            .unwrap();
+        let writer = Writer::new(rusqlite::Connection::open(&file).unwrap(), 16).unwrap();
+        (dir, store, writer)
+    }
+
     /// Every column of rows inserted through the writer reads back as the value the record
     /// gave it, whichever statement size carried the row, and a NULL left unbound after a
     /// statement's earlier use bound a value there stays NULL.
     #[tokio::test]
     async fn every_column_reads_back_as_bound() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.db");
-        let url = format!("sqlite://{}", file.display());
-        let _store = crate::Store::open(&url, crate::MasterKey::generate())
-            .await
-            .unwrap();
-        let writer = Writer::new(rusqlite::Connection::open(&file).unwrap(), 16).unwrap();
+        let (_dir, _store, writer) = writer_on_a_fresh_store().await;
         let full = |i: usize| TraceRecord {
             id: format!("id-{i}"),
             client_request_id: Some(format!("client-{i}")),
@@ -261,13 +268,7 @@ mod tests {
     /// A slice of a size no statement was prepared for is refused, not half-bound.
     #[tokio::test]
     async fn a_slice_of_an_unprepared_size_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.db");
-        let url = format!("sqlite://{}", file.display());
-        let _store = crate::Store::open(&url, crate::MasterKey::generate())
-            .await
-            .unwrap();
-        let writer = Writer::new(rusqlite::Connection::open(&file).unwrap(), 16).unwrap();
+        let (_dir, _store, writer) = writer_on_a_fresh_store().await;
         let rows: Vec<TraceRecord> = (0..3)
             .map(|i| TraceRecord {
                 id: format!("{i}"),
