@@ -387,12 +387,12 @@ pub(crate) fn file_of(url: &str) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A fresh store's SQLite file, migrated (the store is kept open beside the test's own
     /// connections, as in the gateway).
-    async fn migrated_file() -> (tempfile::TempDir, PathBuf, crate::Store) {
+    pub(crate) async fn migrated_file() -> (tempfile::TempDir, PathBuf, crate::Store) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.db");
         let url = format!("sqlite://{}", file.display());

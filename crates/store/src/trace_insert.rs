@@ -161,12 +161,7 @@ mod tests {
     /// A migrated store's file (the store kept open beside the writer, as in the gateway) and
     /// a writer on it with statements of up to 16 rows.
     async fn writer_on_a_fresh_store() -> (tempfile::TempDir, crate::Store, Writer) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("t.db");
-        let url = format!("sqlite://{}", file.display());
-        let store = crate::Store::open(&url, crate::MasterKey::generate())
-            .await
-            .unwrap();
+        let (dir, file, store) = crate::trace_db::tests::migrated_file().await;
         let writer = Writer::new(rusqlite::Connection::open(&file).unwrap(), 16).unwrap();
         (dir, store, writer)
     }
