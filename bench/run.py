@@ -9,11 +9,16 @@ in turn (the order rotating each round), and each cell is the median of the N ro
 ratio column is the median of the per-round ratios. This VM's noise moves whole minutes of
 runs together, so interleaved rounds compare like with like.
 
+Then, per round, bench/minproxy's `paired` client calls the three setups in turn at c=1 (a
+fresh random order each cycle), so their latencies and the proxies' CPU per request are
+measured over the same seconds: the steadiest wall-clock comparison this VM allows.
+
 Processes are pinned: the proxy under test on CPU 0; the fake upstream and the load generator
 (wrk) on CPU 1. Prints a Markdown report (also written to bench/out/report.md).
 Needs: wrk (apt-get install wrk), curl, taskset.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -97,6 +102,39 @@ def wrk(url, model, conns, duration, lua_dir, stream=False, cpus="1"):
     }
 
 
+def paired(targets, cycles):
+    """One run of bench/minproxy's `paired` client (CPU 1): the three setups called in turn,
+    in a fresh random order each cycle, one request at a time over keep-alive connections.
+    Returns each setup's latency percentiles (µs) and the proxies' CPU per request over the
+    same seconds."""
+    specs = [f"{name}={url.split('//', 1)[1]}={model}" for name, (url, model, p) in targets.items()]
+    procs = {name: p for name, (url, model, p) in targets.items() if p}
+    before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+    out = sh(["taskset", "-c", "1", f"{REL}/paired", str(cycles)] + specs)
+    after = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+    lat = json.loads(out)
+    sent = cycles + cycles // 10 + 100  # the client's warm-up cycles count for CPU too
+    return lat, {name: (after[name] - before[name]) / sent * 1e6 for name in procs}
+
+
+def paired_rounds(targets, cycles, rounds):
+    """`paired` run `rounds` times; per round the Signalbox / minimal proxy ratios of added
+    latency (over direct) at p50 and p99, and of CPU per request."""
+    per = {"add_p50": [], "add_p99": [], "cpu": [], "mp_add_p50": [], "sb_add_p50": [],
+           "mp_cpu": [], "sb_cpu": []}
+    for _ in range(rounds):
+        lat, cpu = paired(targets, cycles)
+        add = lambda name, q: lat[name][q] - lat["direct"][q]
+        for q in ("p50", "p99"):
+            per[f"add_{q}"].append(add("signalbox", q) / max(add("minproxy", q), 1e-9))
+        per["mp_add_p50"].append(add("minproxy", "p50"))
+        per["sb_add_p50"].append(add("signalbox", "p50"))
+        per["cpu"].append(cpu["signalbox"] / cpu["minproxy"])
+        per["mp_cpu"].append(cpu["minproxy"])
+        per["sb_cpu"].append(cpu["signalbox"])
+    return per
+
+
 def ttfb(url, model, n=200):
     body = '{"model":"%s","stream":true,"messages":[{"role":"user","content":"hello there"}]}' % model
     times = []
@@ -113,6 +151,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--traces", choices=["stored", "off"], default="stored",
                     help="Signalbox's trace storage ([store] traces); records feed metrics either way")
+    ap.add_argument("--paired-cycles", type=int, default=20000,
+                    help="cycles of the paired c=1 client per round (each cycle calls all three)")
     ap.add_argument("--skip-build", action="store_true")
     a = ap.parse_args()
     for tool in ("wrk", "curl", "taskset"):
@@ -179,6 +219,7 @@ def main():
             per_round["rps"].append(sr["c64"]["rps"] / mr["c64"]["rps"])
         for name, (url, model, p) in targets.items():
             res[name]["ttfb"] = ttfb(url, model)
+        pair = paired_rounds(targets, a.paired_cycles, a.rounds)
         # Top up to at least 100k requests through each proxy before reading RSS.
         for name in ("minproxy", "signalbox"):
             url, model, p = targets[name]
@@ -215,8 +256,21 @@ def main():
         f"| RSS after ≥100k requests (MB) | – | {after_rss['minproxy']:.1f} ({served['minproxy']} req) | {after_rss['signalbox']:.1f} ({served['signalbox']} req) | |",
         f"| non-2xx responses | {d['c64']['non2xx']} | {m['c64']['non2xx']} | {s['c64']['non2xx']} | |",
     ]
+    fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
+    med = statistics.median
+    lines += [
+        "",
+        f"Paired, c=1 (bench/minproxy `paired`, {a.paired_cycles} cycles a round, {a.rounds} round(s)): "
+        "the three setups called in turn, in a fresh random order each cycle, so all of them "
+        "meet the same moments of this VM's noise. Signalbox / minimal proxy per round:",
+        "",
+        f"- added latency p50: {fmt(pair['add_p50'])} (median {med(pair['add_p50']):.2f}x; "
+        f"{med(pair['sb_add_p50']):.1f} against {med(pair['mp_add_p50']):.1f} µs)",
+        f"- added latency p99: {fmt(pair['add_p99'])} (median {med(pair['add_p99']):.2f}x)",
+        f"- CPU per request at c=1: {fmt(pair['cpu'])} (median {med(pair['cpu']):.2f}x; "
+        f"{med(pair['sb_cpu']):.1f} against {med(pair['mp_cpu']):.1f} µs)",
+    ]
     if a.rounds > 1:
-        fmt = lambda xs: ", ".join(f"{x:.2f}" for x in xs)
         lines += [
             "",
             f"Cells are medians of {a.rounds} interleaved rounds. Per-round ratios, Signalbox / minimal proxy:",
