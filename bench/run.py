@@ -11,7 +11,8 @@ runs together, so interleaved rounds compare like with like.
 
 Then, per round, bench/minproxy's `paired` client calls the three setups in turn at c=1 (a
 fresh random order each cycle), so their latencies and the proxies' CPU per request are
-measured over the same seconds: the steadiest wall-clock comparison this VM allows.
+measured over the same seconds: the steadiest wall-clock comparison this VM allows; and
+both proxies are loaded together (wrk c=64 on each) for their CPU per request under load.
 
 Processes are pinned: the proxy under test on CPU 0; the fake upstream and the load generator
 (wrk) on CPU 1. Prints a Markdown report (also written to bench/out/report.md).
@@ -117,12 +118,41 @@ def paired(targets, cycles):
     return lat, {name: (after[name] - before[name]) / sent * 1e6 for name in procs}
 
 
-def paired_rounds(targets, cycles, rounds):
+def together(targets, duration, lua_dir):
+    """Both proxies loaded at once, wrk c=64 on each (both wrk on CPU 1, both proxies on CPU
+    0): each one's CPU per request, measured over the same seconds."""
+    names = ("minproxy", "signalbox")
+    runs, before = {}, {}
+    for name in names:
+        url, model, p = targets[name]
+        lua = os.path.join(lua_dir, f"{model.replace(':', '_')}.lua")
+        with open(lua, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
+            f.write("wrk.body = '%s'\n" % (
+                '{"model":"%s","messages":[{"role":"user","content":"hello there"}]}' % model))
+        before[name] = cpu_seconds(p.pid)
+        runs[name] = subprocess.Popen(
+            ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "-s", lua, url],
+            stdout=subprocess.PIPE, text=True)
+    cpu = {}
+    for name in names:
+        out = runs[name].communicate()[0]
+        served = int(re.search(r"(\d+) requests in", out).group(1))
+        cpu[name] = (cpu_seconds(targets[name][2].pid) - before[name]) / served * 1e6
+    return cpu
+
+
+def paired_rounds(targets, cycles, rounds, duration, lua_dir):
     """`paired` run `rounds` times; per round the Signalbox / minimal proxy ratios of added
-    latency (over direct) at p50 and p99, and of CPU per request."""
+    latency (over direct) at p50 and p99, and of CPU per request; then both proxies loaded
+    together at c=64 for their CPU per request."""
     per = {"add_p50": [], "add_p99": [], "cpu": [], "mp_add_p50": [], "sb_add_p50": [],
-           "mp_cpu": [], "sb_cpu": []}
+           "mp_cpu": [], "sb_cpu": [], "cpu64": [], "mp_cpu64": [], "sb_cpu64": []}
     for _ in range(rounds):
+        both = together(targets, duration, lua_dir)
+        per["cpu64"].append(both["signalbox"] / both["minproxy"])
+        per["mp_cpu64"].append(both["minproxy"])
+        per["sb_cpu64"].append(both["signalbox"])
         lat, cpu = paired(targets, cycles)
         add = lambda name, q: lat[name][q] - lat["direct"][q]
         for q in ("p50", "p99"):
@@ -219,7 +249,7 @@ def main():
             per_round["rps"].append(sr["c64"]["rps"] / mr["c64"]["rps"])
         for name, (url, model, p) in targets.items():
             res[name]["ttfb"] = ttfb(url, model)
-        pair = paired_rounds(targets, a.paired_cycles, a.rounds)
+        pair = paired_rounds(targets, a.paired_cycles, a.rounds, a.duration, tmp)
         # Top up to at least 100k requests through each proxy before reading RSS.
         for name in ("minproxy", "signalbox"):
             url, model, p = targets[name]
@@ -269,6 +299,9 @@ def main():
         f"- added latency p99: {fmt(pair['add_p99'])} (median {med(pair['add_p99']):.2f}x)",
         f"- CPU per request at c=1: {fmt(pair['cpu'])} (median {med(pair['cpu']):.2f}x; "
         f"{med(pair['sb_cpu']):.1f} against {med(pair['mp_cpu']):.1f} µs)",
+        f"- CPU per request at c=64, both proxies loaded together (wrk c=64 on each): "
+        f"{fmt(pair['cpu64'])} (median {med(pair['cpu64']):.2f}x; "
+        f"{med(pair['sb_cpu64']):.1f} against {med(pair['mp_cpu64']):.1f} µs)",
     ]
     if a.rounds > 1:
         lines += [
