@@ -523,6 +523,48 @@ pub struct ProjectSnapshot {
 }
 
 impl ProjectSnapshot {
+    /// Where each managed credential is sent: (the secret, the upstream origin it goes to,
+    /// what sends it there), for every provider's own credential and every target's (in
+    /// routes, functions and bare targets' implicit routes).
+    pub fn credential_destinations(&self) -> Vec<(&str, String, String)> {
+        let origin = |p: &Provider| {
+            reqwest::Url::parse(&p.base_url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_else(|_| p.base_url.clone())
+        };
+        let mut out = Vec::new();
+        for p in self.providers.values() {
+            if let Some(s) = &p.credential {
+                out.push((s.expose(), origin(p), format!("provider '{}'", p.id)));
+            }
+        }
+        let routes = self.routes.values();
+        for r in routes
+            .chain(self.functions.values())
+            .chain(self.implicit.values())
+        {
+            let targets: Vec<&Arc<Target>> = match &*r.body {
+                RouteBody::Steps(steps) => steps
+                    .iter()
+                    .flat_map(|s| s.targets.iter().map(|w| &w.target))
+                    .collect(),
+                RouteBody::Experiment { variants, .. } => {
+                    variants.iter().map(|v| &v.target).collect()
+                }
+            };
+            for t in targets {
+                if let TargetAuth::Credential(s) = &t.auth {
+                    out.push((
+                        s.expose(),
+                        origin(&t.provider),
+                        format!("target '{}'", t.name),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     pub fn model_kind(&self, model: &str) -> EndpointKind {
         self.model_kinds
             .get(model)

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use signalbox_core::config::raw::RawConfig;
 use signalbox_core::config::{Catalog, ConfigErrors, ObjectKind};
-use signalbox_core::model::EndpointKind;
+use signalbox_core::model::{EndpointKind, Snapshot};
 use signalbox_store::{Actor, Change, Committed, Principal, Store, StoreError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,16 +64,53 @@ impl AdminState {
         actor: &Actor,
         changes: Vec<Change>,
     ) -> Result<Committed, AdminError> {
+        self.commit_guarded(actor, changes, None).await
+    }
+
+    /// [`AdminState::commit`], refused (403) when `below_owner_in` names the project of a
+    /// writer without the owner role and the write would send a credential the project
+    /// already sends somewhere to an upstream origin it does not go to yet (see
+    /// [`new_credential_destination`]).
+    pub async fn commit_guarded(
+        &self,
+        actor: &Actor,
+        changes: Vec<Change>,
+        below_owner_in: Option<&str>,
+    ) -> Result<Committed, AdminError> {
         // Checked, committed and installed as one change: a file reload waits, then is
         // checked against this write (and refused if the two do not fit together).
         let _changing = self.live.changing().await;
         let live = self.live.clone();
-        let ((snapshot, catalog), committed) = self
+        let now = self.live.snapshot();
+        let guard = below_owner_in.map(str::to_string);
+        let refused = Arc::new(std::sync::Mutex::new(None::<String>));
+        let refusal = refused.clone();
+        let written = self
             .store
             .write_all(actor, changes, move |catalog: &Catalog, _v| {
-                live.check_catalog(catalog).map(|s| (s, catalog.clone()))
+                let candidate = live.check_catalog(catalog)?;
+                if let Some(p) = &guard
+                    && let Some(why) = new_credential_destination(&now, &candidate.snapshot, p)
+                {
+                    if let Ok(mut r) = refusal.lock() {
+                        *r = Some(why);
+                    }
+                    // Rolls the write back; the reason goes out as a 403 below.
+                    return Err(ConfigErrors(Vec::new()));
+                }
+                Ok((candidate, catalog.clone()))
             })
-            .await?;
+            .await;
+        let ((snapshot, catalog), committed) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let why = refused.lock().ok().and_then(|mut r| r.take());
+                return Err(match why {
+                    Some(why) => AdminError::forbidden(why),
+                    None => e.into(),
+                });
+            }
+        };
         self.live
             .install(snapshot, catalog, committed.config_version);
         Ok(committed)
@@ -880,7 +917,11 @@ async fn write_object(
         create_only,
     }];
     changes.extend(also);
-    let committed = st.commit(&auth.actor(), changes).await?;
+    // A credential the project already sends somewhere goes to a new address only by an
+    // owner's write (or the admin's).
+    let guard = (matches!(kind, ObjectKind::Provider | ObjectKind::Target) && auth.0.rank(p) < 3)
+        .then_some(p);
+    let committed = st.commit_guarded(&auth.actor(), changes, guard).await?;
     let version = committed.object_version.unwrap_or(0);
     let status = if committed.created {
         StatusCode::CREATED
@@ -900,6 +941,37 @@ async fn write_object(
         .into_response();
     r.headers_mut().insert(header::ETAG, etag(version));
     Ok(r)
+}
+
+/// Why `next` may not be installed by a writer without the owner role in `project`: it
+/// sends a credential secret that `now` already sends to some upstream origin to an origin it
+/// does not go to yet. Without this an editor could attach the project's stored credential
+/// to a provider at an address of their own and have it sent there (test connection, or any
+/// request). A credential not sent anywhere yet may go wherever an editor puts it.
+fn new_credential_destination(now: &Snapshot, next: &Snapshot, project: &str) -> Option<String> {
+    let before = now
+        .project(project)
+        .map(|p| p.credential_destinations())
+        .unwrap_or_default();
+    let after = next.project(project)?.credential_destinations();
+    for (secret, origin, what) in &after {
+        let mut known: Vec<&str> = before
+            .iter()
+            .filter(|(s, ..)| s == secret)
+            .map(|(_, o, _)| o.as_str())
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        if !known.is_empty() && !known.contains(&origin.as_str()) {
+            return Some(format!(
+                "{what} would send a stored credential to {origin}, where it does not go yet \
+                 (it goes to {}); sending a credential to a new address needs the owner role \
+                 in project '{project}'",
+                known.join(", ")
+            ));
+        }
+    }
+    None
 }
 
 /// When a provider's `base_url` or `kind` changes, its targets' own credentials are dropped

@@ -743,6 +743,157 @@ async fn a_moved_provider_loses_its_credential_and_metadata_addresses_are_refuse
     .await;
 }
 
+/// An editor cannot send the project's stored credential to an address of their own (a new
+/// provider, a provider moved with the credential set again, or a target on such a provider):
+/// the credential would reach it by test connection or by any request. The owner can; an
+/// editor can still use it where it already goes, and attach a credential sent nowhere yet.
+#[tokio::test]
+async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
+    let node = Node::sqlite(BASE).await;
+    node.post_json(
+        "/projects/default/credentials",
+        json!({"name": "prod", "value": "sk-prod-secret"}),
+    )
+    .await;
+    let r = node
+        .put_json(
+            "/projects/default/providers/real",
+            json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"], "credential": "credential::prod"}),
+        )
+        .await;
+    assert!(r.status().is_success());
+    for (user, role) in [("ed", "editor"), ("olive", "owner")] {
+        let r = node
+            .post_json(
+                "/users",
+                json!({"name": user, "password": "long-enough-pass-1", "roles": {"default": role}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let editor = login(&node.url, "ed", "long-enough-pass-1").await.unwrap();
+    let owner = login(&node.url, "olive", "long-enough-pass-1")
+        .await
+        .unwrap();
+    let send = |tok: &str, m: reqwest::Method, path: &str, body: Value| {
+        client()
+            .request(m, format!("{}/admin/v1/projects/default{path}", node.url))
+            .bearer_auth(tok.to_string())
+            .json(&body)
+            .send()
+    };
+    let elsewhere = json!({"kind": "openai", "base_url": "http://127.0.0.7:9/v1", "models": ["m"], "credential": "credential::prod"});
+    // A new provider elsewhere with the credential: refused, and nothing was written.
+    let r = send(
+        &editor,
+        reqwest::Method::PUT,
+        "/providers/theirs",
+        elsewhere.clone(),
+    )
+    .await
+    .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{e}"
+    );
+    let msg = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("http://127.0.0.7:9") && msg.contains("owner"),
+        "{msg}"
+    );
+    assert!(!msg.contains("sk-prod-secret"), "{msg}");
+    let r = send(
+        &editor,
+        reqwest::Method::GET,
+        "/providers/theirs",
+        json!(null),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    // Moving the provider and setting the credential again in the same patch: refused.
+    let r = send(
+        &editor,
+        reqwest::Method::PATCH,
+        "/providers/real",
+        json!({"base_url": "http://127.0.0.7:9/v1", "credential": "credential::prod"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_of(r).await.0, 403);
+    // A target carrying the credential on a provider elsewhere: refused too.
+    let r = send(
+        &editor,
+        reqwest::Method::PUT,
+        "/providers/bare",
+        json!({"kind": "openai", "base_url": "http://127.0.0.8:9/v1", "models": ["m"]}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.status().is_success(),
+        "a provider without a credential is the editor's to make"
+    );
+    let r = send(
+        &editor,
+        reqwest::Method::PUT,
+        "/targets/sneaky",
+        json!({"provider": "bare", "model": "m", "credential": "credential::prod"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_of(r).await.0, 403);
+    // Where the credential already goes, the editor may use it.
+    let r = send(
+        &editor,
+        reqwest::Method::PUT,
+        "/providers/same-host",
+        json!({"kind": "openai", "base_url": "http://127.0.0.1:9/other", "models": ["m"], "credential": "credential::prod"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    // A credential the editor made, sent nowhere yet, goes where they put it.
+    let r = send(
+        &editor,
+        reqwest::Method::POST,
+        "/credentials",
+        json!({"name": "mine", "value": "sk-editor-own"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut own = elsewhere.clone();
+    own["credential"] = json!("credential::mine");
+    let r = send(&editor, reqwest::Method::PUT, "/providers/theirs", own)
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    // The owner may send the project's credential anywhere.
+    let r = send(&owner, reqwest::Method::PUT, "/providers/new-home", {
+        let mut b = elsewhere.clone();
+        b["base_url"] = json!("http://127.0.0.9:9/v1");
+        b
+    })
+    .await
+    .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+}
+
 #[tokio::test]
 async fn explain_shows_the_match_what_it_shadows_and_the_plan() {
     each_store(async |db| {
