@@ -879,6 +879,40 @@ async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
         "{}",
         r.text().await.unwrap_or_default()
     );
+    // A rollback that would bring it back onto a provider moved elsewhere: refused too. (The
+    // owner's target on `real`; the editor moves `real`, which drops the target's credential,
+    // then rolls the target back to the version that had it.)
+    let r = send(
+        &owner,
+        reqwest::Method::PUT,
+        "/targets/kept",
+        json!({"provider": "real", "model": "m", "credential": "credential::prod"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.status().is_success(),
+        "{}",
+        r.text().await.unwrap_or_default()
+    );
+    let r = send(
+        &editor,
+        reqwest::Method::PATCH,
+        "/providers/real",
+        json!({"base_url": "http://127.0.0.7:9/v1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(
+        &editor,
+        reqwest::Method::POST,
+        "/targets/kept/rollback",
+        json!({"version": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(error_of(r).await.0, 403);
     // The owner may send the project's credential anywhere.
     let r = send(&owner, reqwest::Method::PUT, "/providers/new-home", {
         let mut b = elsewhere.clone();
