@@ -30,6 +30,10 @@ pub fn forbidden_ip(ip: std::net::IpAddr) -> bool {
                     .to_ipv4_mapped()
                     .is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
                 || embedded_v4(v6).is_some_and(|v4| forbidden_ip(IpAddr::V4(v4)))
+                || teredo_v4s(v6)
+                    .into_iter()
+                    .flatten()
+                    .any(|v4| forbidden_ip(IpAddr::V4(v4)))
         }
     }
 }
@@ -52,6 +56,19 @@ fn embedded_v4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     } else {
         None
     }
+}
+
+/// The two IPv4 addresses a Teredo address (`2001:0::/32`) carries: its server's (bits
+/// 32-63) and its client's (the last 32 bits, inverted); traffic to it is relayed to them.
+fn teredo_v4s(v6: std::net::Ipv6Addr) -> [Option<std::net::Ipv4Addr>; 2] {
+    let s = v6.segments();
+    if s[..2] != [0x2001, 0] {
+        return [None, None];
+    }
+    let v4 = |hi: u16, lo: u16| {
+        std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+    };
+    [Some(v4(s[2], s[3])), Some(v4(!s[6], !s[7]))]
 }
 
 /// The system resolver; when guarding, addresses [`forbidden_ip`] refuses are taken out of
@@ -143,11 +160,17 @@ mod guard_tests {
             a("[64:ff9b:1::a9fe:a9fe]:80"),
             a("[::169.254.169.254]:80"),
             a("[2002:a9fe:a9fe::]:80"),
+            // Teredo: a metadata address as the server, or (inverted) as the client.
+            a("[2001:0:a9fe:a9fe::]:80"),
+            a("[2001:0:4136:e378:8000:63bf:5601:5601]:80"),
         ];
-        assert!(
-            allowed_addrs(translated, true).is_err(),
-            "NAT64 and 6to4 forms"
-        );
+        for t in translated {
+            assert!(
+                allowed_addrs(vec![t], true).is_err(),
+                "NAT64, 6to4 and Teredo forms: {t}"
+            );
+        }
+        assert!(allowed_addrs(vec![a("[2001:0:4136:e378:8000:63bf:3fff:fdd2]:80")], true).is_ok());
         assert!(allowed_addrs(vec![a("[64:ff9b::a00:7]:80")], true).is_ok());
         let mixed = vec![a("169.254.169.254:80"), a("10.0.0.7:80")];
         assert_eq!(allowed_addrs(mixed, true).unwrap(), vec![a("10.0.0.7:80")]);
