@@ -547,6 +547,7 @@ pub fn build_snapshot(
         let price = crate::pricing::resolve(info.map(|i| i.price), &model);
         let target = Target {
             credential_header: crate::model::credential_header(&provider, &auth),
+            request_head: std::sync::OnceLock::new(),
             urls: target_urls(&provider, rt.deployment.as_deref(), &model),
             model_header: header_value(&model),
             name: name.clone(),
@@ -609,6 +610,7 @@ pub fn build_snapshot(
             };
             let target = Arc::new(Target {
                 credential_header: crate::model::credential_header(prov, &auth),
+                request_head: std::sync::OnceLock::new(),
                 urls: target_urls(prov, None, m),
                 model_header: header_value(m),
                 name: format!("{}::{}", prov.id, m),
@@ -1905,6 +1907,7 @@ impl BodyBuilder<'_> {
             .finish();
         Some(Target {
             credential_header: crate::model::credential_header(&provider, &auth),
+            request_head: std::sync::OnceLock::new(),
             urls: target_urls(&bp.provider, None, model),
             model_header: header_value(model),
             name: name.to_string(),

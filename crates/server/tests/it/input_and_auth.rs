@@ -389,6 +389,50 @@ async fn models_endpoint_lists_what_the_key_can_call_with_kinds() {
     assert_eq!(error_of(r).await.0, 401);
 }
 
+/// A provider's static headers win over the same allow-listed header from the caller, and go
+/// once, for streaming and non-streaming requests alike; the caller's other allow-listed
+/// headers still go.
+#[tokio::test]
+async fn a_providers_static_headers_win_over_the_callers_and_go_once() {
+    let (fake, gw) =
+        one_fake_gateway("[providers.up.headers]\n\"openai-organization\" = \"org-static\"\n")
+            .await;
+    for stream in [false, true] {
+        let r = gw
+            .post("/v1/chat/completions")
+            .bearer_auth("sb-app-key")
+            .header("openai-organization", "org-from-caller")
+            .header("accept-language", "fr")
+            .json(&chat_body("route::summarize", stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        let req = fake.requests().pop().unwrap();
+        let values = |name: &str| -> Vec<&str> {
+            req.headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(
+            values("openai-organization"),
+            ["org-static"],
+            "stream {stream}"
+        );
+        assert_eq!(values("accept-language"), ["fr"], "stream {stream}");
+        assert_eq!(values("authorization"), ["Bearer sk-up-credential"]);
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        assert_eq!(values("accept"), [accept]);
+    }
+}
+
 #[tokio::test]
 async fn only_allow_listed_headers_go_upstream() {
     let (fake, gw) = one_fake_gateway("").await;
