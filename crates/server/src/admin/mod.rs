@@ -918,9 +918,9 @@ async fn write_object(
     }];
     changes.extend(also);
     // A credential the project already sends somewhere goes to a new address only by an
-    // owner's write (or the admin's).
-    let guard = (matches!(kind, ObjectKind::Provider | ObjectKind::Target) && auth.0.rank(p) < 3)
-        .then_some(p);
+    // owner's write (or the admin's). Checked for every kind: the rule is about where the
+    // project's credentials go after the write, whatever the write changed.
+    let guard = (auth.0.rank(p) < 3).then_some(p);
     let committed = st.commit_guarded(&auth.actor(), changes, guard).await?;
     let version = committed.object_version.unwrap_or(0);
     let status = if committed.created {
@@ -1172,14 +1172,17 @@ async fn delete_object(
     need_project(&st, &auth, &p, 2).await?;
     global_object_needs_admin(&auth, kind)?;
     refuse_file_managed(&st.live, kind, &name)?;
-    st.commit(
+    // Held to the same rule as a write: where the project's credentials go afterwards.
+    let guard = (auth.0.rank(&p) < 3).then_some(p.as_str());
+    st.commit_guarded(
         &auth.actor(),
         vec![Change::DeleteObject {
             kind,
-            project: p,
+            project: p.clone(),
             name: name.clone(),
             if_match: if_match(&headers)?,
         }],
+        guard,
     )
     .await
     .map_err(|e| explain_delete(&format!("{} '{name}'", kind.as_str()), e))?;
