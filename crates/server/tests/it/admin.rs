@@ -743,56 +743,66 @@ async fn a_moved_provider_loses_its_credential_and_metadata_addresses_are_refuse
     .await;
 }
 
+/// One admin call in project `default` with a user's token: the status and the body.
+async fn call_as(
+    node: &Node,
+    tok: &str,
+    m: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let r = client()
+        .request(m, format!("{}/admin/v1/projects/default{path}", node.url))
+        .bearer_auth(tok)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 /// An editor cannot send the project's stored credential to an address of their own (a new
-/// provider, a provider moved with the credential set again, or a target on such a provider):
-/// the credential would reach it by test connection or by any request. The owner can; an
-/// editor can still use it where it already goes, and attach a credential sent nowhere yet.
+/// provider, a provider moved with the credential set again, a target on such a provider, or a
+/// rollback onto a moved provider): the credential would reach it by test connection or by
+/// any request. The owner can; an editor can still use it where it already goes, and attach a
+/// credential sent nowhere yet.
 #[tokio::test]
 async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
+    use reqwest::Method;
     let node = Node::sqlite(BASE).await;
     node.post_json(
         "/projects/default/credentials",
         json!({"name": "prod", "value": "sk-prod-secret"}),
     )
     .await;
-    let r = node
-        .put_json(
-            "/projects/default/providers/real",
-            json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"], "credential": "credential::prod"}),
-        )
-        .await;
-    assert!(r.status().is_success());
+    let real = json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "models": ["m"], "credential": "credential::prod"});
+    assert!(
+        node.put_json("/projects/default/providers/real", real)
+            .await
+            .status()
+            .is_success()
+    );
     for (user, role) in [("ed", "editor"), ("olive", "owner")] {
-        let r = node
-            .post_json(
-                "/users",
-                json!({"name": user, "password": "long-enough-pass-1", "roles": {"default": role}}),
-            )
-            .await;
-        assert_eq!(r.status(), 201);
+        let body =
+            json!({"name": user, "password": "long-enough-pass-1", "roles": {"default": role}});
+        assert_eq!(node.post_json("/users", body).await.status(), 201);
     }
     let editor = login(&node.url, "ed", "long-enough-pass-1").await.unwrap();
     let owner = login(&node.url, "olive", "long-enough-pass-1")
         .await
         .unwrap();
-    let send = |tok: &str, m: reqwest::Method, path: &str, body: Value| {
-        client()
-            .request(m, format!("{}/admin/v1/projects/default{path}", node.url))
-            .bearer_auth(tok.to_string())
-            .json(&body)
-            .send()
-    };
-    let elsewhere = json!({"kind": "openai", "base_url": "http://127.0.0.7:9/v1", "models": ["m"], "credential": "credential::prod"});
+    let elsewhere = |url: &str, credential: &str| json!({"kind": "openai", "base_url": url, "models": ["m"], "credential": credential});
+    let prod_elsewhere = elsewhere("http://127.0.0.7:9/v1", "credential::prod");
+
     // A new provider elsewhere with the credential: refused, and nothing was written.
-    let r = send(
+    let (s, e) = call_as(
+        &node,
         &editor,
-        reqwest::Method::PUT,
+        Method::PUT,
         "/providers/theirs",
-        elsewhere.clone(),
+        prod_elsewhere.clone(),
     )
-    .await
-    .unwrap();
-    let (s, e) = error_of(r).await;
+    .await;
     assert_eq!(
         (s, e["error"]["code"].as_str()),
         (403, Some("forbidden")),
@@ -804,127 +814,102 @@ async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
         "{msg}"
     );
     assert!(!msg.contains("sk-prod-secret"), "{msg}");
-    let r = send(
-        &editor,
-        reqwest::Method::GET,
-        "/providers/theirs",
-        json!(null),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 404);
-    // Moving the provider and setting the credential again in the same patch: refused.
-    let r = send(
-        &editor,
-        reqwest::Method::PATCH,
-        "/providers/real",
-        json!({"base_url": "http://127.0.0.7:9/v1", "credential": "credential::prod"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(error_of(r).await.0, 403);
-    // A target carrying the credential on a provider elsewhere: refused too.
-    let r = send(
-        &editor,
-        reqwest::Method::PUT,
-        "/providers/bare",
-        json!({"kind": "openai", "base_url": "http://127.0.0.8:9/v1", "models": ["m"]}),
-    )
-    .await
-    .unwrap();
-    assert!(
-        r.status().is_success(),
-        "a provider without a credential is the editor's to make"
+    assert_eq!(
+        call_as(
+            &node,
+            &editor,
+            Method::GET,
+            "/providers/theirs",
+            Value::Null
+        )
+        .await
+        .0,
+        404
     );
-    let r = send(
-        &editor,
-        reqwest::Method::PUT,
-        "/targets/sneaky",
-        json!({"provider": "bare", "model": "m", "credential": "credential::prod"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(error_of(r).await.0, 403);
+    // Moving the provider and setting the credential again in the same patch: refused.
+    let moved = json!({"base_url": "http://127.0.0.7:9/v1", "credential": "credential::prod"});
+    assert_eq!(
+        call_as(&node, &editor, Method::PATCH, "/providers/real", moved)
+            .await
+            .0,
+        403
+    );
+    // A target carrying the credential on a provider elsewhere: refused too (the provider
+    // without a credential is the editor's to make).
+    let bare = json!({"kind": "openai", "base_url": "http://127.0.0.8:9/v1", "models": ["m"]});
+    assert_eq!(
+        call_as(&node, &editor, Method::PUT, "/providers/bare", bare)
+            .await
+            .0,
+        201
+    );
+    let sneaky = json!({"provider": "bare", "model": "m", "credential": "credential::prod"});
+    assert_eq!(
+        call_as(&node, &editor, Method::PUT, "/targets/sneaky", sneaky)
+            .await
+            .0,
+        403
+    );
     // Where the credential already goes, the editor may use it.
-    let r = send(
-        &editor,
-        reqwest::Method::PUT,
-        "/providers/same-host",
-        json!({"kind": "openai", "base_url": "http://127.0.0.1:9/other", "models": ["m"], "credential": "credential::prod"}),
-    )
-    .await
-    .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
+    let same_host = elsewhere("http://127.0.0.1:9/other", "credential::prod");
+    assert_eq!(
+        call_as(
+            &node,
+            &editor,
+            Method::PUT,
+            "/providers/same-host",
+            same_host
+        )
+        .await
+        .0,
+        201
     );
     // A credential the editor made, sent nowhere yet, goes where they put it.
-    let r = send(
-        &editor,
-        reqwest::Method::POST,
-        "/credentials",
-        json!({"name": "mine", "value": "sk-editor-own"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 201);
-    let mut own = elsewhere.clone();
-    own["credential"] = json!("credential::mine");
-    let r = send(&editor, reqwest::Method::PUT, "/providers/theirs", own)
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
+    let mine = json!({"name": "mine", "value": "sk-editor-own"});
+    assert_eq!(
+        call_as(&node, &editor, Method::POST, "/credentials", mine)
+            .await
+            .0,
+        201
     );
-    // A rollback that would bring it back onto a provider moved elsewhere: refused too. (The
+    let own = elsewhere("http://127.0.0.7:9/v1", "credential::mine");
+    assert_eq!(
+        call_as(&node, &editor, Method::PUT, "/providers/theirs", own)
+            .await
+            .0,
+        201
+    );
+    // A rollback that would bring it back onto a provider moved elsewhere: refused. (The
     // owner's target on `real`; the editor moves `real`, which drops the target's credential,
     // then rolls the target back to the version that had it.)
-    let r = send(
-        &owner,
-        reqwest::Method::PUT,
-        "/targets/kept",
-        json!({"provider": "real", "model": "m", "credential": "credential::prod"}),
-    )
-    .await
-    .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
+    let kept = json!({"provider": "real", "model": "m", "credential": "credential::prod"});
+    assert_eq!(
+        call_as(&node, &owner, Method::PUT, "/targets/kept", kept)
+            .await
+            .0,
+        201
     );
-    let r = send(
-        &editor,
-        reqwest::Method::PATCH,
-        "/providers/real",
-        json!({"base_url": "http://127.0.0.7:9/v1"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = send(
-        &editor,
-        reqwest::Method::POST,
-        "/targets/kept/rollback",
-        json!({"version": 1}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(error_of(r).await.0, 403);
+    let away = json!({"base_url": "http://127.0.0.7:9/v1"});
+    assert_eq!(
+        call_as(&node, &editor, Method::PATCH, "/providers/real", away)
+            .await
+            .0,
+        200
+    );
+    let back = json!({"version": 1});
+    assert_eq!(
+        call_as(&node, &editor, Method::POST, "/targets/kept/rollback", back)
+            .await
+            .0,
+        403
+    );
     // The owner may send the project's credential anywhere.
-    let r = send(&owner, reqwest::Method::PUT, "/providers/new-home", {
-        let mut b = elsewhere.clone();
-        b["base_url"] = json!("http://127.0.0.9:9/v1");
-        b
-    })
-    .await
-    .unwrap();
-    assert!(
-        r.status().is_success(),
-        "{}",
-        r.text().await.unwrap_or_default()
+    let anywhere = elsewhere("http://127.0.0.9:9/v1", "credential::prod");
+    assert_eq!(
+        call_as(&node, &owner, Method::PUT, "/providers/new-home", anywhere)
+            .await
+            .0,
+        201
     );
 }
 
