@@ -49,8 +49,18 @@ pub enum StoreError {
     /// The change would make the config invalid.
     #[error("{0}")]
     Rejected(ConfigErrors),
+    /// A write's check refused it for a reason other than the config's validity (the writer
+    /// may not make this change); nothing was written.
+    #[error("{0}")]
+    Refused(String),
     #[error("database schema version {0} is newer than this binary knows ({1}); upgrade Signalbox")]
     TooNew(i64, i64),
+}
+
+impl From<ConfigErrors> for StoreError {
+    fn from(errs: ConfigErrors) -> Self {
+        StoreError::Rejected(errs)
+    }
 }
 
 /// Fresh databases for tests: a SQLite file, and a new PostgreSQL database when

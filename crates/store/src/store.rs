@@ -2,7 +2,7 @@
 
 use crate::StoreError;
 use crate::crypto::{self, MasterKey};
-use signalbox_core::config::{Catalog, CatalogCredential, CatalogObject, ConfigErrors, ObjectKind};
+use signalbox_core::config::{Catalog, CatalogCredential, CatalogObject, ObjectKind};
 use signalbox_core::model::{KeyEntry, KeyHasher, Secret};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -625,22 +625,23 @@ impl Store {
         ))
     }
 
-    /// Apply `change`, check the resulting catalog with `check`, and commit only if it passes.
-    pub async fn write<T>(
+    /// Apply `change`, check the resulting catalog with `check`, and commit only if it passes
+    /// (a check's error, config errors or a [`StoreError::Refused`], is the answer).
+    pub async fn write<T, E: Into<StoreError>>(
         &self,
         actor: &Actor,
         change: Change,
-        check: impl FnOnce(&Catalog, i64) -> Result<T, ConfigErrors>,
+        check: impl FnOnce(&Catalog, i64) -> Result<T, E>,
     ) -> Result<(T, Committed), StoreError> {
         self.write_all(actor, vec![change], check).await
     }
 
     /// Apply several changes in one transaction: all of them commit, or none.
-    pub async fn write_all<T>(
+    pub async fn write_all<T, E: Into<StoreError>>(
         &self,
         actor: &Actor,
         changes: Vec<Change>,
-        check: impl FnOnce(&Catalog, i64) -> Result<T, ConfigErrors>,
+        check: impl FnOnce(&Catalog, i64) -> Result<T, E>,
     ) -> Result<(T, Committed), StoreError> {
         let mut tx = self.pool.begin().await?;
         // First statement a write: takes SQLite's write lock / PostgreSQL's row lock, so
@@ -663,9 +664,9 @@ impl Store {
         let (catalog, _) = self.read_catalog(&mut tx).await?;
         let out = match check(&catalog, version) {
             Ok(v) => v,
-            Err(errs) => {
+            Err(e) => {
                 tx.rollback().await?;
-                return Err(StoreError::Rejected(errs));
+                return Err(e.into());
             }
         };
         if self.backend == Backend::Postgres {

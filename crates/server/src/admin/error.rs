@@ -66,6 +66,7 @@ impl From<StoreError> for AdminError {
                 AdminError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", m)
             }
             StoreError::Invalid(m) => AdminError::bad_request(m),
+            StoreError::Refused(m) => AdminError::forbidden(m),
             StoreError::Rejected(errs) => {
                 let details: Vec<(String, String)> = errs
                     .0

@@ -83,34 +83,18 @@ impl AdminState {
         let live = self.live.clone();
         let now = self.live.snapshot();
         let guard = below_owner_in.map(str::to_string);
-        let refused = Arc::new(std::sync::Mutex::new(None::<String>));
-        let refusal = refused.clone();
-        let written = self
+        let ((snapshot, catalog), committed) = self
             .store
             .write_all(actor, changes, move |catalog: &Catalog, _v| {
                 let candidate = live.check_catalog(catalog)?;
                 if let Some(p) = &guard
                     && let Some(why) = new_credential_destination(&now, &candidate.snapshot, p)
                 {
-                    if let Ok(mut r) = refusal.lock() {
-                        *r = Some(why);
-                    }
-                    // Rolls the write back; the reason goes out as a 403 below.
-                    return Err(ConfigErrors(Vec::new()));
+                    return Err(StoreError::Refused(why));
                 }
                 Ok((candidate, catalog.clone()))
             })
-            .await;
-        let ((snapshot, catalog), committed) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                let why = refused.lock().ok().and_then(|mut r| r.take());
-                return Err(match why {
-                    Some(why) => AdminError::forbidden(why),
-                    None => e.into(),
-                });
-            }
-        };
+            .await?;
         self.live
             .install(snapshot, catalog, committed.config_version);
         Ok(committed)
