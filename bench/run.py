@@ -83,12 +83,18 @@ def to_ms(v):
     return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
 
 
-def wrk(url, model, conns, duration, lua_dir, stream=False, cpus="1"):
+def lua_script(lua_dir, model):
+    """A wrk script posting the benchmark's chat request for `model`; returns its path."""
     lua = os.path.join(lua_dir, f"{model.replace(':', '_')}.lua")
     body = '{"model":"%s","messages":[{"role":"user","content":"hello there"}]}' % model
     with open(lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
         f.write("wrk.body = '%s'\n" % body)
+    return lua
+
+
+def wrk(url, model, conns, duration, lua_dir, stream=False, cpus="1"):
+    lua = lua_script(lua_dir, model)
     out = sh(["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", lua, url])
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -125,11 +131,7 @@ def together(targets, duration, lua_dir):
     runs, before = {}, {}
     for name in names:
         url, model, p = targets[name]
-        lua = os.path.join(lua_dir, f"{model.replace(':', '_')}.lua")
-        with open(lua, "w") as f:
-            f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n')
-            f.write("wrk.body = '%s'\n" % (
-                '{"model":"%s","messages":[{"role":"user","content":"hello there"}]}' % model))
+        lua = lua_script(lua_dir, model)
         before[name] = cpu_seconds(p.pid)
         runs[name] = subprocess.Popen(
             ["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "-s", lua, url],

@@ -53,11 +53,7 @@ fn request_headers(
             h.append(name.clone(), value);
         }
     }
-    for (name, value) in &p.headers {
-        h.insert(name.clone(), value.clone());
-    }
-    if let Some(v) = &t.credential_header {
-        h.insert(p.auth_header_name.clone(), v.clone());
+    if static_and_credential(t, &mut h) {
         return Ok((h, None));
     }
     let key = match &t.auth {
@@ -92,13 +88,22 @@ fn request_headers(
 fn prebuilt_head(t: &crate::model::Target, stream: bool) -> HeaderMap {
     let p = &t.provider;
     let mut h = base_headers(p, &OutBody::Json(bytes::Bytes::new()), stream);
+    static_and_credential(t, &mut h);
+    h
+}
+
+/// The provider's static headers over what `h` has, then the prebuilt credential header (so
+/// nothing overrides it); `true` when the credential went in that header.
+fn static_and_credential(t: &crate::model::Target, h: &mut HeaderMap) -> bool {
+    let p = &t.provider;
     for (name, value) in &p.headers {
         h.insert(name.clone(), value.clone());
     }
     if let Some(v) = &t.credential_header {
         h.insert(p.auth_header_name.clone(), v.clone());
+        return true;
     }
-    h
+    false
 }
 
 /// `Host` (when the provider needs one set), content type, user agent, accept, encoding.

@@ -814,103 +814,28 @@ async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
         "{msg}"
     );
     assert!(!msg.contains("sk-prod-secret"), "{msg}");
-    assert_eq!(
-        call_as(
-            &node,
-            &editor,
-            Method::GET,
-            "/providers/theirs",
-            Value::Null
-        )
-        .await
-        .0,
-        404
-    );
-    // Moving the provider and setting the credential again in the same patch: refused.
-    let moved = json!({"base_url": "http://127.0.0.7:9/v1", "credential": "credential::prod"});
-    assert_eq!(
-        call_as(&node, &editor, Method::PATCH, "/providers/real", moved)
-            .await
-            .0,
-        403
-    );
-    // A target carrying the credential on a provider elsewhere: refused too (the provider
-    // without a credential is the editor's to make).
-    let bare = json!({"kind": "openai", "base_url": "http://127.0.0.8:9/v1", "models": ["m"]});
-    assert_eq!(
-        call_as(&node, &editor, Method::PUT, "/providers/bare", bare)
-            .await
-            .0,
-        201
-    );
-    let sneaky = json!({"provider": "bare", "model": "m", "credential": "credential::prod"});
-    assert_eq!(
-        call_as(&node, &editor, Method::PUT, "/targets/sneaky", sneaky)
-            .await
-            .0,
-        403
-    );
-    // Where the credential already goes, the editor may use it.
-    let same_host = elsewhere("http://127.0.0.1:9/other", "credential::prod");
-    assert_eq!(
-        call_as(
-            &node,
-            &editor,
-            Method::PUT,
-            "/providers/same-host",
-            same_host
-        )
-        .await
-        .0,
-        201
-    );
-    // A credential the editor made, sent nowhere yet, goes where they put it.
-    let mine = json!({"name": "mine", "value": "sk-editor-own"});
-    assert_eq!(
-        call_as(&node, &editor, Method::POST, "/credentials", mine)
-            .await
-            .0,
-        201
-    );
-    let own = elsewhere("http://127.0.0.7:9/v1", "credential::mine");
-    assert_eq!(
-        call_as(&node, &editor, Method::PUT, "/providers/theirs", own)
-            .await
-            .0,
-        201
-    );
-    // A rollback that would bring it back onto a provider moved elsewhere: refused. (The
-    // owner's target on `real`; the editor moves `real`, which drops the target's credential,
-    // then rolls the target back to the version that had it.)
-    let kept = json!({"provider": "real", "model": "m", "credential": "credential::prod"});
-    assert_eq!(
-        call_as(&node, &owner, Method::PUT, "/targets/kept", kept)
-            .await
-            .0,
-        201
-    );
-    let away = json!({"base_url": "http://127.0.0.7:9/v1"});
-    assert_eq!(
-        call_as(&node, &editor, Method::PATCH, "/providers/real", away)
-            .await
-            .0,
-        200
-    );
-    let back = json!({"version": 1});
-    assert_eq!(
-        call_as(&node, &editor, Method::POST, "/targets/kept/rollback", back)
-            .await
-            .0,
-        403
-    );
-    // The owner may send the project's credential anywhere.
-    let anywhere = elsewhere("http://127.0.0.9:9/v1", "credential::prod");
-    assert_eq!(
-        call_as(&node, &owner, Method::PUT, "/providers/new-home", anywhere)
-            .await
-            .0,
-        201
-    );
+    // The rest, in order: (who, method, path, body, status expected, what it shows).
+    let (ed, own) = (editor.as_str(), owner.as_str());
+    #[rustfmt::skip]
+    let steps = [
+        (ed, Method::GET, "/providers/theirs", Value::Null, 404, "the refused write wrote nothing"),
+        (ed, Method::PATCH, "/providers/real", json!({"base_url": "http://127.0.0.7:9/v1", "credential": "credential::prod"}), 403, "moving a provider and setting the credential again"),
+        (ed, Method::PUT, "/providers/bare", json!({"kind": "openai", "base_url": "http://127.0.0.8:9/v1", "models": ["m"]}), 201, "a provider without a credential is the editor's to make"),
+        (ed, Method::PUT, "/targets/sneaky", json!({"provider": "bare", "model": "m", "credential": "credential::prod"}), 403, "a target carrying the credential on a provider elsewhere"),
+        (ed, Method::PUT, "/providers/same-host", elsewhere("http://127.0.0.1:9/other", "credential::prod"), 201, "where the credential already goes, the editor may use it"),
+        (ed, Method::POST, "/credentials", json!({"name": "mine", "value": "sk-editor-own"}), 201, "the editor stores a credential of their own"),
+        (ed, Method::PUT, "/providers/theirs", elsewhere("http://127.0.0.7:9/v1", "credential::mine"), 201, "a credential sent nowhere yet goes where the editor puts it"),
+        // A rollback onto a moved provider: the owner's target on `real`; the editor moves
+        // `real` (which drops the target's credential), then rolls the target back.
+        (own, Method::PUT, "/targets/kept", json!({"provider": "real", "model": "m", "credential": "credential::prod"}), 201, "the owner's target"),
+        (ed, Method::PATCH, "/providers/real", json!({"base_url": "http://127.0.0.7:9/v1"}), 200, "moving a provider drops its credentials"),
+        (ed, Method::POST, "/targets/kept/rollback", json!({"version": 1}), 403, "a rollback bringing the credential onto the moved provider"),
+        (own, Method::PUT, "/providers/new-home", elsewhere("http://127.0.0.9:9/v1", "credential::prod"), 201, "the owner may send the credential anywhere"),
+    ];
+    for (tok, method, path, body, want, what) in steps {
+        let (got, e) = call_as(&node, tok, method, path, body).await;
+        assert_eq!(got, want, "{what}: {e}");
+    }
 }
 
 #[tokio::test]
