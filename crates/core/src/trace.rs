@@ -41,6 +41,84 @@ impl Serialize for AttemptRecord {
     }
 }
 
+/// The attempts as a JSON array, exactly as `serde_json::to_string(attempts)` writes them
+/// (same keys, order and number forms), without serde's generic path: every stored trace
+/// writes this, and serde's escaping of the nine keys alone cost ~1k instructions a row.
+pub fn attempts_json(attempts: &[AttemptRecord]) -> String {
+    use serde_json::ser::{CompactFormatter, Formatter};
+    let mut out = Vec::with_capacity(40 + 160 * attempts.len());
+    out.push(b'[');
+    for (i, a) in attempts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"provider\":");
+        json_str(&mut out, &a.target.provider.id);
+        out.extend_from_slice(b",\"target\":");
+        json_str(&mut out, &a.target.name);
+        out.extend_from_slice(b",\"model\":");
+        json_str(&mut out, &a.target.model);
+        out.extend_from_slice(b",\"status\":");
+        match a.status {
+            Some(s) => out.extend_from_slice(itoa_u32(u32::from(s), &mut [0; 10])),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"error_code\":");
+        match a.error_code {
+            Some(c) => json_str(&mut out, c),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"retry\":");
+        out.extend_from_slice(itoa_u32(a.retry, &mut [0; 10]));
+        out.extend_from_slice(if a.degraded {
+            b",\"degraded\":true"
+        } else {
+            b",\"degraded\":false"
+        });
+        for (key, v) in [
+            (&b",\"started_ms\":"[..], a.started_ms),
+            (b",\"latency_ms\":", a.latency_ms),
+        ] {
+            out.extend_from_slice(key);
+            if v.is_finite() {
+                // Writing to a Vec cannot fail.
+                let _ = CompactFormatter.write_f64(&mut out, v);
+            } else {
+                out.extend_from_slice(b"null");
+            }
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    // Only whole UTF-8 strings and ASCII went in.
+    String::from_utf8(out).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON string: copied as it is when nothing in it needs escaping (names almost never
+/// do), else through serde_json.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+/// `n` in decimal, in the tail of `buf`.
+fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TraceRecord {
     pub id: String,
@@ -382,6 +460,69 @@ pub fn cost(price: &crate::model::Price, usage: &Usage) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored attempts JSON is what serde writes for them, whatever the values: names
+    /// that need escaping, missing status and code, non-finite and odd timings.
+    #[test]
+    fn attempts_json_is_what_serde_writes() {
+        let loaded = crate::load_str(
+            "[providers.up]\nkind = \"mock\"\nmodels = [\"gpt-4o\", \"m \\\"q\\\" \\\\ é \\t\\u0001 ✓\"]\n\
+             [targets.plain]\nmodel = \"gpt-4o\"\n\
+             [targets.odd]\nmodel = \"m \\\"q\\\" \\\\ é \\t\\u0001 ✓\"\n",
+            None,
+            &|_| None,
+            1,
+        )
+        .unwrap();
+        let project = loaded.snapshot.project("default").unwrap();
+        let target = |name: &str| {
+            project
+                .implicit
+                .values()
+                .flat_map(|r| match &*r.body {
+                    crate::model::RouteBody::Steps(s) => s
+                        .iter()
+                        .flat_map(|s| s.targets.iter().map(|t| t.target.clone()))
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+                .find(|t| t.name == name)
+                .unwrap()
+        };
+        let attempt =
+            |t: &str, status, code, retry, degraded, started_ms, latency_ms| AttemptRecord {
+                target: target(t),
+                status,
+                error_code: code,
+                retry,
+                degraded,
+                started_ms,
+                latency_ms,
+            };
+        let cases = [
+            vec![],
+            vec![attempt("plain", Some(200), None, 0, false, 0.0, 0.421)],
+            vec![
+                attempt("odd", None, Some("timeout"), 3, true, 1e-7, 12_345.678_9),
+                attempt(
+                    "plain",
+                    Some(429),
+                    Some("rate_limited"),
+                    4_000_000_000,
+                    false,
+                    f64::NAN,
+                    f64::INFINITY,
+                ),
+                attempt("plain", Some(65535), Some("q\"uote"), 1, false, -0.0, 1e300),
+            ],
+        ];
+        for attempts in cases {
+            assert_eq!(
+                attempts_json(&attempts),
+                serde_json::to_string(&attempts).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn a_trace_id_is_a_uuidv7_carrying_the_trace_time() {

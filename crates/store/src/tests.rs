@@ -680,3 +680,82 @@ async fn traces_stored_before_the_upgrade_are_kept_and_found_by_id() {
     assert!(store.trace("default", &old_id).await.is_err());
     assert!(store.trace("default", &id).await.is_ok());
 }
+
+/// Pages walk every trace once in (time, id) order, newest or oldest first, when many
+/// traces share a millisecond and a page ends inside one; on SQLite a later page seeks to
+/// its start in `traces_project_at` instead of reading every entry before it.
+#[tokio::test]
+async fn cursor_pages_walk_ties_in_order_and_seek() {
+    use signalbox_core::trace::TraceRecord;
+    use sqlx::Row;
+    each_backend(async |url| {
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        // 4 milliseconds of 7 traces each, written out of order.
+        let mut rows: Vec<TraceRecord> = (0..28u64)
+            .map(|i| TraceRecord {
+                id: format!("{:02}-{}", (i * 11) % 28, i % 4),
+                project: "default".into(),
+                time_unix_ms: 1_790_000_000_000 + i % 4,
+                endpoint: "chat",
+                status: 200,
+                ..Default::default()
+            })
+            .collect();
+        rows.push(TraceRecord {
+            id: "other".into(),
+            project: "other".into(),
+            time_unix_ms: 1_790_000_000_001,
+            endpoint: "chat",
+            ..Default::default()
+        });
+        store.insert_traces(&rows).await.unwrap();
+        let mut want: Vec<(i64, String)> = rows[..28]
+            .iter()
+            .map(|r| (r.time_unix_ms as i64, r.id.clone()))
+            .collect();
+        want.sort();
+        let all = crate::TraceFilter {
+            project: "default".into(),
+            ..Default::default()
+        };
+        for oldest_first in [true, false] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .traces(&all, oldest_first, 3, cursor.as_deref())
+                    .await
+                    .unwrap();
+                seen.extend(page.data.iter().map(|t| (t.time, t.id.clone())));
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut expected = want.clone();
+            if !oldest_first {
+                expected.reverse();
+            }
+            assert_eq!(seen, expected, "{url} oldest_first={oldest_first}");
+        }
+        if url.starts_with("sqlite") {
+            let cursor = format!("{}.{}", want[10].0, want[10].1);
+            let (sql, binds) = crate::traces::page_query(&all, false, Some(&cursor)).unwrap();
+            let plan: Vec<String> =
+                crate::traces::bind_all(sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}")), &binds)
+                    .bind(4i64)
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(3).unwrap())
+                    .collect();
+            assert!(
+                plan.iter()
+                    .any(|d| d.contains("INDEX traces_project_at (project=? AND at<?)")),
+                "{plan:?}"
+            );
+        }
+    })
+    .await;
+}

@@ -128,7 +128,7 @@ pub struct TraceFilter {
 }
 
 #[derive(Clone)]
-enum Bind {
+pub(crate) enum Bind {
     I(i64),
     S(String),
 }
@@ -255,7 +255,36 @@ impl Where {
     }
 }
 
-fn bind_all<'q>(
+/// The SQL of a page of traces (its LIMIT the last placeholder, after `binds`).
+pub(crate) fn page_query(
+    f: &TraceFilter,
+    oldest_first: bool,
+    cursor: Option<&str>,
+) -> Result<(String, Vec<Bind>), StoreError> {
+    let mut w = Where::build(f)?;
+    if let Some(c) = cursor {
+        let (at, id) = c
+            .split_once('.')
+            .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i.to_string())))
+            .ok_or_else(|| StoreError::Invalid("invalid cursor".into()))?;
+        // `at <= ?` (or `>=`) on its own, so the index seeks to the page's start instead of
+        // reading the entry of every trace before it.
+        let op = if oldest_first { ">" } else { "<" };
+        w.and(
+            &format!("at {op}= ? AND (at {op} ? OR id {op} ?)"),
+            vec![Bind::I(at), Bind::I(at), Bind::S(id)],
+        );
+    }
+    let dir = if oldest_first { "ASC" } else { "DESC" };
+    let n = w.binds.len() + 1;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM traces{} ORDER BY at {dir}, id {dir} LIMIT ${n}",
+        w.sql
+    );
+    Ok((sql, w.binds))
+}
+
+pub(crate) fn bind_all<'q>(
     mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     binds: &[Bind],
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
@@ -587,26 +616,9 @@ impl Store {
         limit: i64,
         cursor: Option<&str>,
     ) -> Result<TracePage, StoreError> {
-        let mut w = Where::build(f)?;
-        if let Some(c) = cursor {
-            let (at, id) = c
-                .split_once('.')
-                .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i.to_string())))
-                .ok_or_else(|| StoreError::Invalid("invalid cursor".into()))?;
-            let op = if oldest_first { ">" } else { "<" };
-            w.and(
-                &format!("(at {op} ? OR (at = ? AND id {op} ?))"),
-                vec![Bind::I(at), Bind::I(at), Bind::S(id)],
-            );
-        }
-        let dir = if oldest_first { "ASC" } else { "DESC" };
-        let n = w.binds.len() + 1;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM traces{} ORDER BY at {dir}, id {dir} LIMIT ${n}",
-            w.sql
-        );
         let limit = limit.clamp(1, 1000);
-        let rows = bind_all(sqlx::query(&sql), &w.binds)
+        let (sql, binds) = page_query(f, oldest_first, cursor)?;
+        let rows = bind_all(sqlx::query(&sql), &binds)
             .bind(limit + 1)
             .fetch_all(self.pool())
             .await?;
@@ -802,7 +814,7 @@ pub(crate) struct Made {
 impl Made {
     pub(crate) fn of(r: &TraceRecord) -> Made {
         Made {
-            attempts: serde_json::to_string(&r.attempts).unwrap_or_else(|_| "[]".into()),
+            attempts: signalbox_core::trace::attempts_json(&r.attempts),
             trace_id: r
                 .otel
                 .map(|o| crate::crypto::hex(&o.trace))
