@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+mod coalesce;
 pub mod live;
 pub mod serve;
 pub mod setup;

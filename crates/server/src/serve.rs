@@ -309,7 +309,7 @@ async fn serve_one<S>(
         .timer(TokioTimer::new())
         .keep_alive_interval(header_timeout)
         .keep_alive_timeout(header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let conn = crate::coalesce::Coalesce::new(builder.serve_connection(TokioIo::new(tcp), service));
     let mut conn = std::pin::pin!(conn);
     let mut finishing = std::pin::pin!(finish.cancelled());
     let mut asked = false;
@@ -323,13 +323,13 @@ async fn serve_one<S>(
             _ = conn.as_mut() => return,
             _ = &mut finishing, if !asked => {
                 asked = true;
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().inner().graceful_shutdown();
             }
             _ = tokio::time::sleep_until(idle_until.unwrap_or(opened)), if idle_until.is_some() && !asked => {
                 // Unless a request started meanwhile (then the loop waits again).
                 if last_start.as_deref().map(idle_at).is_some_and(|u| u <= tokio::time::Instant::now()) {
                     asked = true;
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().inner().graceful_shutdown();
                 }
             }
         }
