@@ -15,7 +15,8 @@ measured over the same seconds: the steadiest wall-clock comparison this VM allo
 both proxies are loaded together (wrk c=64 on each) for their CPU per request under load.
 
 Processes are pinned: the proxy under test on CPU 0; the fake upstream and the load generator
-(wrk) on CPU 1. Prints a Markdown report (also written to bench/out/report.md).
+(wrk) on CPU 1. With --unpinned the proxies run on both CPUs, as a deployment does (tokio then
+starts two worker threads in each). Prints a Markdown report (also written to bench/out/report.md).
 Needs: wrk (apt-get install wrk), curl, taskset.
 """
 import argparse
@@ -186,7 +187,11 @@ def main():
     ap.add_argument("--paired-cycles", type=int, default=20000,
                     help="cycles of the paired c=1 client per round (each cycle calls all three)")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--unpinned", action="store_true",
+                    help="start both proxies without taskset (as deployed: both cores, so two "
+                         "tokio workers each); the fake upstream and the clients stay on CPU 1")
     a = ap.parse_args()
+    on_cpu0 = [] if a.unpinned else ["taskset", "-c", "0"]
     for tool in ("wrk", "curl", "taskset"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is needed (apt-get install -y wrk curl util-linux)")
@@ -202,9 +207,9 @@ def main():
     try:
         procs.append(subprocess.Popen(["taskset", "-c", "1", f"{REL}/fake-upstream", "--port", str(FAKE_PORT)],
                                       stdout=subprocess.DEVNULL))
-        mp = subprocess.Popen(["taskset", "-c", "0", f"{REL}/minproxy", f"127.0.0.1:{MIN_PORT}",
+        mp = subprocess.Popen(on_cpu0 + [f"{REL}/minproxy", f"127.0.0.1:{MIN_PORT}",
                                f"127.0.0.1:{FAKE_PORT}"], stdout=subprocess.DEVNULL)
-        gw = subprocess.Popen(["taskset", "-c", "0", f"{REL}/signalbox", "serve", "--config", cfg,
+        gw = subprocess.Popen(on_cpu0 + [f"{REL}/signalbox", "serve", "--config", cfg,
                                "--data-dir", os.path.join(tmp, "data")], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs += [mp, gw]
@@ -272,7 +277,8 @@ def main():
     model_name = re.search(r"model name\s*:\s*(.*)", cpu)
     lines = [
         f"Machine: {os.cpu_count()} CPUs, {model_name.group(1) if model_name else 'unknown CPU'}; "
-        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run; {a.rounds} round(s); Signalbox traces {a.traces}",
+        f"{time.strftime('%Y-%m-%d')}; duration {a.duration}s per run; {a.rounds} round(s); Signalbox traces {a.traces}"
+        f"{'; proxies unpinned' if a.unpinned else ''}",
         "",
         "| measure | direct to fake | minimal proxy | Signalbox | Signalbox / minimal proxy |",
         "|---|---|---|---|---|",
