@@ -240,3 +240,42 @@ async fn silent_slow_and_idle_client_connections_are_closed_after_the_header_rea
     // And callers are still served normally.
     assert_eq!(gw.get("/health").send().await.unwrap().status(), 200);
 }
+
+/// A client speaking HTTP/2 with prior knowledge (h2c) gets answers, several at once on one
+/// connection, and streams that end with `[DONE]`.
+#[tokio::test]
+async fn http2_with_prior_knowledge_answers_and_streams() {
+    let gw = Gw::start(
+        "[server]\nauth = \"off\"\n[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\"]\n\
+         [targets.echo]\nprovider = \"demo\"\nmodel = \"echo-1\"\n[routes.hello]\ntargets = [\"echo\"]\n",
+    )
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let body = |stream: bool| {
+        serde_json::json!({"model": "route::hello", "stream": stream,
+            "messages": [{"role": "user", "content": "hello over h2"}]})
+    };
+    let answers =
+        futures_util::future::join_all((0..8).map(|_| h2.post(&url).json(&body(false)).send()))
+            .await;
+    for r in answers {
+        let r = r.unwrap();
+        assert_eq!(
+            (r.status().as_u16(), r.version()),
+            (200, reqwest::Version::HTTP_2)
+        );
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    }
+    let r = h2.post(&url).json(&body(true)).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
