@@ -45,53 +45,58 @@ impl Serialize for AttemptRecord {
 /// (same keys, order and number forms), without serde's generic path: every stored trace
 /// writes this, and serde's escaping of the nine keys alone cost ~1k instructions a row.
 pub fn attempts_json(attempts: &[AttemptRecord]) -> String {
-    use serde_json::ser::{CompactFormatter, Formatter};
     let mut out = Vec::with_capacity(40 + 160 * attempts.len());
+    // Writing to a Vec cannot fail, and only whole UTF-8 strings and ASCII go in.
+    match write_attempts(&mut out, attempts) {
+        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| "[]".into()),
+        Err(_) => "[]".into(),
+    }
+}
+
+fn write_attempts(out: &mut Vec<u8>, attempts: &[AttemptRecord]) -> std::io::Result<()> {
+    use serde_json::ser::{CompactFormatter, Formatter};
+    let f = &mut CompactFormatter;
     out.push(b'[');
     for (i, a) in attempts.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"provider\":");
-        json_str(&mut out, &a.target.provider.id);
+        json_str(out, &a.target.provider.id);
         out.extend_from_slice(b",\"target\":");
-        json_str(&mut out, &a.target.name);
+        json_str(out, &a.target.name);
         out.extend_from_slice(b",\"model\":");
-        json_str(&mut out, &a.target.model);
+        json_str(out, &a.target.model);
         out.extend_from_slice(b",\"status\":");
         match a.status {
-            Some(s) => out.extend_from_slice(itoa_u32(u32::from(s), &mut [0; 10])),
-            None => out.extend_from_slice(b"null"),
+            Some(s) => f.write_u16(out, s)?,
+            None => f.write_null(out)?,
         }
         out.extend_from_slice(b",\"error_code\":");
         match a.error_code {
-            Some(c) => json_str(&mut out, c),
-            None => out.extend_from_slice(b"null"),
+            Some(c) => json_str(out, c),
+            None => f.write_null(out)?,
         }
         out.extend_from_slice(b",\"retry\":");
-        out.extend_from_slice(itoa_u32(a.retry, &mut [0; 10]));
-        out.extend_from_slice(if a.degraded {
-            b",\"degraded\":true"
-        } else {
-            b",\"degraded\":false"
-        });
+        f.write_u32(out, a.retry)?;
+        out.extend_from_slice(b",\"degraded\":");
+        f.write_bool(out, a.degraded)?;
         for (key, v) in [
             (&b",\"started_ms\":"[..], a.started_ms),
             (b",\"latency_ms\":", a.latency_ms),
         ] {
             out.extend_from_slice(key);
+            // serde writes a non-finite number as null.
             if v.is_finite() {
-                // Writing to a Vec cannot fail.
-                let _ = CompactFormatter.write_f64(&mut out, v);
+                f.write_f64(out, v)?;
             } else {
-                out.extend_from_slice(b"null");
+                f.write_null(out)?;
             }
         }
         out.push(b'}');
     }
     out.push(b']');
-    // Only whole UTF-8 strings and ASCII went in.
-    String::from_utf8(out).unwrap_or_else(|_| "[]".into())
+    Ok(())
 }
 
 /// A JSON string: copied as it is when nothing in it needs escaping (names almost never
@@ -103,19 +108,6 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
         out.push(b'"');
     } else {
         let _ = serde_json::to_writer(&mut *out, s);
-    }
-}
-
-/// `n` in decimal, in the tail of `buf`.
-fn itoa_u32(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
     }
 }
 

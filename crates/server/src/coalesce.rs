@@ -92,25 +92,16 @@ impl<F: Future> Future for Coalesce<F> {
         for _ in 0..MAX_REPOLLS {
             this.shared.state.store(POLLING, Ordering::Release);
             let polled = this.inner.as_mut().poll(&mut inner_cx);
-            // POLLING -> IDLE unless a wake came meanwhile (WOKEN): then poll again.
-            let woken = this
-                .shared
-                .state
-                .compare_exchange(POLLING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_err();
-            if polled.is_ready() {
-                this.shared.state.store(IDLE, Ordering::Release);
+            // Back to IDLE (a wake from now on goes to the task); WOKEN: poll again.
+            let woken = this.shared.state.swap(IDLE, Ordering::AcqRel) == WOKEN;
+            if polled.is_ready() || !woken {
                 return polled;
-            }
-            if !woken {
-                return Poll::Pending;
             }
             if !tokio::task::coop::has_budget_remaining() {
                 break;
             }
         }
         // Still being woken: let the scheduler run others first, then come back.
-        this.shared.state.store(IDLE, Ordering::Release);
         cx.waker().wake_by_ref();
         Poll::Pending
     }

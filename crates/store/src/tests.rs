@@ -29,6 +29,28 @@ async fn each_backend(f: impl AsyncFn(String)) {
     }
 }
 
+/// Every trace the filter matches, page after page by `next_cursor`.
+async fn every_page(
+    store: &Store,
+    f: &crate::TraceFilter,
+    oldest_first: bool,
+    limit: i64,
+) -> Vec<crate::TraceRow> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .traces(f, oldest_first, limit, cursor.as_deref())
+            .await
+            .unwrap();
+        all.extend(page.data);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return all,
+        }
+    }
+}
+
 #[tokio::test]
 async fn first_start_creates_default_project_admin_and_key_once() {
     each_backend(async |url| {
@@ -480,20 +502,11 @@ async fn trace_batches_and_catalog_changes_at_once_both_land() {
             project: "default".into(),
             ..Default::default()
         };
-        let mut n = 0;
-        let mut cursor = None;
-        loop {
-            let page = store
-                .traces(&all, true, 1000, cursor.as_deref())
-                .await
-                .unwrap();
-            n += page.data.len();
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        assert_eq!(n, 2000, "{url}");
+        assert_eq!(
+            every_page(&store, &all, true, 1000).await.len(),
+            2000,
+            "{url}"
+        );
     })
     .await;
 }
@@ -719,19 +732,11 @@ async fn cursor_pages_walk_ties_in_order_and_seek() {
             ..Default::default()
         };
         for oldest_first in [true, false] {
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = store
-                    .traces(&all, oldest_first, 3, cursor.as_deref())
-                    .await
-                    .unwrap();
-                seen.extend(page.data.iter().map(|t| (t.time, t.id.clone())));
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let seen: Vec<(i64, String)> = every_page(&store, &all, oldest_first, 3)
+                .await
+                .into_iter()
+                .map(|t| (t.time, t.id))
+                .collect();
             let mut expected = want.clone();
             if !oldest_first {
                 expected.reverse();
