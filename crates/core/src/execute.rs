@@ -541,13 +541,13 @@ fn respond(
         } => {
             copy_upstream(&up, &mut headers);
             trace.status = status.as_u16();
-            let (usage, model) = answer_meta(&body);
-            set_answered_model(&mut headers, &entry.target.model, model.as_deref());
-            trace.usage = usage;
-            trace.cost_usd = trace
-                .usage
-                .as_ref()
-                .and_then(|u| cost(&entry.target.price, u));
+            set_answered_model(
+                &mut headers,
+                &entry.target.model,
+                answer_model(&body).as_deref(),
+            );
+            // Usage and cost are read by the trace writer, after the answer has gone out.
+            trace.unread_answer = Some((body.clone(), entry.target.price));
             trace.latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0;
             if let Some(c) = trace.content.as_mut() {
                 c.push_response(&body);
@@ -615,7 +615,7 @@ fn respond(
                 });
             let first_model = first
                 .and_then(crate::sse::event_data)
-                .and_then(|d| answer_meta(&d).1.map(std::borrow::Cow::into_owned));
+                .and_then(|d| answer_model(&d).map(std::borrow::Cow::into_owned));
             set_answered_model(&mut headers, &entry.target.model, first_model.as_deref());
             let mut fwd = Forward {
                 body,
@@ -652,19 +652,17 @@ fn respond(
     }
 }
 
-/// The `usage` and `model` of a JSON answer. Rather than scanning the whole body (long
-/// message content), it finds the keys and parses just their values: `usage` is the last
-/// `"usage"` key, `model` the first `"model"` key. Inside JSON strings quotes are escaped,
-/// so these byte patterns only match real keys.
-fn answer_meta(body: &[u8]) -> (Option<Usage>, Option<std::borrow::Cow<'_, str>>) {
+/// The `model` of a JSON answer: the first `"model"` key, with just its value parsed (the
+/// answer's long content is not scanned). Inside JSON strings quotes are escaped, so this
+/// byte pattern only matches a real key. (Its `usage` is read by the trace writer, through
+/// [`crate::sse::last_usage`].)
+fn answer_model(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     use memchr::memmem::Finder;
     use std::sync::LazyLock;
     static MODEL: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"model\""));
-    let usage = crate::sse::last_usage(body);
-    let model = MODEL
+    MODEL
         .find(body)
-        .and_then(|i| string_after_key(&body[i + 7..]));
-    (usage, model)
+        .and_then(|i| string_after_key(&body[i + 7..]))
 }
 
 /// The string value after a key (`: "…"`), borrowed when it has no escapes.
@@ -1609,10 +1607,21 @@ mod tests {
     }
 
     #[test]
-    fn answer_meta_reads_usage_and_model_without_being_fooled_by_content() {
+    fn an_answers_usage_and_model_are_read_without_being_fooled_by_content() {
         let body = br#"{"id":"x","model":"gpt-4o-2024","choices":[{"message":{"content":"say \"usage\": {} and \"model\": \"no\""}}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8,"prompt_tokens_details":{"cached_tokens":1}}}"#;
-        let (usage, model) = answer_meta(body);
-        let usage = usage.unwrap();
+        let mut record = TraceRecord {
+            unread_answer: Some((
+                Bytes::from_static(body),
+                crate::model::Price {
+                    input: Some(1.0),
+                    output: Some(2.0),
+                    cached_input: None,
+                },
+            )),
+            ..Default::default()
+        };
+        record.settle();
+        let usage = record.usage.unwrap();
         assert_eq!(
             (
                 usage.prompt_tokens,
@@ -1621,8 +1630,10 @@ mod tests {
             ),
             (3, 5, 1)
         );
-        assert_eq!(model.as_deref(), Some("gpt-4o-2024"));
-        assert_eq!(answer_meta(b"not json"), (None, None));
-        assert_eq!(answer_meta(br#"{"usage": null}"#).0, None);
+        assert!(record.cost_usd.is_some_and(|c| c > 0.0));
+        assert_eq!(answer_model(body).as_deref(), Some("gpt-4o-2024"));
+        assert_eq!(answer_model(b"not json"), None);
+        assert_eq!(crate::sse::last_usage(b"not json"), None);
+        assert_eq!(crate::sse::last_usage(br#"{"usage": null}"#), None);
     }
 }

@@ -146,14 +146,37 @@ pub struct TraceRecord {
     /// When a variant's generation params overrode the caller's: both,
     /// `{"variant": {...}, "caller": {...}}` (the caller's value, or null, for each key).
     pub params: Option<Box<serde_json::Value>>,
+    /// An answer whose `usage` (and so `cost_usd`) is still to be read, with the target's
+    /// price: the writer reads it off the request path ([`TraceRecord::settle`]).
+    #[serde(skip)]
+    pub unread_answer: Option<(bytes::Bytes, crate::model::Price)>,
+}
+
+impl TraceRecord {
+    /// Read the usage and cost of an answer left unread. Every reader of a record (metrics,
+    /// the store, the log line) sees it settled.
+    pub fn settle(&mut self) {
+        if let Some((body, price)) = self.unread_answer.take() {
+            self.usage = crate::sse::last_usage(&body);
+            self.cost_usd = self.usage.as_ref().and_then(|u| cost(&price, u));
+        }
+    }
+
+    /// Bytes this record holds while it waits in the queue: captured text and an unread
+    /// answer (both count against [`CONTENT_QUEUE_BYTES`]).
+    fn queued_bytes(&self) -> usize {
+        self.content.as_deref().map_or(0, Captured::size)
+            + self.unread_answer.as_ref().map_or(0, |(b, _)| b.len())
+    }
 }
 
 /// Most bytes of a request or an answer a trace keeps.
 pub const CAPTURE_CAP: usize = 32 * 1024;
 
-/// Most bytes of captured text the records waiting in the queue may hold together; past it a
-/// record is queued without its content (counted). Without it a full queue of records with
-/// content would hold ~1 GiB.
+/// Most bytes of captured text and unread answers the records waiting in the queue may hold
+/// together; past it a record's answer is read at once and, if still over, the record is
+/// queued without its content (counted). Without it a full queue of records with content
+/// would hold ~1 GiB.
 pub const CONTENT_QUEUE_BYTES: usize = 64 << 20;
 
 /// Message content of one request, kept only when its project captures content; each side
@@ -311,11 +334,13 @@ impl TraceSink {
     /// Queue a record; never waits. A full queue drops it and counts the drop; captured
     /// content over the queue's byte budget is left off the record (and counted).
     pub fn record(&self, mut r: TraceRecord) {
-        let mut size = r.content.as_deref().map_or(0, Captured::size);
-        if size > 0 {
-            let before = self.content_bytes.fetch_add(size, Ordering::Relaxed);
-            if before + size > CONTENT_QUEUE_BYTES {
-                self.content_bytes.fetch_sub(size, Ordering::Relaxed);
+        let mut size = r.queued_bytes();
+        if size > 0 && !self.reserve(size) {
+            // Over the budget: the answer is read now rather than held, then the content
+            // goes if it alone does not fit.
+            r.settle();
+            size = r.queued_bytes();
+            if size > 0 && !self.reserve(size) {
                 r.content = None;
                 size = 0;
                 self.metrics.trace_content_dropped.inc();
@@ -327,9 +352,21 @@ impl TraceSink {
             }
             self.metrics.traces_dropped.inc();
             // The request still counts in the metrics (the writer would have fed them).
-            let (mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r)) = e;
+            let (mpsc::error::TrySendError::Full(mut r) | mpsc::error::TrySendError::Closed(mut r)) =
+                e;
+            r.settle();
             self.metrics.observe(&r);
         }
+    }
+
+    /// Take `size` bytes of the queue's budget, or nothing when they do not fit.
+    fn reserve(&self, size: usize) -> bool {
+        let before = self.content_bytes.fetch_add(size, Ordering::Relaxed);
+        if before + size > CONTENT_QUEUE_BYTES {
+            self.content_bytes.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     pub fn dropped(&self) -> u64 {
@@ -354,15 +391,12 @@ async fn write_batch(
     if batch.is_empty() {
         return;
     }
-    // Out of the queue: its content no longer counts against the budget.
-    let taken: usize = batch
-        .iter()
-        .filter_map(|r| r.content.as_deref())
-        .map(Captured::size)
-        .sum();
+    // Out of the queue: its content and answer no longer count against the budget.
+    let taken: usize = batch.iter().map(TraceRecord::queued_bytes).sum();
     content_bytes.fetch_sub(taken, Ordering::Relaxed);
     let log = tracing::enabled!(target: "signalbox::trace", tracing::Level::DEBUG);
-    for r in batch.iter() {
+    for r in batch.iter_mut() {
+        r.settle();
         if log && let Ok(line) = serde_json::to_string(r) {
             tracing::debug!(target: "signalbox::trace", "{line}");
         }
@@ -640,6 +674,52 @@ mod tests {
         }
         assert_eq!(sink.metrics().trace_content_dropped.get(), 0);
         assert_eq!(sink.written(), 3);
+    }
+
+    /// A non-streaming answer's usage is read by the writer (the record holds the answer till
+    /// then); an answer too big for the queue's budget is read at once and does not cost the
+    /// record its content.
+    #[tokio::test]
+    async fn unread_answers_are_settled_by_the_writer_or_at_once_when_over_budget() {
+        let answer = |pad: usize| {
+            let mut body = format!(r#"{{"model":"m","x":"{}""#, "y".repeat(pad));
+            body.push_str(
+                r#","usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#,
+            );
+            TraceRecord {
+                unread_answer: Some((bytes::Bytes::from(body), crate::model::Price::default())),
+                content: Some(Box::new(Captured {
+                    request: "x".repeat(1 << 20),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (sink, _writer) =
+            TraceSink::start_with(16, stop, Some(Arc::new(Stuck)), Arc::new(Metrics::new()));
+        sink.record(TraceRecord::default());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        sink.record(answer(70 << 20));
+        assert_eq!(sink.metrics().trace_content_dropped.get(), 0);
+        assert_eq!(
+            sink.content_bytes.load(Ordering::Relaxed),
+            1 << 20,
+            "only the content waits"
+        );
+
+        let (sink, _writer) = TraceSink::start(16, tokio_util::sync::CancellationToken::new());
+        sink.record(answer(10));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(sink.written(), 1);
+        assert_eq!(sink.content_bytes.load(Ordering::Relaxed), 0);
+        let text = sink.metrics().encode();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("gen_ai_client_token_usage_sum")
+                    && l.contains("gen_ai_token_type=\"input\"} 7")),
+            "{text}"
+        );
     }
 
     #[tokio::test]
