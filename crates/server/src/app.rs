@@ -156,11 +156,34 @@ impl tower_service::Service<Request> for Front {
                 Ok(proxy(&shared.1, kind, upstream, parts.headers, body).await)
             }));
         }
+        let head_bytes = req.headers().iter();
+        let head_bytes = head_bytes
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if let Some(err) = head_too_large(head_bytes) {
+            let out = error_response(&err, &signalbox_core::trace::new_trace_id().0);
+            return Either::Left(Box::pin(std::future::ready(Ok(out))));
+        }
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
         let mut router = self.shared.0.clone();
         Either::Right(tower_service::Service::call(&mut router, req))
     }
+}
+
+/// Most bytes of request headers (names and values) a request may carry. HTTP/1 requests
+/// with more than 100 header fields are refused by the HTTP layer before this (431, no body).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// 431 when the request's headers add up to more than [`MAX_HEADER_BYTES`].
+fn head_too_large(head_bytes: usize) -> Option<ApiError> {
+    (head_bytes > MAX_HEADER_BYTES).then(|| {
+        ApiError::bad_request(format!(
+            "request headers are larger than {} KiB",
+            MAX_HEADER_BYTES / 1024
+        ))
+        .with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+    })
 }
 
 /// Counts a request in flight until dropped (for streams: until the stream ends).
@@ -292,12 +315,15 @@ pub struct Inbound<'h> {
     to11_project: Option<&'h HeaderValue>,
     /// A valid `traceparent` came: it and `tracestate` are echoed on the answer.
     trace_context: bool,
+    /// Bytes of all the headers, names and values (see [`MAX_HEADER_BYTES`]).
+    head_bytes: usize,
 }
 
 impl<'h> Inbound<'h> {
     pub fn of(headers: &'h HeaderMap) -> Self {
         let mut i = Inbound::default();
         for (name, value) in headers {
+            i.head_bytes += name.as_str().len() + value.len() + 4;
             let slot = match name.as_str() {
                 "content-type" => &mut i.content_type,
                 "content-length" => &mut i.content_length,
@@ -526,6 +552,9 @@ fn proxy(
             )
         };
 
+        if let Some(err) = head_too_large(inb.head_bytes) {
+            return fail(err, trace);
+        }
         let max = snap.server.max_in_flight;
         if st.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
             st.in_flight.fetch_sub(1, Ordering::Relaxed);

@@ -86,6 +86,51 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(fake.hits(), 0);
 }
 
+/// Oversized request headers are refused with an OpenAI-shaped 431, on the proxied endpoints
+/// and elsewhere alike; nothing goes upstream.
+#[tokio::test]
+async fn request_headers_over_64_kib_get_an_openai_shaped_431() {
+    let (fake, gw) = one_fake_gateway("").await;
+    let big = "c".repeat(70 * 1024);
+    let r = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("sb-app-key")
+        .header("cookie", &big)
+        .json(
+            &json!({"model": "route::summarize", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-signalbox-error-code"), Some("bad_request"));
+    assert!(header(&r, "x-request-id").is_some());
+    let (status, body) = error_of(r).await;
+    assert_eq!(status, 431);
+    insta::assert_json_snapshot!(body);
+    let r = gw
+        .get("/v1/models")
+        .bearer_auth("sb-app-key")
+        .header("cookie", &big)
+        .send()
+        .await
+        .unwrap();
+    let (status, other) = error_of(r).await;
+    assert_eq!((status, &other), (431, &body));
+    // Just under the limit is served.
+    let r = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("sb-app-key")
+        .header("cookie", "c".repeat(60 * 1024))
+        .json(
+            &json!({"model": "route::summarize", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.hits(), 1);
+}
+
 #[tokio::test]
 async fn gateway_keys_are_required_and_checked() {
     let (fake, gw) = one_fake_gateway("").await;
