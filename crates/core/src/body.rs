@@ -131,9 +131,10 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
         None => (false, false),
         // Present but null: an edit must replace it, not add a second key.
         Some("null") => (true, false),
+        // An object (serde would also take an array, as a struct's fields in order).
         Some(raw) => match serde_json::from_str::<StreamOptions>(raw) {
-            Ok(o) => (true, o.include_usage.unwrap_or(false)),
-            Err(_) => {
+            Ok(o) if raw.starts_with('{') => (true, o.include_usage.unwrap_or(false)),
+            _ => {
                 return Err(ApiError::bad_request("`stream_options` must be an object")
                     .with_param("stream_options"));
             }
@@ -305,6 +306,14 @@ mod tests {
             Some("model")
         );
         assert!(peek(b"{\"model\":\"x\"").is_err());
+        for so in ["[]", "[true]", "1", "\"x\""] {
+            let body = format!(r#"{{"model":"x","stream_options":{so}}}"#);
+            assert_eq!(
+                peek(body.as_bytes()).unwrap_err().param.as_deref(),
+                Some("stream_options"),
+                "{so}"
+            );
+        }
         assert_eq!(
             peek(br#"{"model":"x","stream":"yes"}"#)
                 .unwrap_err()
@@ -312,5 +321,137 @@ mod tests {
                 .as_deref(),
             Some("stream")
         );
+    }
+
+    use proptest::prelude::*;
+
+    /// JSON values without the keys `peek` reads (so the body's meaning is only its `model`).
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1000i32..1000).prop_map(|h| Value::from(f64::from(h) / 2.0)),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        "\\PC{0,8}".prop_filter("a key peek reads", |k| {
+            !["model", "stream", "stream_options", "user"].contains(&k.as_str())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Whatever the body holds around it and wherever `model` sits, `peek` finds it, and
+        /// the rewritten body is the caller's object with only `model` changed (and
+        /// `stream_options.include_usage` added when forced).
+        #[test]
+        fn rewrite_changes_only_the_model_of_any_object(
+            fields in prop::collection::btree_map(key(), value(), 0..6),
+            at in 0usize..7,
+            model in "\\PC{1,40}",
+            new_model in "\\PC{1,40}",
+            spaces in prop::collection::vec(prop::sample::select(vec!["", " ", "\n", "\t "]), 4),
+            force in any::<bool>(),
+        ) {
+            let mut entries: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+                .collect();
+            let model_json = serde_json::Value::from(model.as_str()).to_string();
+            let at = at.min(entries.len());
+            entries.insert(at, format!("\"model\"{}:{}{model_json}{}", spaces[0], spaces[1], spaces[2]));
+            let body = Bytes::from(format!("{}{{{}}}", spaces[3], entries.join(",")));
+
+            let p = peek(&body).unwrap();
+            prop_assert_eq!(&p.model, &model);
+            prop_assert_eq!(&body[p.model_span.clone()], model_json.as_bytes());
+            prop_assert!(!p.stream && !p.has_stream_options && p.user.is_none());
+
+            let out = rewrite(&body, &p, &new_model, None, force).unwrap();
+            let mut want: serde_json::Map<String, serde_json::Value> = fields.into_iter().collect();
+            want.insert("model".into(), new_model.into());
+            if force {
+                want.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+            }
+            let got: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out).unwrap();
+            prop_assert_eq!(got, want);
+        }
+
+        /// Any bytes at all, and near-JSON built from JSON's tokens: `peek` answers (never
+        /// panics), and accepts exactly the JSON objects with one `model`, a non-empty string,
+        /// whose `stream` and `stream_options` (at most one each) have their types.
+        #[test]
+        fn peek_accepts_exactly_objects_with_a_string_model(bytes in prop_oneof![
+            1 => prop::collection::vec(any::<u8>(), 0..64),
+            3 => (
+                prop::collection::vec((
+                    prop::sample::select(vec!["model", "stream", "stream_options", "user", "x", ""]),
+                    prop::sample::select(vec![
+                        "\"x\"", "\"\"", "\"\\u00e9\\\"\"", "1", "null", "true", "{}", "[]",
+                        "{\"include_usage\":true}",
+                    ]),
+                ), 0..5),
+                proptest::option::of((any::<prop::sample::Index>(), prop::sample::select(b"{}[]:,\" \\x1".to_vec()))),
+            )
+                .prop_map(|(entries, mutation)| {
+                    let entries: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    let mut b = format!("{{{}}}", entries.join(",")).into_bytes();
+                    // Now and then one byte overwritten: near misses of valid bodies.
+                    if let Some((i, c)) = mutation {
+                        let i = i.index(b.len());
+                        b[i] = c;
+                    }
+                    b
+                }),
+        ]) {
+            let entries = serde_json::from_slice::<Entries>(&bytes).ok();
+            let valid = entries.is_some_and(|Entries(e)| {
+                let one = |k: &str| e.iter().filter(|(n, _)| n == k).count() <= 1;
+                let get = |k: &str| e.iter().find(|(n, _)| n == k).map(|(_, v)| v);
+                ["model", "stream", "stream_options", "user"].into_iter().all(one)
+                    && get("model").and_then(|m| m.as_str()).is_some_and(|m| !m.is_empty())
+                    && get("stream").is_none_or(|s| s.is_boolean() || s.is_null())
+                    && get("stream_options").is_none_or(|s| s.is_object() || s.is_null())
+            });
+            prop_assert_eq!(peek(&bytes).is_ok(), valid, "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    /// A JSON object's entries in order, duplicates kept.
+    struct Entries(Vec<(String, serde_json::Value)>);
+
+    impl<'de> Deserialize<'de> for Entries {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Entries;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> Result<Entries, A::Error> {
+                    let mut out = Vec::new();
+                    while let Some(entry) = m.next_entry()? {
+                        out.push(entry);
+                    }
+                    Ok(Entries(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
     }
 }
