@@ -8,6 +8,11 @@ use serde::de::IgnoredAny;
 #[derive(Default, Debug)]
 pub struct SseFramer {
     buf: BytesMut,
+    /// How far the unfinished event at the front of `buf` has been scanned, and where its
+    /// current line starts: a push scans only the new bytes, so an event arriving in many
+    /// chunks (a streamed image's base64, megabytes) is read once, not once per chunk.
+    scanned: usize,
+    line_start: usize,
 }
 
 impl SseFramer {
@@ -20,14 +25,21 @@ impl SseFramer {
     pub fn push(&mut self, chunk: &[u8]) -> Option<(Bytes, Vec<usize>)> {
         self.buf.extend_from_slice(chunk);
         let mut ends = Vec::new();
-        let mut from = 0;
-        while let Some(end) = event_end(&self.buf[from..]) {
-            from += end;
-            ends.push(from);
+        loop {
+            match scan_event(&self.buf, self.scanned, self.line_start) {
+                Scan::End(end) => {
+                    ends.push(end);
+                    (self.scanned, self.line_start) = (end, end);
+                }
+                Scan::More { at, line_start } => {
+                    (self.scanned, self.line_start) = (at, line_start);
+                    break;
+                }
+            }
         }
-        if ends.is_empty() {
-            return None;
-        }
+        let &from = ends.last()?;
+        self.scanned -= from;
+        self.line_start -= from;
         Some((self.buf.split_to(from).freeze(), ends))
     }
 
@@ -37,37 +49,42 @@ impl SseFramer {
     }
 
     pub fn take_pending(&mut self) -> Bytes {
+        (self.scanned, self.line_start) = (0, 0);
         self.buf.split().freeze()
     }
 }
 
-/// Offset just past the blank line that ends the first event in `buf`, if complete.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    let mut i = 0;
-    while i < buf.len() {
-        let b = buf[i];
-        if b == b'\n' || b == b'\r' {
-            let empty = i == line_start;
-            let mut j = i + 1;
-            if b == b'\r' {
-                if j >= buf.len() {
-                    return None; // a CR at the end may be the first half of CRLF
-                }
-                if buf[j] == b'\n' {
-                    j += 1;
-                }
+enum Scan {
+    /// The event ends here (just past its blank line).
+    End(usize),
+    /// Not complete yet: scanning resumes at `at`, in a line that starts at `line_start`.
+    More { at: usize, line_start: usize },
+}
+
+/// Scan `buf` from `at` (inside a line starting at `line_start`) for the blank line that
+/// ends an event. Lines end with LF, CRLF or CR; a CR at the very end waits for what follows
+/// (it may be the first half of a CRLF).
+fn scan_event(buf: &[u8], mut at: usize, mut line_start: usize) -> Scan {
+    while let Some(k) = memchr::memchr2(b'\n', b'\r', &buf[at..]) {
+        let i = at + k;
+        let mut j = i + 1;
+        if buf[i] == b'\r' {
+            match buf.get(j) {
+                None => return Scan::More { at: i, line_start },
+                Some(b'\n') => j += 1,
+                Some(_) => {}
             }
-            if empty {
-                return Some(j);
-            }
-            line_start = j;
-            i = j;
-            continue;
         }
-        i += 1;
+        if i == line_start {
+            return Scan::End(j);
+        }
+        line_start = j;
+        at = j;
     }
-    None
+    Scan::More {
+        at: buf.len(),
+        line_start,
+    }
 }
 
 /// The `data` of an event: its `data:` lines joined by `\n`. `None` for events with no data.
@@ -531,7 +548,45 @@ mod tests {
         }
     }
 
+    /// Where events end in `input`, by the line rules alone, scanning from the start.
+    fn event_ends(input: &[u8]) -> Vec<usize> {
+        let (mut ends, mut from) = (Vec::new(), 0);
+        while let Scan::End(end) = scan_event(&input[from..], 0, 0) {
+            from += end;
+            ends.push(from);
+        }
+        ends
+    }
+
     proptest::proptest! {
+        /// However a stream is cut into chunks, the framer hands out the same events, byte for
+        /// byte, and keeps the rest pending: a CR, LF or CRLF split across chunks included.
+        #[test]
+        fn framing_does_not_depend_on_how_the_stream_is_chunked(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "data: x", "data: {\"a\":1}", "\n", "\r", "\r\n", ":c", "event: e", "id: 1", "data:", " ",
+            ]), 0..40),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let input = parts.concat().into_bytes();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+            cuts.push(0);
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let mut f = SseFramer::new();
+            let (mut out, mut ends) = (Vec::new(), Vec::new());
+            for w in cuts.windows(2) {
+                if let Some((block, at)) = f.push(&input[w[0]..w[1]]) {
+                    ends.extend(at.iter().map(|e| out.len() + e));
+                    out.extend_from_slice(&block);
+                }
+            }
+            let want = event_ends(&input);
+            proptest::prop_assert_eq!(&ends, &want);
+            out.extend_from_slice(f.pending());
+            proptest::prop_assert_eq!(out, input);
+        }
+
         #[test]
         fn scan_usage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = scan_usage(&bytes);
