@@ -85,6 +85,16 @@ pub fn model_too_long() -> ApiError {
         .with_param("model")
 }
 
+/// A JSON value that should be a string, as a `String`: copied as it is when it has no
+/// escapes (a routing name almost never does), else decoded by serde_json.
+fn json_string(raw: &RawValue) -> Result<String, serde_json::Error> {
+    let raw = raw.get();
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(text) if !text.contains('\\') => Ok(text.to_string()),
+        _ => serde_json::from_str(raw),
+    }
+}
+
 /// Read `model`, `stream`, `stream_options` and `user` from a JSON object body.
 pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -114,7 +124,7 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     let Some(model_raw) = p.model else {
         return Err(ApiError::bad_request("you must provide a model parameter").with_param("model"));
     };
-    let model: String = match serde_json::from_str::<String>(model_raw.get()) {
+    let model: String = match json_string(model_raw) {
         Ok(m) if m.len() > MAX_MODEL_BYTES => return Err(model_too_long()),
         Ok(m) if !m.is_empty() => m,
         Ok(_) => return Err(ApiError::bad_request("`model` must not be empty").with_param("model")),
@@ -140,9 +150,7 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
             }
         },
     };
-    let user = p
-        .user
-        .and_then(|u| serde_json::from_str::<String>(u.get()).ok());
+    let user = p.user.and_then(|u| json_string(u).ok());
     Ok(Peeked {
         model_span: offset_in(body, model_raw.get()),
         model,

@@ -669,14 +669,16 @@ fn answer_model(body: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
 fn string_after_key(rest: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
     let i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     let rest = rest[i..].strip_prefix(b":")?;
-    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<&str>();
-    match values.next() {
-        Some(Ok(s)) => Some(std::borrow::Cow::Borrowed(s)),
-        // Escapes (or not a string): an owned string when it is one.
-        _ => serde_json::Deserializer::from_slice(rest)
-            .into_iter::<String>()
-            .next()
-            .and_then(Result::ok)
+    let i = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let quoted = &rest[i..];
+    let text = quoted.strip_prefix(b"\"")?;
+    let end = crate::sse::string_end(text, 0)?;
+    match std::str::from_utf8(&text[..end]) {
+        // No escape before the closing quote: the text as it is.
+        Ok(s) if !s.contains('\\') => Some(std::borrow::Cow::Borrowed(s)),
+        // Escapes: decoded by serde_json, quotes included.
+        _ => serde_json::from_slice::<String>(&quoted[..end + 2])
+            .ok()
             .map(std::borrow::Cow::Owned),
     }
 }
@@ -1633,6 +1635,14 @@ mod tests {
         assert!(record.cost_usd.is_some_and(|c| c > 0.0));
         assert_eq!(answer_model(body).as_deref(), Some("gpt-4o-2024"));
         assert_eq!(answer_model(b"not json"), None);
+        for (answer, model) in [
+            (&br#"{"model" :  "a\u0042c\"d"}"#[..], Some("aBc\"d")),
+            (br#"{"model":"plain","x":"y"}"#, Some("plain")),
+            (br#"{"model":5}"#, None),
+            (br#"{"model":"cut"#, None),
+        ] {
+            assert_eq!(answer_model(answer).as_deref(), model);
+        }
         assert_eq!(crate::sse::last_usage(b"not json"), None);
         assert_eq!(crate::sse::last_usage(br#"{"usage": null}"#), None);
     }

@@ -259,7 +259,7 @@ pub fn scan_usage(after_colon: &[u8]) -> Option<Usage> {
 /// The index of the quote that closes a JSON string whose text starts at `from` (escapes
 /// skipped). Eight bytes at a time while none is a quote or a backslash: ~1.5 instructions a
 /// byte instead of ~6.
-fn string_end(b: &[u8], mut j: usize) -> Option<usize> {
+pub(crate) fn string_end(b: &[u8], mut j: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     loop {
