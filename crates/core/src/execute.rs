@@ -146,6 +146,8 @@ enum Success {
     Raw {
         status: StatusCode,
         headers: HeaderMap,
+        /// The answer's first bytes: the attempt commits only once they have come.
+        first: Bytes,
         body: BodyStream,
     },
 }
@@ -234,13 +236,8 @@ pub fn execute<'a>(
                     _ = ex.shutdown.cancelled() => Err(shutting_down()),
                 };
                 guard.in_flight = None;
-                if ex.shutdown.is_cancelled()
-                    && let Err(f) = &result
-                    && f.error.code == ErrorCode::Overloaded
-                {
-                    last = result.err().map(|f| (idx, f));
-                    break 'plan;
-                }
+                let stopped = ex.shutdown.is_cancelled()
+                    && matches!(&result, Err(f) if f.error.code == ErrorCode::Overloaded);
                 let latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let (status, code) = match &result {
                     Ok(s) => (Some(s.status().as_u16()), None),
@@ -257,6 +254,12 @@ pub fn execute<'a>(
                         started_ms,
                         latency_ms,
                     });
+                }
+                if stopped {
+                    // The shutdown's drain ended with the attempt under way (it is on the
+                    // trace, cut short).
+                    last = result.err().map(|f| (idx, f));
+                    break 'plan;
                 }
                 match result {
                     Ok(success) => {
@@ -562,12 +565,14 @@ fn respond(
         Success::Raw {
             status,
             headers: up,
+            first,
             body,
         } => {
             copy_upstream(&up, &mut headers);
             trace.status = status.as_u16();
             trace.ttft_ms = Some(ex.started.elapsed().as_secs_f64() * 1000.0);
             let fwd = RawForward {
+                first: Some(first),
                 body,
                 idle: entry.target.timeouts.idle,
                 ended: false,
@@ -930,12 +935,41 @@ async fn attempt(
         EndpointKind::Chat | EndpointKind::Embeddings | EndpointKind::ImageGeneration
     ) || content_type.is_some_and(|v| v.contains("json"));
     if !is_json && !ex.peeked.stream && !must_be_json {
-        // Binary answers (audio) stream through as they arrive.
-        return Ok(Success::Raw {
-            status,
-            headers: resp.headers,
-            body: resp.body,
-        });
+        // Binary answers (audio) stream through as they arrive, once their first bytes have:
+        // until then a reset, a silence past the first-byte limit or an empty answer is the
+        // target failing, and the plan goes on.
+        let first_until = (Instant::now() + t.timeouts.first_byte).min(ex.deadline);
+        loop {
+            match timeout_at(first_until, resp.body.next()).await {
+                Err(_) => {
+                    return Err(Failure {
+                        status: Some(status.as_u16()),
+                        ..timeout_failure(pid, "send the first bytes of its answer")
+                    });
+                }
+                Ok(None) => {
+                    return Err(Failure {
+                        kind: FailKind::Transient,
+                        error: ApiError::new(
+                            ErrorCode::Upstream,
+                            format!("provider '{pid}' sent an empty answer"),
+                        ),
+                        retry_after: None,
+                        status: Some(status.as_u16()),
+                    });
+                }
+                Ok(Some(Err(e))) => return Err(transport_failure(e, pid)),
+                Ok(Some(Ok(first))) if first.is_empty() => {}
+                Ok(Some(Ok(first))) => {
+                    return Ok(Success::Raw {
+                        status,
+                        headers: resp.headers,
+                        first,
+                        body: resp.body,
+                    });
+                }
+            }
+        }
     }
     match read_body(&mut resp.body, MAX_ANSWER_BYTES + 1, head_until).await {
         Ok(body) if body.len() > MAX_ANSWER_BYTES => Err(Failure {
@@ -1033,11 +1067,6 @@ fn looks_like_json(body: &[u8]) -> bool {
 /// own codes; OpenAI writes its error types) decides whether to retry, move on or answer.
 fn first_event_error(events: &[u8], pid: &str, status: StatusCode) -> Failure {
     let upstream = first_error_object(events);
-    let code = upstream
-        .as_ref()
-        .and_then(|u| u.code.as_ref().and_then(|c| c.as_str().map(str::to_owned)))
-        .or_else(|| upstream.as_ref().and_then(|u| u.kind.clone()))
-        .unwrap_or_default();
     let message = upstream.as_ref().and_then(|u| u.message.clone());
     let failure = |kind, error| Failure {
         kind,
@@ -1045,8 +1074,34 @@ fn first_event_error(events: &[u8], pid: &str, status: StatusCode) -> Failure {
         retry_after: None,
         status: Some(status.as_u16()),
     };
-    match code.as_str() {
-        "content_policy" | "content_filter" => failure(
+    // Its `code` when that is a name the gateway knows, else its `type` (OpenAI gives
+    // `invalid_request_error` as the type of `context_length_exceeded`), else a numeric `code`
+    // read as an HTTP status (some OpenAI-compatible servers write `"code": 400`).
+    let by_name = |name: &str| -> Option<ErrorClass> {
+        Some(match name {
+            "content_policy" | "content_filter" | "content_policy_violation" => ErrorClass::Content,
+            "bad_request"
+            | "invalid_request_error"
+            | "BadRequestError"
+            | "context_length_exceeded" => ErrorClass::Caller,
+            "rate_limit" | "rate_limit_error" | "rate_limit_exceeded" => ErrorClass::RateLimit,
+            "overloaded" | "overloaded_error" => ErrorClass::Overloaded,
+            _ => return None,
+        })
+    };
+    let code = upstream.as_ref().and_then(|u| u.code.as_ref());
+    let class = code
+        .and_then(|c| c.as_str())
+        .and_then(by_name)
+        .or_else(|| upstream.as_ref()?.kind.as_deref().and_then(by_name))
+        .or_else(|| match code.and_then(serde_json::Value::as_u64)? {
+            400 | 413 | 422 => Some(ErrorClass::Caller),
+            429 => Some(ErrorClass::RateLimit),
+            503 | 529 => Some(ErrorClass::Overloaded),
+            _ => None,
+        });
+    match class {
+        Some(ErrorClass::Content) => failure(
             FailKind::Answer,
             ApiError::new(
                 ErrorCode::ContentPolicy,
@@ -1054,27 +1109,27 @@ fn first_event_error(events: &[u8], pid: &str, status: StatusCode) -> Failure {
                     .unwrap_or_else(|| "the provider's content filter refused the request".into()),
             ),
         ),
-        "bad_request" | "invalid_request_error" => failure(
+        Some(ErrorClass::Caller) => failure(
             FailKind::Answer,
             ApiError::bad_request(
                 message.unwrap_or_else(|| format!("provider '{pid}' refused the request")),
             ),
         ),
-        "rate_limit" | "rate_limit_error" | "rate_limit_exceeded" => failure(
+        Some(ErrorClass::RateLimit) => failure(
             FailKind::Transient,
             ApiError::new(
                 ErrorCode::RateLimit,
                 format!("provider '{pid}' is rate limiting requests"),
             ),
         ),
-        "overloaded" | "overloaded_error" => failure(
+        Some(ErrorClass::Overloaded) => failure(
             FailKind::Transient,
             ApiError::new(
                 ErrorCode::Overloaded,
                 format!("provider '{pid}' is overloaded"),
             ),
         ),
-        _ => failure(
+        None => failure(
             FailKind::Target,
             ApiError::new(
                 ErrorCode::Upstream,
@@ -1082,6 +1137,14 @@ fn first_event_error(events: &[u8], pid: &str, status: StatusCode) -> Failure {
             ),
         ),
     }
+}
+
+/// What a first-event error from the upstream is, for [`first_event_error`].
+enum ErrorClass {
+    Content,
+    Caller,
+    RateLimit,
+    Overloaded,
 }
 
 /// The error object of the first error event among `events` (whole SSE events).
@@ -1454,7 +1517,14 @@ impl Forward {
                             ev.extend_from_slice(&rest);
                             ev.extend_from_slice(b"\n\n");
                             let end = ev.len();
-                            self.take_block(ev.freeze(), &[end]);
+                            if inspect_as(self.protocol, &ev) == EventInfo::Invalid {
+                                // Not JSON: the upstream was cut mid-event. A fragment is no
+                                // event to pass on (after a finish it would come before
+                                // `[DONE]`); it is counted.
+                                self.invalid += 1;
+                            } else {
+                                self.take_block(ev.freeze(), &[end]);
+                            }
                         }
                         if self.finished {
                             // The last event was `[DONE]` or an error event.
@@ -1497,6 +1567,8 @@ impl Drop for Forward {
 
 /// Forwards a binary answer (audio) as it arrives.
 struct RawForward {
+    /// The first bytes, read before the attempt committed.
+    first: Option<Bytes>,
     body: BodyStream,
     idle: Duration,
     ended: bool,
@@ -1518,6 +1590,9 @@ impl RawForward {
     async fn next(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         if self.ended {
             return None;
+        }
+        if let Some(first) = self.first.take() {
+            return Some((Ok(first), self));
         }
         let shutdown = self.shutdown.clone();
         let until = (Instant::now() + self.idle).min(self.deadline);
@@ -1581,6 +1656,174 @@ mod tests {
         assert_eq!(capped.ok().as_deref(), Some(&b"abcdef"[..]));
         let big_first = read_body(&mut chunks(&[b"abcdefgh", b"ij"]), 5, until).await;
         assert_eq!(big_first.ok().as_deref(), Some(&b"abcdefgh"[..]));
+    }
+
+    use std::sync::Arc;
+
+    /// Keeps the records it is given.
+    struct Kept(std::sync::Mutex<Vec<TraceRecord>>);
+    impl crate::trace::TraceStore for Kept {
+        fn write(
+            &self,
+            batch: Vec<TraceRecord>,
+        ) -> Pin<Box<dyn std::future::Future<Output = crate::trace::Written> + Send + '_>> {
+            if let Ok(mut kept) = self.0.lock() {
+                kept.extend(batch.iter().cloned());
+            }
+            Box::pin(async move { (batch, Ok(())) })
+        }
+    }
+
+    /// A committed stream of `protocol` fed `parts` (then a clean end): what the caller gets,
+    /// and the request's trace.
+    async fn forwarded(
+        protocol: Protocol,
+        strip_usage: bool,
+        parts: &[&'static [u8]],
+    ) -> (String, TraceRecord) {
+        let kept = Arc::new(Kept(Default::default()));
+        let (sink, _writer) = TraceSink::start_with(
+            16,
+            CancellationToken::new(),
+            Some(kept.clone()),
+            Arc::new(crate::metrics::Metrics::new()),
+        );
+        let fwd = Forward {
+            body: chunks(parts),
+            framer: SseFramer::new(),
+            out: VecDeque::new(),
+            protocol,
+            events: 0,
+            strip_usage,
+            idle: Duration::from_secs(5),
+            deadline: Instant::now() + Duration::from_secs(5),
+            shutdown: CancellationToken::new(),
+            finished: false,
+            done: false,
+            finish_seen: false,
+            choices_seen: 0,
+            choices_done: 0,
+            failed: None,
+            usage: None,
+            invalid: 0,
+            price: Default::default(),
+            started: Instant::now(),
+            trace: Some((Box::default(), sink)),
+        };
+        let out: Vec<Bytes> = futures_util::stream::unfold(fwd, Forward::next)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let trace = kept.0.lock().unwrap().pop().expect("a trace");
+        (String::from_utf8(out.concat()).unwrap(), trace)
+    }
+
+    /// An error chunk that also carries a choice (finish_reason "error", as some
+    /// OpenAI-compatible servers send it) is an upstream error mid-stream, not a finish: the
+    /// stream ends with `stream_interrupted`, no `[DONE]`, and a failed trace.
+    #[tokio::test]
+    async fn an_error_chunk_with_a_choice_interrupts_the_stream() {
+        let (out, trace) = forwarded(
+            Protocol::ChatCompletions,
+            false,
+            &[
+                b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+                b"data: {\"error\":{\"message\":\"backend down\"},\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"error\"}]}\n\n",
+            ],
+        )
+        .await;
+        assert!(out.contains("stream_interrupted"), "{out}");
+        assert!(
+            !out.contains("[DONE]") && !out.contains("backend down"),
+            "{out}"
+        );
+        assert_eq!(trace.error_code, Some("stream_interrupted"));
+    }
+
+    /// A Responses stream that ends in `response.failed` is a failed request.
+    #[tokio::test]
+    async fn a_failed_response_is_a_failed_trace() {
+        let (out, trace) = forwarded(
+            Protocol::Responses,
+            false,
+            &[
+                b"event: response.created\ndata: {\"type\":\"response.created\"}\n\n",
+                b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"x\"}}}\n\n",
+            ],
+        )
+        .await;
+        assert!(out.contains("stream_interrupted"), "{out}");
+        assert_eq!(trace.error_code, Some("stream_interrupted"));
+        let (_, trace) = forwarded(
+            Protocol::Responses,
+            false,
+            &[b"event: response.completed\ndata: {\"type\":\"response.completed\"}\n\n"],
+        )
+        .await;
+        assert_eq!(trace.error_code, None);
+    }
+
+    /// A stream whose upstream closes cleanly in the middle of its last event: the fragment
+    /// is not passed on (it would reach the caller before the gateway's `[DONE]`), it is
+    /// counted; a last event that is whole but lacks its blank line still goes out.
+    #[tokio::test]
+    async fn a_fragment_at_the_end_of_a_stream_is_dropped_and_counted() {
+        let finish: &[u8] =
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let (out, trace) = forwarded(
+            Protocol::ChatCompletions,
+            true,
+            &[finish, b"data: {\"choices\":[],\"usage\":{\"prompt_tok"],
+        )
+        .await;
+        assert_eq!(out.as_bytes(), [finish, b"data: [DONE]\n\n"].concat());
+        assert_eq!((trace.error_code, trace.invalid_stream_events), (None, 1));
+        let (out, _) =
+            forwarded(Protocol::ChatCompletions, false, &[finish, b"data: [DONE]"]).await;
+        assert_eq!(out.as_bytes(), [finish, b"data: [DONE]\n\n"].concat());
+    }
+
+    /// A first event that is an error is classified by its code, else its type, else a
+    /// numeric code: the caller's own mistakes are answers, not target failures.
+    #[test]
+    fn first_event_errors_are_classified_by_code_then_type() {
+        let kind = |ev: &str| first_event_error(ev.as_bytes(), "p", StatusCode::OK);
+        for (ev, want, code) in [
+            (
+                r#"{"error":{"type":"invalid_request_error","code":"context_length_exceeded","message":"too long"}}"#,
+                FailKind::Answer,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"error":{"type":"BadRequestError","code":400,"message":"bad"}}"#,
+                FailKind::Answer,
+                ErrorCode::BadRequest,
+            ),
+            (
+                r#"{"error":{"type":"server_error","code":429}}"#,
+                FailKind::Transient,
+                ErrorCode::RateLimit,
+            ),
+            (
+                r#"{"error":{"code":"content_filter","message":"no"}}"#,
+                FailKind::Answer,
+                ErrorCode::ContentPolicy,
+            ),
+            (
+                r#"{"error":{"type":"overloaded_error"}}"#,
+                FailKind::Transient,
+                ErrorCode::Overloaded,
+            ),
+            (
+                r#"{"error":{"type":"server_error","code":"boom"}}"#,
+                FailKind::Target,
+                ErrorCode::Upstream,
+            ),
+        ] {
+            let f = kind(&format!("data: {ev}\n\n"));
+            assert_eq!((f.kind, f.error.code), (want, code), "{ev}");
+        }
     }
 
     #[test]

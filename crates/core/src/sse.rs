@@ -313,8 +313,8 @@ pub enum EventInfo {
     },
     /// An in-band error object from the upstream.
     Error,
-    /// A Responses API terminal event (`response.completed`, `.incomplete`, `.failed`): the
-    /// stream is complete; it carries the usage.
+    /// A Responses API terminal event (`response.completed`, `.incomplete`): the stream is
+    /// complete; it carries the usage. (`response.failed` is an [`EventInfo::Error`].)
     Terminal {
         usage: Option<Usage>,
     },
@@ -343,6 +343,14 @@ struct ChoicePeek {
 }
 
 #[derive(Deserialize)]
+struct ErrorPeek<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
 struct TypePeek<'a> {
     #[serde(rename = "type", borrow, default)]
     kind: Option<std::borrow::Cow<'a, str>>,
@@ -353,14 +361,21 @@ pub fn inspect_as(protocol: Protocol, event: &[u8]) -> EventInfo {
     match protocol {
         Protocol::ChatCompletions => inspect(event),
         Protocol::Responses => inspect_responses(event),
+        // Events passed through as they are (image streams): only an error is told apart,
+        // `{"type":"error",...}` or `{"error":{...}}` (the rest is never judged).
         Protocol::Passthrough => match event_data(event) {
             None => EventInfo::Empty,
-            Some(_) => EventInfo::Chunk {
-                finish: false,
-                choices: 0,
-                finished: 0,
-                usage: None,
-                usage_only: false,
+            Some(data) => match serde_json::from_slice::<ErrorPeek<'_>>(data.trim_ascii()) {
+                Ok(p) if p.error.is_some() || p.kind.as_deref() == Some("error") => {
+                    EventInfo::Error
+                }
+                _ => EventInfo::Chunk {
+                    finish: false,
+                    choices: 0,
+                    finished: 0,
+                    usage: None,
+                    usage_only: false,
+                },
             },
         },
     }
@@ -384,12 +399,11 @@ fn inspect_responses(event: &[u8]) -> EventInfo {
     let data = data.as_ref().trim_ascii();
     match serde_json::from_slice::<TypePeek<'_>>(data) {
         Ok(t) => match t.kind.as_deref() {
-            Some("response.completed" | "response.incomplete" | "response.failed") => {
-                EventInfo::Terminal {
-                    usage: last_usage(data),
-                }
-            }
-            Some("error") => EventInfo::Error,
+            Some("response.completed" | "response.incomplete") => EventInfo::Terminal {
+                usage: last_usage(data),
+            },
+            // The response failed upstream: an error like an `error` event.
+            Some("error" | "response.failed") => EventInfo::Error,
             _ => EventInfo::Chunk {
                 finish: false,
                 choices: 0,
@@ -409,7 +423,9 @@ pub fn inspect(event: &[u8]) -> EventInfo {
     };
     let trimmed = data.as_ref().trim_ascii();
     match serde_json::from_slice::<ChunkPeek>(trimmed) {
-        Ok(c) if c.error.is_some() && c.choices.is_none() => EventInfo::Error,
+        // An error member is an error whatever else the chunk carries (some servers send it
+        // with a choice whose finish_reason is "error").
+        Ok(c) if c.error.is_some() => EventInfo::Error,
         Ok(c) => {
             let choices = c.choices.unwrap_or_default();
             let bit = |ch: &ChoicePeek| 1u64 << ch.index.min(63);
@@ -622,6 +638,28 @@ mod tests {
             let u = scan_usage(text.as_bytes());
             proptest::prop_assert_eq!(u.map(|u| (u.prompt_tokens, u.completion_tokens, u.cached_tokens())), Some((p, c, 1)));
         }
+    }
+
+    #[test]
+    fn passed_through_events_are_only_told_apart_when_they_are_errors() {
+        let chunk = |ev: &[u8]| {
+            matches!(
+                inspect_as(Protocol::Passthrough, ev),
+                EventInfo::Chunk { .. }
+            )
+        };
+        assert!(chunk(b"event: image_generation.partial_image\ndata: {\"type\":\"image_generation.partial_image\",\"b64_json\":\"AAAA\"}\n\n"));
+        assert!(chunk(b"data: not json\n\n"));
+        for ev in [
+            &b"event: error\ndata: {\"type\":\"error\",\"error\":{\"message\":\"x\"}}\n\n"[..],
+            b"data: {\"error\":{\"message\":\"x\",\"code\":\"server_error\"}}\n\n",
+        ] {
+            assert_eq!(inspect_as(Protocol::Passthrough, ev), EventInfo::Error);
+        }
+        assert_eq!(
+            inspect_as(Protocol::Passthrough, b": keep-alive\n\n"),
+            EventInfo::Empty
+        );
     }
 
     #[test]

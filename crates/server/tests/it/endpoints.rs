@@ -347,6 +347,46 @@ async fn speech_cut_mid_body_aborts_the_response_instead_of_ending_cleanly() {
     );
 }
 
+/// Speech audio commits only with its first bytes: a target that sends the headers and then
+/// resets, or goes silent past `first_byte_timeout_ms`, fails like any other, and the chain
+/// moves on; the caller gets the next target's whole audio.
+#[tokio::test]
+async fn speech_that_fails_before_its_first_byte_falls_back_to_the_next_target() {
+    use fake_upstream::{Behaviour, FakeUpstream};
+    for (behaviour, a_hits) in [(Behaviour::CutAfter(0), 3), (Behaviour::StallAfter(0), 1)] {
+        let a = FakeUpstream::openai()
+            .always(behaviour.clone())
+            .start()
+            .await;
+        let b = FakeUpstream::openai().start().await;
+        let toml = format!(
+            "[server]\nauth = \"off\"\n{}\n{}\n{FAST_RETRY}\n[models.tts-1]\nendpoint = \"audio_speech\"\nfirst_byte_timeout_ms = 300\n[targets.a]\nprovider = \"a\"\nmodel = \"tts-1\"\n[targets.b]\nprovider = \"b\"\nmodel = \"tts-1\"\n[routes.speak]\nendpoint = \"audio_speech\"\nstrategy = \"fallback\"\ntargets = [\"a\", \"b\"]\n",
+            provider("a", &a.base_url(), &["tts-1"]),
+            provider("b", &b.base_url(), &["tts-1"]),
+        );
+        let gw = Gw::start_with_env(&toml, &[("A_KEY", "k"), ("B_KEY", "k")]).await;
+        let r = gw
+            .post("/v1/audio/speech")
+            .json(&json!({"model": "route::speak", "input": "Hello there", "voice": "alloy", "response_format": "wav"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{behaviour:?}");
+        assert_eq!(
+            header(&r, "x-signalbox-provider"),
+            Some("b"),
+            "{behaviour:?}"
+        );
+        let audio = r.bytes().await.expect("the whole audio");
+        assert!(audio.starts_with(b"RIFF"), "{behaviour:?}");
+        assert_eq!(
+            (a.hits(), b.hits()),
+            (a_hits, 1),
+            "{behaviour:?}: a reset is retried, a silence is not"
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_mock_provider_fails_on_request_so_routes_can_be_tried_offline() {
     let gw = Gw::start(

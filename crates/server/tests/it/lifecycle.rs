@@ -147,6 +147,7 @@ async fn a_request_still_waiting_on_its_upstream_at_the_end_of_the_drain_gets_a_
         tokio::time::sleep(Duration::from_millis(100)).await;
         trigger.cancel();
     });
+    assert_eq!(header(&r, "x-signalbox-attempts"), Some("1"));
     let (status, body) = error_of(r).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -157,6 +158,17 @@ async fn a_request_still_waiting_on_its_upstream_at_the_end_of_the_drain_gets_a_
             .as_str()
             .unwrap()
             .contains("shutting down")
+    );
+    // The attempt cut short is on the trace (as every attempt is), with no upstream status.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics = gw.running.state.sink.metrics().encode();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("signalbox_upstream_request_duration_seconds_count")
+                && l.contains("status_class=\"none\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
     );
 }
 
