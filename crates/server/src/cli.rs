@@ -116,7 +116,8 @@ fn unreachable_command() -> anyhow::Result<()> {
 fn store_exists(loc: &StoreLocation) -> bool {
     match loc.url.strip_prefix("sqlite://") {
         Some(path) => Path::new(path.split('?').next().unwrap_or(path)).exists(),
-        None => true,
+        // A URL of another kind is refused by the config's validation, not opened.
+        None => loc.url.starts_with("postgres://") || loc.url.starts_with("postgresql://"),
     }
 }
 
@@ -134,9 +135,11 @@ async fn load(
         },
         None => String::new(),
     };
-    let (loc, _) = locate(flags)?;
-    let catalog = if !file_only && store_exists(&loc) {
-        let s = setup::open(&loc, &env).await?;
+    // A `[store]` that cannot be located is reported by the validation below, with the
+    // file's other errors; the file is then checked on its own.
+    let loc = locate(flags).ok().map(|(loc, _)| loc);
+    let catalog = if !file_only && let Some(loc) = loc.as_ref().filter(|l| store_exists(l)) {
+        let s = setup::open(loc, &env).await?;
         let (c, _) = s.load_catalog().await?;
         s.close().await;
         c

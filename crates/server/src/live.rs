@@ -202,6 +202,17 @@ impl Live {
                 "AUTH IS OFF (config file edit): open development mode, any local caller may use every route without a gateway key. Never expose this address."
             );
         }
+        if old.server.header_read_timeout != snapshot.server.header_read_timeout {
+            tracing::warn!(
+                "[server] header_read_timeout_ms changed in the config file: it is read at start; restart Signalbox to apply it"
+            );
+        }
+        let store_of = |t: &str| signalbox_core::config::parse(t, None).ok().map(|r| r.store);
+        if store_of(&text) != store_of(&src.file_text) {
+            tracing::warn!(
+                "[store] changed in the config file: it is read at start; restart Signalbox to apply it"
+            );
+        }
         if old.server.admin_listen != snapshot.server.admin_listen {
             tracing::warn!(
                 "[server] admin_listen changed in the config file: restart Signalbox to serve the admin API on the new address"

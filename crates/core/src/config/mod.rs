@@ -116,27 +116,73 @@ pub fn load_with_catalog(
 
 /// Parse config text into its raw tables (unknown keys rejected), without validating.
 pub fn parse(src: &str, file: Option<&str>) -> Result<raw::RawConfig, ConfigErrors> {
-    let error = |e: &toml::de::Error, key: String| {
-        ConfigErrors(vec![ConfigError {
-            key,
-            message: plain_words(e.message().trim()),
-            file: file.map(str::to_string),
-            line: e.span().map(|s| line_of(src, s.start)),
-        }])
+    let error = |e: &toml::de::Error, key: String| ConfigError {
+        key,
+        message: plain_words(e.message().trim()),
+        file: file.map(str::to_string),
+        line: e.span().map(|s| line_of(src, s.start)),
     };
     // A syntax error names the key on its line (`port = ` with no value, a duplicate key).
-    let de = toml::Deserializer::parse(src).map_err(|e| {
+    toml::Deserializer::parse(src).map_err(|e| {
         let key = e
             .span()
             .map(|s| key_on_line(src, s.start))
             .unwrap_or_default();
-        error(&e, key)
+        ConfigErrors(vec![error(&e, key)])
     })?;
     // The key at fault by its path (`providers.up.timeout_ms`), as validation errors name it.
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        error(e.inner(), key)
+    // An unknown key on a line of its own is blanked out (same length, so every offset and
+    // line stays put) and the file parsed again: every unknown key is reported, not only the
+    // first. Anything else stops there.
+    let mut text = src.to_string();
+    let mut errors = Vec::new();
+    loop {
+        let de = match toml::Deserializer::parse(&text) {
+            Ok(de) => de,
+            // Only after a blanked line: stop with what was found.
+            Err(_) => return Err(ConfigErrors(errors)),
+        };
+        match serde_path_to_error::deserialize::<_, raw::RawConfig>(de) {
+            Ok(raw) if errors.is_empty() => return Ok(raw),
+            Ok(_) => {
+                errors.sort_by_key(|e| e.line);
+                return Err(ConfigErrors(errors));
+            }
+            Err(e) => {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                errors.push(error(e.inner(), key));
+                let unknown = e.inner().message().starts_with("unknown field");
+                match e
+                    .inner()
+                    .span()
+                    .and_then(|s| blank_key_line(&text, s.start))
+                {
+                    Some(blanked) if unknown && errors.len() < 50 => text = blanked,
+                    _ => {
+                        errors.sort_by_key(|e| e.line);
+                        return Err(ConfigErrors(errors));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `text` with the line holding `offset` turned into spaces, when that line is a whole
+/// `key = value` of its own (a table header, or a value running over more lines, is not).
+fn blank_key_line(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = &text[start..end];
+    let whole = !line.trim_start().starts_with('[')
+        && line.contains('=')
+        && line.parse::<toml::Table>().is_ok_and(|t| t.len() == 1);
+    whole.then(|| {
+        let mut out = text.to_string();
+        out.replace_range(start..end, &" ".repeat(line.len()));
+        out
     })
 }
 

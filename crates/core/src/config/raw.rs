@@ -64,7 +64,7 @@ pub struct RawServer {
     pub allow_link_local_upstreams: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(Debug, PartialEq, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Store")]
 pub struct RawStore {

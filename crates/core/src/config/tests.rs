@@ -391,3 +391,111 @@ fn a_variant_with_a_target_in_error_still_has_its_params_checked() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn every_unknown_key_is_reported_not_only_the_first() {
+    let errs = errors(&format!(
+        "{BASE}[server]\nprot = 1\nauth = \"off\"\nrequest_timeout = 5\n[targets.c]\nmodel = \"gpt-4o\"\nwieght = 2\n"
+    ));
+    let keys: Vec<&str> = errs
+        .iter()
+        .map(|e| e.split(": ").nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        keys,
+        ["server.prot", "server.request_timeout", "targets.c.wieght"],
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0].starts_with("gw.toml:13: server.prot: unknown field"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn the_store_section_is_checked_with_the_rest() {
+    let e = one("[store]\nurl = \"env::UNSET_DB\"\n");
+    assert_eq!(
+        e,
+        "gw.toml:13: store.url: names environment variable UNSET_DB, which is not set"
+    );
+    let e = one("[store]\nurl = \"mysql://u:secret@h/db\"\n");
+    assert!(
+        e.contains("store.url: unsupported store URL (scheme 'mysql')"),
+        "{e}"
+    );
+    assert!(!e.contains("secret"), "{e}");
+    assert!(one("[store]\ndata_dir = \"\"\n").contains("store.data_dir: must not be empty"));
+    assert!(errors(&format!("{BASE}[store]\nurl = \"postgres://h/db\"\n")).is_empty());
+}
+
+#[test]
+fn project_names_are_names_the_admin_api_can_address() {
+    let e = one("[api_keys.k]\nkey = \"env::SET_KEY\"\nproject = \"a b\"\n");
+    assert!(
+        e.starts_with("gw.toml:14: api_keys.k.project: project 'a b' is not a valid project name"),
+        "{e}"
+    );
+}
+
+#[test]
+fn variant_params_no_upstream_takes_are_refused() {
+    let route = |params: &str| {
+        errors(&format!(
+            "{BASE}[routes.x]\nvariants = {{ v = {{ target = \"a\", {params} }} }}\n"
+        ))
+    };
+    for (params, key) in [
+        ("temperature = 2.5", "temperature"),
+        ("top_p = 1.5", "top_p"),
+        ("presence_penalty = -3.0", "presence_penalty"),
+        ("max_tokens = 0", "max_tokens"),
+        ("reasoning_effort = \"extreme\"", "reasoning_effort"),
+        ("response_format = \"json\"", "response_format"),
+    ] {
+        let errs = route(params);
+        assert_eq!(errs.len(), 1, "{params}: {errs:#?}");
+        assert!(
+            errs[0].starts_with(&format!("gw.toml:13: routes.x.variants.v.{key}: ")),
+            "{errs:#?}"
+        );
+    }
+    assert!(route("temperature = 0.2, response_format = { type = \"json_object\" }, reasoning_effort = \"low\"").is_empty());
+}
+
+#[test]
+fn unused_targets_of_one_model_cannot_all_weigh_zero() {
+    let errs = errors(&format!(
+        "{BASE}[targets.c]\nmodel = \"gpt-4o\"\nweight = 0\n[targets.d]\nmodel = \"gpt-4o\"\nweight = 0\n[routes.r]\ntargets = [\"a\", \"b\"]\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("gw.toml:14: targets.c.weight: all weights are zero"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn an_inherited_retry_policy_is_reported_once_where_it_is_written() {
+    let errs = errors(&format!(
+        "{BASE}[routing.retry]\nmax_retries = 11\n[routes.r]\ntargets = [\"a\"]\n[functions.f]\ntargets = [\"b\"]\n"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].contains("routing.retry.max_retries"), "{errs:#?}");
+}
+
+#[test]
+fn an_ambiguous_variant_model_says_how_to_name_its_provider() {
+    let two = BASE.replace(
+        "[targets.a]",
+        "[providers.other]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"gpt-4o\"]\ncredential = \"env::SET_KEY\"\n\n[targets.a]\nprovider = \"up\"",
+    );
+    let errs = errors(&format!(
+        "{two}[routes.x]\nvariants = {{ v = {{ model = \"gpt-4o\" }} }}\n"
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("routes.x.variants.v.model: several providers list model 'gpt-4o' (other, up): write which as 'other::gpt-4o' or 'up::gpt-4o'"),
+        "{errs:#?}"
+    );
+}

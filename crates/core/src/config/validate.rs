@@ -313,6 +313,97 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
 }
 
+/// A project's name, in the file as through the admin API: 1 to 128 letters, digits, `-`,
+/// `_` or `.` (it is a path segment of the admin API).
+pub fn valid_project_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// `[store]` is read at start, but checked with the rest of the file (by `check` and by every
+/// live reload), so an edit that would stop the next start is refused now.
+fn check_store(cx: &mut Ctx<'_>, store: &crate::config::raw::RawStore) {
+    if let Some(url) = store.url.as_deref() {
+        let path = p(&["store", "url"]);
+        let value = match url.strip_prefix("env::") {
+            Some(var) => match (cx.env)(var).filter(|v| !v.trim().is_empty()) {
+                Some(v) => Some(v),
+                None => {
+                    cx.err(
+                        path.clone(),
+                        format!("names environment variable {var}, which is not set"),
+                    );
+                    None
+                }
+            },
+            None => Some(url.to_string()),
+        };
+        // Only the scheme is quoted back: the rest may hold a password.
+        if let Some(v) = value
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|s| v.starts_with(s))
+        {
+            let scheme = v.split_once(':').map_or("", |(s, _)| s);
+            cx.err(
+                path,
+                format!(
+                    "unsupported store URL (scheme '{scheme}'): use sqlite://PATH or postgres://..."
+                ),
+            );
+        }
+    }
+    for (key, value) in [
+        ("data_dir", &store.data_dir),
+        ("master_key_file", &store.master_key_file),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            cx.err(p(&["store", key]), "must not be empty");
+        }
+    }
+}
+
+/// Every `project = "..."` in the file names a project the admin API can address.
+fn check_project_names(cx: &mut Ctx<'_>, raw: &RawConfig) {
+    let named = raw
+        .providers
+        .iter()
+        .map(|(n, o)| ("providers", n, o.project.as_deref()))
+        .chain(
+            raw.targets
+                .iter()
+                .map(|(n, o)| ("targets", n, o.project.as_deref())),
+        )
+        .chain(
+            raw.routes
+                .iter()
+                .map(|(n, o)| ("routes", n, o.project.as_deref())),
+        )
+        .chain(
+            raw.functions
+                .iter()
+                .map(|(n, o)| ("functions", n, o.project.as_deref())),
+        )
+        .chain(
+            raw.api_keys
+                .iter()
+                .map(|(n, o)| ("api_keys", n, o.project.as_deref())),
+        );
+    for (table, name, project) in named {
+        if let Some(project) = project.filter(|p| !valid_project_name(p)) {
+            cx.err(
+                p(&[table, name, "project"]),
+                format!(
+                    "project '{project}' is not a valid project name (1 to 128 letters, digits, '-', '_' or '.')"
+                ),
+            );
+        }
+    }
+}
+
 struct ModelInfo {
     endpoint: EndpointKind,
     timeouts: PartialTimeouts,
@@ -342,6 +433,8 @@ pub fn build_snapshot(
         errors: Vec::new(),
         warnings: Vec::new(),
     };
+    check_project_names(&mut cx, &raw);
+    check_store(&mut cx, &raw.store);
     merge_catalog(&mut cx, &mut raw);
 
     let server = build_server(&mut cx, &raw.server);
@@ -486,6 +579,7 @@ pub fn build_snapshot(
             rt.provider.as_deref(),
             &model,
             path.clone(),
+            false,
         ) else {
             continue;
         };
@@ -660,7 +754,10 @@ pub fn build_snapshot(
             with(path.clone(), k("endpoint")),
         );
         let retry = merge_retry(default_retry, rr.retry.as_ref());
-        check_retry(&mut cx, with(path.clone(), k("retry")), retry);
+        // Checked where written: an inherited policy was checked where it came from.
+        if rr.retry.is_some() {
+            check_retry(&mut cx, with(path.clone(), k("retry")), retry);
+        }
         let spec = BodySpec {
             strategy: rr.strategy.as_deref(),
             targets: rr.targets.as_deref(),
@@ -773,7 +870,9 @@ pub fn build_snapshot(
             continue;
         }
         let retry = merge_retry(default_retry, rf.retry.as_ref());
-        check_retry(&mut cx, with(path.clone(), k("retry")), retry);
+        if rf.retry.is_some() {
+            check_retry(&mut cx, with(path.clone(), k("retry")), retry);
+        }
         let spec = BodySpec {
             strategy: rf.strategy.as_deref(),
             targets: rf.targets.as_deref(),
@@ -838,6 +937,17 @@ pub fn build_snapshot(
         } else {
             Strategy::Weighted
         };
+        if ts.len() > 1 && ts.iter().all(|t| t.weight == 0) {
+            // Split by weight between the unused targets of one model: all zero splits nothing.
+            for t in &ts {
+                cx.err(
+                    p(&["targets", &t.name, "weight"]),
+                    format!(
+                        "all weights are zero among the targets for model '{model}' that no route uses (they split its calls by weight)"
+                    ),
+                );
+            }
+        }
         let route = Route::new(
             name,
             RouteLayer::ImplicitTarget,
@@ -1516,6 +1626,10 @@ fn build_provider(
     })
 }
 
+/// The provider serving `model`: the one `named`, or the one provider of the project that
+/// lists it. `path` is a target's table (errors name its `provider` or `model` key), or with
+/// `inline` the key holding a `[PROVIDER::]MODEL` string itself (a variant's or a function's
+/// model), whose errors name that key and say how to write it.
 fn find_provider<'a>(
     cx: &mut Ctx<'_>,
     providers: &'a BTreeMap<String, BuiltProvider>,
@@ -1523,25 +1637,24 @@ fn find_provider<'a>(
     named: Option<&str>,
     model: &str,
     path: Vec<Seg>,
+    inline: bool,
 ) -> Option<&'a BuiltProvider> {
+    let key = |path: Vec<Seg>, name: &str| if inline { path } else { with(path, k(name)) };
     if let Some(id) = named {
         let Some(bp) = providers.get(id) else {
-            cx.err(
-                with(path, k("provider")),
-                format!("unknown provider '{id}'"),
-            );
+            cx.err(key(path, "provider"), format!("unknown provider '{id}'"));
             return None;
         };
         if bp.provider.project != project {
             cx.err(
-                with(path, k("provider")),
+                key(path, "provider"),
                 format!("provider '{id}' belongs to another project, not '{project}'"),
             );
             return None;
         }
         if !bp.provider.models.iter().any(|m| m == model) {
             cx.err(
-                with(path, k("model")),
+                key(path, "model"),
                 format!("provider '{id}' does not list model '{model}' in its `models`"),
             );
             return None;
@@ -1558,17 +1671,23 @@ fn find_provider<'a>(
         [one] => Some(one),
         [] => {
             cx.err(
-                with(path, k("model")),
+                key(path, "model"),
                 format!("no provider of project '{project}' lists model '{model}'"),
             );
             None
         }
         many => {
             let ids: Vec<&str> = many.iter().map(|b| b.provider.id.as_str()).collect();
+            let how = if inline {
+                let named: Vec<String> = ids.iter().map(|id| format!("'{id}::{model}'")).collect();
+                format!("write which as {}", named.join(" or "))
+            } else {
+                "say which with `provider`".to_string()
+            };
             cx.err(
-                with(path, k("provider")),
+                key(path, "provider"),
                 format!(
-                    "several providers list model '{model}' ({}): say which with `provider`",
+                    "several providers list model '{model}' ({}): {how}",
                     ids.join(", ")
                 ),
             );
@@ -1705,7 +1824,9 @@ impl BodyBuilder<'_> {
             for (i, st) in steps.iter().enumerate() {
                 let spath = with(with(path.clone(), k("steps")), Seg::Index(i));
                 let sretry = merge_retry(retry, st.retry.as_ref());
-                check_retry(cx, with(spath.clone(), k("retry")), sretry);
+                if st.retry.is_some() {
+                    check_retry(cx, with(spath.clone(), k("retry")), sretry);
+                }
                 if let Some(step) = self.step(
                     cx,
                     &spath,
@@ -1734,7 +1855,8 @@ impl BodyBuilder<'_> {
                     });
                 }
             }
-            let strategy = self.strategy(cx, &path, strategy, targets.len(), Strategy::Fallback)?;
+            // Judged by the models written (one in error is reported already).
+            let strategy = self.strategy(cx, &path, strategy, models.len(), Strategy::Fallback)?;
             self.check_weights(cx, &path, strategy, &targets, models.len());
             return Some(RouteBody::Steps(vec![Step {
                 strategy,
@@ -1774,17 +1896,17 @@ impl BodyBuilder<'_> {
                 return None;
             }
         };
-        if strategy == Strategy::Single && n != 1 {
-            cx.err(
-                spath,
-                format!("strategy \"single\" takes exactly one target, found {n}"),
-            );
-            return None;
-        }
         if n == 0 {
             cx.err(
                 with(path.to_vec(), k("targets")),
                 "needs at least one target",
+            );
+            return None;
+        }
+        if strategy == Strategy::Single && n != 1 {
+            cx.err(
+                spath,
+                format!("strategy \"single\" takes exactly one target, found {n}"),
             );
             return None;
         }
@@ -1885,7 +2007,15 @@ impl BodyBuilder<'_> {
             Some((prov, m)) => (Some(prov), m),
             None => (None, spec),
         };
-        let bp = find_provider(cx, self.providers, project, named, model, path.to_vec())?;
+        let bp = find_provider(
+            cx,
+            self.providers,
+            project,
+            named,
+            model,
+            path.to_vec(),
+            true,
+        )?;
         let kind = (self.model_kind)(model);
         if kind != endpoint {
             cx.err(
@@ -1990,6 +2120,50 @@ impl BodyBuilder<'_> {
         };
         let mut params = serde_json::Map::new();
         let num = |v: f64| serde_json::Number::from_f64(v).map(serde_json::Value::Number);
+        // Values no OpenAI-compatible upstream takes: every request of the variant would come
+        // back a 400 (answered, never retried), so they are refused here. The ranges are
+        // OpenAI's.
+        let mut range = |key: &str, v: Option<f64>, lo: f64, hi: f64| {
+            if let Some(v) = v.filter(|v| !(lo..=hi).contains(v)) {
+                cx.err(
+                    with(path.to_vec(), k(key)),
+                    format!("{v} is out of range: `{key}` is between {lo} and {hi}"),
+                );
+            }
+        };
+        range("temperature", rv.temperature, 0.0, 2.0);
+        range("top_p", rv.top_p, 0.0, 1.0);
+        range("presence_penalty", rv.presence_penalty, -2.0, 2.0);
+        range("frequency_penalty", rv.frequency_penalty, -2.0, 2.0);
+        for (key, v) in [
+            ("max_tokens", rv.max_tokens),
+            ("max_completion_tokens", rv.max_completion_tokens),
+        ] {
+            if v == Some(0) {
+                cx.err(
+                    with(path.to_vec(), k(key)),
+                    format!("`{key}` must be at least 1"),
+                );
+            }
+        }
+        if let Some(e) = rv.reasoning_effort.as_deref()
+            && !["none", "minimal", "low", "medium", "high", "xhigh"].contains(&e)
+        {
+            cx.err(
+                with(path.to_vec(), k("reasoning_effort")),
+                format!("unknown reasoning_effort '{e}' (none, minimal, low, medium, high, xhigh)"),
+            );
+        }
+        if let Some(v) = &rv.response_format
+            && !v
+                .as_table()
+                .is_some_and(|t| t.get("type").is_some_and(|t| t.is_str()))
+        {
+            cx.err(
+                with(path.to_vec(), k("response_format")),
+                "`response_format` is a table with a `type` (e.g. { type = \"json_object\" })",
+            );
+        }
         if let Some(v) = rv.temperature.and_then(num) {
             params.insert("temperature".into(), v);
         }
