@@ -440,7 +440,8 @@ fn gateway_headers(
     if plan.assigned_variant.is_some() && entry.and_then(|e| e.variant.as_ref()).is_none() {
         // An experiment that failed everywhere still says which variant was assigned.
         if let Some(v) = plan.assigned_variant.as_deref().and_then(hv) {
-            h.insert(X_VARIANT, v);
+            h.insert(X_VARIANT, v.clone());
+            h.insert(X_GATEWAY_VARIANT, v);
         }
     }
     h.insert(X_ATTEMPTS, attempts_value(attempts));

@@ -148,22 +148,24 @@ pub fn resolve(
                 "provider '{provider}' does not list model '{name}'"
             )));
         }
+        // A provider that serves no passthrough has no such model on any endpoint: 404
+        // first, never a pointer to another endpoint where the call would fail the same way.
+        let Some(t) = ps
+            .passthrough
+            .get(&(provider.to_string(), name.to_string()))
+        else {
+            return Err(not_found(format!(
+                "model '{model}' not found: provider '{provider}' does not serve passthrough calls"
+            )));
+        };
         let kind = ps.model_kind(name);
         if kind != endpoint {
             return Err(wrong_endpoint("model", model, kind));
         }
-        return match ps
-            .passthrough
-            .get(&(provider.to_string(), name.to_string()))
-        {
-            Some(t) => Ok(Resolved {
-                resolution: Resolution::Passthrough(t.clone()),
-                matched_by: MatchedBy::ProviderPrefix,
-            }),
-            None => Err(not_found(format!(
-                "model '{model}' not found: provider '{provider}' does not serve passthrough calls"
-            ))),
-        };
+        return Ok(Resolved {
+            resolution: Resolution::Passthrough(t.clone()),
+            matched_by: MatchedBy::ProviderPrefix,
+        });
     }
     // Bare name, top-down: the first match wins.
     if let Some(found) = bare_matches(ps, endpoint, model).next() {

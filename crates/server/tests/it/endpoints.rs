@@ -269,6 +269,47 @@ async fn every_route_kind_called_on_another_endpoint_is_wrong_endpoint_naming_th
     }
 }
 
+/// `PROVIDER::MODEL` of a provider that serves no passthrough is unknown on every endpoint
+/// (404), never a pointer to another endpoint; one that does serve passthrough, called on
+/// the wrong endpoint, names the right one.
+#[tokio::test]
+async fn a_provider_model_without_passthrough_is_not_found_on_any_endpoint() {
+    let gw = Gw::start(
+        "[server]\nauth = \"off\"\n[providers.shut]\nkind = \"mock\"\npassthrough = \"off\"\nmodels = [\"tts-z\"]\n[providers.open]\nkind = \"mock\"\nmodels = [\"tts-y\"]\n[models.tts-z]\nendpoint = \"audio_speech\"\n[models.tts-y]\nendpoint = \"audio_speech\"\n",
+    )
+    .await;
+    for path in ["/v1/chat/completions", "/v1/audio/speech"] {
+        let body = json!({"model": "shut::tts-z", "messages": [], "input": "x", "voice": "alloy"});
+        let (status, b) = error_of(gw.post(path).json(&body).send().await.unwrap()).await;
+        assert_eq!(
+            (status, b["error"]["code"].as_str()),
+            (404, Some("model_not_found")),
+            "{path}: {b}"
+        );
+    }
+    let body = json!({"model": "open::tts-y", "messages": []});
+    let (status, b) = error_of(
+        gw.post("/v1/chat/completions")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, b["error"]["code"].as_str()),
+        (400, Some("wrong_endpoint")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/audio/speech"),
+        "{b}"
+    );
+}
+
 async fn fake_gateway(fake: &fake_upstream::FakeHandle) -> Gw {
     let toml = format!(
         "[server]\nauth = \"off\"\n{}\n{FAST_RETRY}\n[models.tts-1]\nendpoint = \"audio_speech\"\n[targets.t]\nprovider = \"up\"\nmodel = \"gpt-4o\"\n[targets.s]\nprovider = \"up\"\nmodel = \"tts-1\"\n[routes.r]\ntargets = [\"t\"]\n[routes.speak]\nendpoint = \"audio_speech\"\ntargets = [\"s\"]\n",
