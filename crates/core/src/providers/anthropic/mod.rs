@@ -112,7 +112,11 @@ fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, 
             "Anthropic accepts temperatures from 0 to 1",
         ));
     }
-    let top_p = r.take_f64("top_p", pid)?;
+    // Current Claude models refuse `temperature` and `top_p` together: `top_p` goes when
+    // `temperature` is given (a `top_p` of 1, the usual default, changes nothing anyway).
+    let top_p = r
+        .take_f64("top_p", pid)?
+        .filter(|p| temperature.is_none() && *p < 1.0);
     let stop_sequences = r.take_stop(pid)?;
     let max_tokens = r
         .take_max_tokens(pid)?
@@ -153,6 +157,12 @@ fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, 
         }),
     };
     let metadata = match r.take("user") {
+        // Anthropic refuses a `user_id` that looks like an email address or a phone number
+        // (it wants an opaque id); OpenAI callers often put an email in `user`. Such a value
+        // is sent as a hash of itself: still one id per user, and no personal data.
+        Some(serde_json::Value::String(u)) if looks_personal(&u) => Some(wire::Metadata {
+            user_id: hashed(&u),
+        }),
         Some(serde_json::Value::String(u)) => Some(wire::Metadata { user_id: u }),
         Some(_) => return Err(chat::cannot(pid, "user", "expected a string")),
         None => None,
@@ -213,10 +223,11 @@ fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, 
         let param = format!("messages[{i}]");
         match m {
             Message::System { content } | Message::Developer { content } => {
-                system.push(wire::TextBlock {
-                    kind: "text",
-                    text: content.text_only(&format!("{param}.content"), pid)?,
-                });
+                let text = content.text_only(&format!("{param}.content"), pid)?;
+                // Anthropic refuses empty text blocks; an empty system prompt says nothing.
+                if !text.trim().is_empty() {
+                    system.push(wire::TextBlock { kind: "text", text });
+                }
             }
             Message::User { content } => {
                 let blocks = user_blocks(content, &param, pid)?;
@@ -236,7 +247,11 @@ fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, 
                 blocks.extend(
                     turn.calls
                         .into_iter()
-                        .map(|(id, name, input)| Block::ToolUse { id, name, input }),
+                        .map(|(id, name, input)| Block::ToolUse {
+                            id: tool_id(id),
+                            name,
+                            input,
+                        }),
                 );
                 push(&mut messages, Role::Assistant, blocks);
             }
@@ -249,7 +264,7 @@ fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, 
                     &mut messages,
                     Role::User,
                     vec![Block::ToolResult {
-                        tool_use_id: tool_call_id,
+                        tool_use_id: tool_id(tool_call_id),
                         content: text,
                     }],
                 );
@@ -321,6 +336,8 @@ fn user_blocks(content: Content, param: &str, pid: &str) -> Result<Vec<Block>, A
         Content::Parts(parts) => parts
             .into_iter()
             .enumerate()
+            // Anthropic refuses empty text blocks (one beside an image says nothing).
+            .filter(|(_, p)| !matches!(p, Part::Text { text } if text.trim().is_empty()))
             .map(|(j, p)| {
                 let at = format!("{param}.content[{j}]");
                 match p {
@@ -370,6 +387,49 @@ fn user_blocks(content: Content, param: &str, pid: &str) -> Result<Vec<Block>, A
             })
             .collect(),
     }
+}
+
+/// A tool call id as Anthropic takes it (`^[a-zA-Z0-9_-]+$`): any other character becomes
+/// `_`, the same way in the assistant's `tool_use` and in the `tool_result` that answers it,
+/// so the two still pair (ids made by another provider may carry `.`, `:`, `+`, `/`, `=`).
+fn tool_id(id: String) -> String {
+    if id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return id;
+    }
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `sha256:` and the hex SHA-256 of `value`.
+fn hashed(value: &str) -> String {
+    use sha2::Digest;
+    use std::fmt::Write;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    let mut out = String::from("sha256:");
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Whether a `user` value looks like an email address or a phone number.
+fn looks_personal(user: &str) -> bool {
+    let u = user.trim();
+    let digits = u.chars().filter(char::is_ascii_digit).count();
+    u.contains('@')
+        || (digits >= 7
+            && u.chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c)))
 }
 
 /// Anthropic's `stop_reason` as OpenAI's `finish_reason`.

@@ -90,9 +90,11 @@ impl StreamTranslator for Translator {
                 index,
                 content_block,
             } => match content_block {
+                // Anthropic opens every text block empty: the stream starts with its first
+                // text, not here (an error before it is still the first event).
                 StartBlock::Text { text } => {
-                    self.start(out)?;
                     if !text.is_empty() {
+                        self.start(out)?;
                         self.writer()?.delta(out, 0, Delta::Text(&text));
                     }
                 }

@@ -315,11 +315,17 @@ fn a_streamed_tool_call_without_arguments_has_an_empty_object_for_them() {
 
 #[test]
 fn an_overload_before_any_content_is_the_streams_first_event() {
+    // Anthropic opens its text block (empty) and pings before the first text: neither is
+    // content, so an overload after them can still be retried or fall back.
     let t = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"c\",\"usage\":{\"input_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: ping\ndata: {\"type\":\"ping\"}\n\n\
 event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
     let (out, err) = run(stream::Translator::new(false, "a".into()), t.as_bytes(), 9);
     assert!(err.is_none());
-    assert!(out.starts_with("data: {\"error\""), "{out}");
+    // (The ping is a comment: it commits nothing.)
+    let first = out.trim_start_matches(": ping\n\n");
+    assert!(first.starts_with("data: {\"error\""), "{out}");
     assert!(out.contains("\"code\":\"overloaded\""));
 }
 
@@ -437,4 +443,82 @@ fn the_documented_transcripts_translate_completely() {
         assert_eq!(out["object"], "chat.completion", "{name}");
         assert!(out["usage"]["total_tokens"].as_u64().unwrap() > 0, "{name}");
     }
+}
+
+#[test]
+fn tool_call_ids_from_another_provider_are_made_ids_anthropic_takes_and_still_pair() {
+    let id = "call_abc_0_0__thought__ab+/cd==";
+    let r = translate(json!({
+        "model": "claude-sonnet-4-5",
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "tool_calls": [{"id": id, "type": "function",
+                "function": {"name": "weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": id, "content": "sunny"}
+        ]
+    }))
+    .unwrap();
+    let used = r["messages"][1]["content"][0]["id"].as_str().unwrap();
+    let answered = r["messages"][2]["content"][0]["tool_use_id"]
+        .as_str()
+        .unwrap();
+    assert_eq!(used, answered);
+    assert!(
+        used.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{used}"
+    );
+}
+
+#[test]
+fn an_email_or_phone_number_as_user_goes_as_a_hash() {
+    for user in ["alice@example.com", "+1 (555) 123-4567"] {
+        let r = translate(json!({"model": "claude-sonnet-4-5", "user": user,
+            "messages": [{"role": "user", "content": "Hi"}]}))
+        .unwrap();
+        let sent = r["metadata"]["user_id"].as_str().unwrap();
+        assert!(
+            sent.starts_with("sha256:") && !sent.contains(user),
+            "{sent}"
+        );
+    }
+}
+
+#[test]
+fn temperature_and_top_p_never_go_together() {
+    let r = translate(
+        json!({"model": "claude-sonnet-4-5", "temperature": 0.7, "top_p": 0.9,
+        "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .unwrap();
+    assert_eq!(
+        (r["temperature"].as_f64(), r.get("top_p")),
+        (Some(0.7), None)
+    );
+    let r = translate(json!({"model": "claude-sonnet-4-5", "top_p": 1.0,
+        "messages": [{"role": "user", "content": "Hi"}]}))
+    .unwrap();
+    assert!(r.get("top_p").is_none(), "a top_p of 1 changes nothing");
+    let r = translate(json!({"model": "claude-sonnet-4-5", "top_p": 0.5,
+        "messages": [{"role": "user", "content": "Hi"}]}))
+    .unwrap();
+    assert_eq!(r["top_p"], 0.5);
+}
+
+#[test]
+fn empty_system_prompts_and_text_parts_are_left_out() {
+    let r = translate(json!({"model": "claude-sonnet-4-5", "messages": [
+        {"role": "system", "content": ""},
+        {"role": "user", "content": [{"type": "text", "text": " "},
+            {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+    ]}))
+    .unwrap();
+    assert!(
+        r.get("system")
+            .is_none_or(|s| s.as_array().is_some_and(Vec::is_empty)),
+        "{r}"
+    );
+    let parts = r["messages"][0]["content"].as_array().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(parts[0]["type"], "image");
 }

@@ -276,8 +276,17 @@ fn to_gemini(body: &[u8], pid: &str) -> Result<(wire::Request, bool), ApiError> 
                 let turn = chat::assistant_turn(content, tool_calls, refusal, &param, pid)?;
                 let mut parts: Vec<wire::Part> =
                     turn.texts.into_iter().map(wire::Part::Text).collect();
-                for (id, name, args) in turn.calls {
-                    let thought_signature = signature_of(&id).map(str::to_string);
+                // Gemini 3 wants a thought signature on the first function call of each
+                // step. Calls another provider made (a fallback, or a history from another
+                // model) carry none: the first gets the placeholder Google documents for
+                // histories it did not write.
+                let signed = turn
+                    .calls
+                    .iter()
+                    .any(|(id, _, _)| signature_of(id).is_some());
+                for (n, (id, name, args)) in turn.calls.into_iter().enumerate() {
+                    let thought_signature = signature_of(&id)
+                        .or_else(|| (n == 0 && !signed).then(|| UNSIGNED_CALL.to_string()));
                     call_names.push((id, name.clone()));
                     parts.push(wire::Part::FunctionCall {
                         function_call: wire::FunctionCall {
@@ -470,22 +479,49 @@ fn call_id(response_id: &str, candidate: usize, n: usize) -> String {
 /// Between a tool call's id and the thought signature it carries.
 const SIGNATURE_MARK: &str = "__thought__";
 
+/// The thought signature Google documents for function calls it did not make.
+const UNSIGNED_CALL: &str = "skip_thought_signature_validator";
+
 /// The id a caller sees for a Gemini function call: Gemini's own id (or one made up), with
 /// the call's thought signature appended. Callers echo tool call ids back unchanged (in the
 /// assistant turn and in `tool_call_id`), so the signature returns to Gemini with the history
-/// without any field beyond OpenAI's.
+/// without any field beyond OpenAI's. The signature (standard base64) is written URL-safe and
+/// unpadded (`-`, `_`), so the id stays within the characters other providers take in ids
+/// (Anthropic: letters, digits, `_`, `-`), should a fallback send the history elsewhere.
 pub(super) fn signed_call_id(id: String, signature: Option<&str>) -> String {
     match signature.filter(|s| !s.is_empty()) {
-        Some(sig) => format!("{id}{SIGNATURE_MARK}{sig}"),
+        Some(sig) => {
+            let mut out = id;
+            out.push_str(SIGNATURE_MARK);
+            out.extend(sig.chars().filter(|c| *c != '=').map(|c| match c {
+                '+' => '-',
+                '/' => '_',
+                c => c,
+            }));
+            out
+        }
         None => id,
     }
 }
 
-/// The thought signature a tool call id carries, if any.
-fn signature_of(id: &str) -> Option<&str> {
-    id.split_once(SIGNATURE_MARK)
-        .map(|(_, sig)| sig)
-        .filter(|s| !s.is_empty())
+/// The thought signature a tool call id carries, if any, in standard base64 again.
+fn signature_of(id: &str) -> Option<String> {
+    let (_, sig) = id.split_once(SIGNATURE_MARK)?;
+    if sig.is_empty() {
+        return None;
+    }
+    let mut out: String = sig
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    Some(out)
 }
 
 fn response_id(r: &wire::Response) -> String {

@@ -69,6 +69,22 @@ impl StreamTranslator for Translator {
             self.done = true;
             return Ok(());
         }
+        // As for a whole answer: a function call Gemini could not form is no answer (before
+        // the first byte the plan moves on; after it, the stream is interrupted), never a
+        // "stop" with nothing in it.
+        if !r.candidates.is_empty()
+            && r.candidates
+                .iter()
+                .all(|c| c.finish_reason.as_deref() == Some("MALFORMED_FUNCTION_CALL"))
+        {
+            let message = format!(
+                "provider '{}' answered with a malformed function call",
+                self.provider
+            );
+            chat::error_event(out, crate::ErrorCode::Upstream, &message);
+            self.done = true;
+            return Ok(());
+        }
         if self.writer.is_none() {
             self.id = response_id(&r);
             let model = r.model_version.as_deref().unwrap_or(&self.model);

@@ -64,9 +64,11 @@ fn function_declarations_calls_and_responses_translate_by_name() {
         "tool_choice": "required"
     }))
     .unwrap();
+    // A call another model made carries no signature: the first of its turn gets Google's
+    // placeholder for histories Gemini did not write.
     assert_eq!(
         r["contents"][1]["parts"][0],
-        json!({"functionCall": {"name": "weather", "args": {"city": "Paris"}}})
+        json!({"functionCall": {"name": "weather", "args": {"city": "Paris"}}, "thoughtSignature": "skip_thought_signature_validator"})
     );
     assert_eq!(r["contents"][2]["role"], "user");
     assert_eq!(
@@ -183,10 +185,24 @@ fn a_function_calls_thought_signature_goes_back_to_gemini_with_the_history() {
         .unwrap()
         .clone();
     let first = calls[0]["id"].as_str().unwrap().to_string();
+    // Written URL-safe and unpadded: the id keeps to letters, digits, `_` and `-`, which
+    // every provider takes in ids (a fallback may carry the history to another one).
+    assert_eq!(first, "call_abc_0_0__thought__c2lnLTE");
+    let signed = json!({"candidates": [{"content": {"role": "model", "parts": [
+        {"functionCall": {"name": "weather", "args": {}}, "thoughtSignature": "ab+/cd=="}
+    ]}, "finishReason": "STOP", "index": 0}], "responseId": "x"});
+    let out: serde_json::Value =
+        serde_json::from_slice(&from_gemini(serde_json::from_value(signed).unwrap(), "g")).unwrap();
+    let odd = out["choices"][0]["message"]["tool_calls"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
-        first.starts_with("call_abc_0_0") && first.ends_with("c2lnLTE="),
-        "{first}"
+        odd.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        "{odd}"
     );
+    assert_eq!(signature_of(&odd).as_deref(), Some("ab+/cd=="));
     assert_eq!(
         calls[1]["id"], "call_abc_0_1",
         "only the signed call carries one"
@@ -385,4 +401,20 @@ fn the_documented_transcripts_translate_completely() {
         assert_eq!(out["object"], "chat.completion");
         assert!(out["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     }
+}
+
+#[test]
+fn a_streamed_malformed_function_call_is_an_error_not_an_empty_stop() {
+    let t = "data: {\"candidates\":[{\"content\":{},\"finishReason\":\"MALFORMED_FUNCTION_CALL\",\"index\":0}]}\r\n\r\n";
+    let (out, err) = run(
+        stream::Translator::new(false, "g".into(), "gem".into()),
+        t.as_bytes(),
+        t.len(),
+    );
+    assert!(err.is_none());
+    assert!(out.starts_with("data: {\"error\""), "{out}");
+    assert!(
+        !out.contains("[DONE]") && !out.contains("\"stop\""),
+        "{out}"
+    );
 }
