@@ -144,8 +144,19 @@ pub fn resolve(
             )));
         };
         if !p.models.iter().any(|m| m == name) {
+            let elsewhere: Vec<String> = ps
+                .providers
+                .values()
+                .filter(|o| o.models.iter().any(|m| m == name))
+                .map(|o| format!("{}::{name}", o.id))
+                .collect();
+            let hint = if elsewhere.is_empty() {
+                bare_hint(ps, endpoint, name)
+            } else {
+                format!("; listed as {}", elsewhere.join(", "))
+            };
             return Err(not_found(format!(
-                "provider '{provider}' does not list model '{name}'"
+                "provider '{provider}' does not list model '{name}'{hint}"
             )));
         }
         // A provider that serves no passthrough has no such model on any endpoint: 404
@@ -239,7 +250,8 @@ fn bare_hint(ps: &ProjectSnapshot, endpoint: EndpointKind, name: &str) -> String
     if served {
         format!("; '{name}' is a model: call it without a prefix (\"model\": \"{name}\")")
     } else {
-        String::new()
+        // Served elsewhere, perhaps: the hint a bare name gets.
+        hint(ps, endpoint, name)
     }
 }
 

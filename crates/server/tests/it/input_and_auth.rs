@@ -342,6 +342,8 @@ targets = ["t-embed"]
             "function::embed",
             "route 'embed' serves embeddings: POST /v1/embeddings",
         ),
+        // A prefix on a model of another kind names its endpoint.
+        ("route::text-embedding-3-small", "serves embeddings"),
     ] {
         let (s, b) = error_of(gw.chat(model, None).await).await;
         assert_eq!(s, 404, "{model}");
