@@ -289,7 +289,11 @@ impl Exporter {
 
     /// Queue the spans of a batch of records; never waits.
     pub fn export(&self, batch: &[TraceRecord]) {
-        let spans: Vec<Span> = batch.iter().flat_map(spans_of).collect();
+        let spans: Vec<Span> = batch
+            .iter()
+            .filter(|r| !r.exported)
+            .flat_map(spans_of)
+            .collect();
         if spans.is_empty() {
             return;
         }
@@ -504,7 +508,11 @@ impl TraceStore for Tee {
         batch: Vec<TraceRecord>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::trace::Written> + Send + '_>>
     {
+        let mut batch = batch;
         self.exporter.export(&batch);
+        for r in &mut batch {
+            r.exported = true;
+        }
         Box::pin(async move {
             match &self.store {
                 Some(s) => s.write(batch).await,
@@ -517,6 +525,44 @@ impl TraceStore for Tee {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch the store refuses comes back through the exporter on each retry: its spans
+    /// go out once.
+    #[tokio::test]
+    async fn a_batch_the_store_retries_is_exported_once() {
+        struct Refuses;
+        impl TraceStore for Refuses {
+            fn write(
+                &self,
+                batch: Vec<TraceRecord>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = crate::trace::Written> + Send + '_>,
+            > {
+                Box::pin(async move { (batch, Err("locked".to_string())) })
+            }
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let exporter = Arc::new(Exporter {
+            tx,
+            dropped: Default::default(),
+        });
+        let tee = Tee {
+            exporter,
+            store: Some(Arc::new(Refuses)),
+        };
+        let mut batch = vec![TraceRecord {
+            otel: Some(SpanIds::new(None)),
+            ..Default::default()
+        }];
+        for _ in 0..3 {
+            batch = tee.write(batch).await.0;
+        }
+        let mut sent = 0;
+        while let Ok(spans) = rx.try_recv() {
+            sent += spans.len();
+        }
+        assert_eq!(sent, 1, "one SERVER span, once");
+    }
 
     #[test]
     fn a_callers_traceparent_is_joined_and_a_bad_one_starts_a_new_trace() {

@@ -150,6 +150,10 @@ pub struct TraceRecord {
     /// price: the writer reads it off the request path ([`TraceRecord::settle`]).
     #[serde(skip)]
     pub unread_answer: Option<(bytes::Bytes, crate::model::Price)>,
+    /// Its spans went to the OTLP exporter already (a batch the store retries comes back
+    /// through the exporter; it is exported once).
+    #[serde(skip)]
+    pub exported: bool,
 }
 
 impl TraceRecord {

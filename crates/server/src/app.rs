@@ -653,14 +653,16 @@ fn proxy(
             Err(e) => return fail(e, trace),
         };
         // Routing errors first (a wrong endpoint names the right one), then the body's shape.
-        if let Err(e) = check_fits(upstream_path, &peeked) {
-            return fail(e, trace);
-        }
         trace.layer = Some(resolved.layer());
         let label = resolved.label();
         trace.route = Some(label.to_string());
         if let Resolution::Route(r) = &resolved.resolution {
             trace.route_version = (r.version > 0).then_some(r.version);
+        }
+        // After the resolution is on the trace: a body that does not fit its endpoint is
+        // counted under its route.
+        if let Err(e) = check_fits(upstream_path, &peeked) {
+            return fail(e, trace);
         }
         if let Resolution::Passthrough(t) = &resolved.resolution
             && matches!(t.auth, TargetAuth::Caller)

@@ -446,6 +446,24 @@ async fn large_groups_sample_their_percentiles_and_keep_exact_counts() {
         // Below the threshold nothing is sampled.
         let whole = store.aggregate(&f, Some("route")).await.unwrap();
         assert!(whole.iter().all(|a| a.percentile_sample == a.requests));
+        // Over no traces: no group by route, and the one group over everything, empty.
+        let none = crate::TraceFilter {
+            project: "nobody".into(),
+            ..Default::default()
+        };
+        assert!(
+            store
+                .aggregate(&none, Some("route"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let empty = store.aggregate(&none, None).await.unwrap();
+        assert_eq!(empty.len(), 1, "{url}");
+        assert_eq!(
+            (empty[0].requests, empty[0].error_rate, empty[0].cost_usd),
+            (0, 0.0, None)
+        );
     })
     .await;
 }

@@ -763,6 +763,28 @@ impl Store {
             }
         }
         out.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.group.cmp(&b.group)));
+        // Without `by` there is one group over everything, an empty one included (GROUP BY
+        // over no rows gives no row).
+        if by.is_none() && out.is_empty() {
+            out.push(Aggregate {
+                group: None,
+                requests: 0,
+                errors: 0,
+                error_rate: 0.0,
+                latency_ms_p50: None,
+                latency_ms_p95: None,
+                latency_ms_p99: None,
+                ttft_count: 0,
+                ttft_ms_p50: None,
+                ttft_ms_p95: None,
+                input_tokens: 0,
+                output_tokens: 0,
+                cached_tokens: 0,
+                cost_usd: None,
+                priced_requests: 0,
+                percentile_sample: 0,
+            });
+        }
         Ok(out)
     }
 }

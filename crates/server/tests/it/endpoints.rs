@@ -232,6 +232,17 @@ async fn a_body_that_does_not_fit_its_endpoint_names_the_missing_field() {
         );
         assert_eq!(b["error"]["code"], "bad_request");
     }
+    // The model resolved: the refusal is counted under its route.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let metrics = gw.running.state.sink.metrics().encode();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("gen_ai_client_operation_duration_seconds_count")
+                && l.contains("route=\"route:talk\"")
+                && l.contains("status_class=\"4xx\"")
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
