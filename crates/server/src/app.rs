@@ -865,6 +865,13 @@ async fn ready(State(st): State<AppState>) -> Response {
         )
             .into_response();
     }
+    if !st.live.store_in_sync() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "store_config_rejected", "config_version": st.live.version()})),
+        )
+            .into_response();
+    }
     axum::Json(serde_json::json!({"status": "ready", "config_version": st.live.version()}))
         .into_response()
 }

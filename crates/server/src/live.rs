@@ -22,6 +22,9 @@ pub struct Live {
     bind_host: String,
     /// Whether the store answered the last time it was asked (`/ready`).
     store_reachable: std::sync::atomic::AtomicBool,
+    /// False while the store's config does not validate with this node's file: the node
+    /// serves its last good config (revocations since included not applied) and is not ready.
+    store_in_sync: std::sync::atomic::AtomicBool,
     /// Held by a change from its check to its install (an admin write across its store
     /// commit, a file reload), so two changes each valid alone never both land: the second
     /// is checked against the first.
@@ -95,6 +98,7 @@ impl Live {
                 }),
                 bind_host: host,
                 store_reachable: std::sync::atomic::AtomicBool::new(true),
+                store_in_sync: std::sync::atomic::AtomicBool::new(true),
                 changing: tokio::sync::Mutex::new(()),
             },
             loaded.warnings,
@@ -117,6 +121,7 @@ impl Live {
             }),
             bind_host: host,
             store_reachable: std::sync::atomic::AtomicBool::new(true),
+            store_in_sync: std::sync::atomic::AtomicBool::new(true),
             changing: tokio::sync::Mutex::new(()),
         }
     }
@@ -295,6 +300,14 @@ impl Live {
 
     pub fn store_reachable(&self) -> bool {
         self.store_reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn store_in_sync(&self) -> bool {
+        self.store_in_sync.load(Ordering::Relaxed)
+    }
+
+    pub fn set_store_in_sync(&self, ok: bool) {
+        self.store_in_sync.store(ok, Ordering::Relaxed);
     }
 
     pub fn set_store_reachable(&self, ok: bool) {

@@ -811,9 +811,11 @@ impl Store {
             Change::DeleteProject { name } => {
                 Self::need_project(tx, name).await?;
                 let used: i64 = sqlx::query(
-                    "SELECT (SELECT COUNT(*) FROM objects WHERE project = $1) + (SELECT COUNT(*) FROM credentials WHERE project = $1) + (SELECT COUNT(*) FROM api_keys WHERE project = $1 AND revoked_at IS NULL)",
+                    // Keys revoked or expired do not hold a project.
+                    "SELECT (SELECT COUNT(*) FROM objects WHERE project = $1) + (SELECT COUNT(*) FROM credentials WHERE project = $1) + (SELECT COUNT(*) FROM api_keys WHERE project = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2))",
                 )
                 .bind(name.clone())
+                .bind(now_ms())
                 .fetch_one(&mut **tx)
                 .await?
                 .try_get(0)?;
@@ -822,10 +824,14 @@ impl Store {
                         "project '{name}' still holds {used} object(s), credential(s) or key(s); delete them first"
                     )));
                 }
-                sqlx::query("DELETE FROM api_keys WHERE project = $1")
-                    .bind(name.clone())
-                    .execute(&mut **tx)
-                    .await?;
+                // What the project leaves behind goes with it: a project created later under
+                // the same name starts empty (no old traces, captured content or versions).
+                for table in ["api_keys", "object_versions", "traces"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE project = $1"))
+                        .bind(name.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 sqlx::query("DELETE FROM projects WHERE name = $1")
                     .bind(name.clone())
                     .execute(&mut **tx)
@@ -1296,6 +1302,32 @@ impl Store {
         .iter()
         .map(object_record)
         .collect()
+    }
+
+    /// The stored credentials (`credential::NAME`) any version of any object of `project`
+    /// ever referenced: credentials that have been sent somewhere.
+    pub async fn credentials_ever_referenced(
+        &self,
+        project: &str,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body FROM object_versions WHERE project = $1 AND body LIKE '%credential::%'",
+        )
+        .bind(project.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut names = std::collections::BTreeSet::new();
+        for r in rows {
+            let body: String = r.try_get(0)?;
+            let mut rest = body.as_str();
+            while let Some(i) = rest.find("credential::") {
+                rest = &rest[i + "credential::".len()..];
+                let end = rest.find('"').unwrap_or(rest.len());
+                names.insert(rest[..end].to_string());
+                rest = &rest[end..];
+            }
+        }
+        Ok(names)
     }
 
     /// Every stored object of a kind, whatever its project.

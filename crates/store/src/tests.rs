@@ -782,3 +782,77 @@ async fn cursor_pages_walk_ties_in_order_and_seek() {
     })
     .await;
 }
+
+/// A project whose keys have all expired can be deleted, and a project made later under the
+/// same name starts empty: no traces (captured content included) and no versions of the old.
+#[tokio::test]
+async fn a_deleted_project_leaves_nothing_to_a_new_one_of_its_name() {
+    use signalbox_core::trace::TraceRecord;
+    each_backend(async |url| {
+        let store = Store::open(&url, MasterKey::generate()).await.unwrap();
+        let create = Change::CreateProject {
+            name: "gone".into(),
+            description: String::new(),
+        };
+        store.write(&actor(), create.clone(), accept).await.unwrap();
+        let key = Change::CreateKey {
+            project: "gone".into(),
+            name: "k".into(),
+            expires_at: Some(now_ms() - 1),
+            value: None,
+        };
+        store.write(&actor(), key, accept).await.unwrap();
+        let route = Change::PutObject {
+            kind: ObjectKind::Route,
+            project: "gone".into(),
+            name: "r".into(),
+            body: json!({"targets": ["t"]}),
+            if_match: None,
+            create_only: false,
+        };
+        store.write(&actor(), route, accept).await.unwrap();
+        let del_route = Change::DeleteObject {
+            kind: ObjectKind::Route,
+            project: "gone".into(),
+            name: "r".into(),
+            if_match: None,
+        };
+        store.write(&actor(), del_route, accept).await.unwrap();
+        let trace = TraceRecord {
+            id: "old".into(),
+            project: "gone".into(),
+            endpoint: "chat",
+            time_unix_ms: 1_000,
+            status: 200,
+            ..Default::default()
+        };
+        store.insert_traces(&[trace]).await.unwrap();
+
+        let delete = Change::DeleteProject {
+            name: "gone".into(),
+        };
+        store
+            .write(&actor(), delete, accept)
+            .await
+            .expect("an expired key holds no project");
+        store.write(&actor(), create, accept).await.unwrap();
+        let f = crate::TraceFilter {
+            project: "gone".into(),
+            ..Default::default()
+        };
+        assert!(
+            store
+                .traces(&f, false, 10, None)
+                .await
+                .unwrap()
+                .data
+                .is_empty(),
+            "{url}"
+        );
+        assert!(
+            store.history(ObjectKind::Route, "gone", "r").await.is_err(),
+            "{url}"
+        );
+    })
+    .await;
+}

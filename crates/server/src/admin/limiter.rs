@@ -39,9 +39,13 @@ impl LoginLimiter {
     }
 
     /// How long until a login may be tried again, if it is blocked now.
-    pub fn blocked(&self, client: &str, user: &str) -> Option<Duration> {
+    fn blocked_in(
+        &self,
+        map: &mut HashMap<String, VecDeque<Instant>>,
+        client: &str,
+        user: &str,
+    ) -> Option<Duration> {
         let now = Instant::now();
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let mut wait = None;
         for k in Self::keys(client, user) {
             if let Some(q) = map.get_mut(&k) {
@@ -62,9 +66,21 @@ impl LoginLimiter {
         wait
     }
 
-    pub fn failed(&self, client: &str, user: &str) {
-        let now = Instant::now();
+    /// Begin an attempt: blocked (how long to wait), or counted as a failure until it
+    /// succeeds ([`LoginLimiter::succeeded`] takes it back). Counting it before the password
+    /// is checked (which takes tens of milliseconds) keeps a burst of parallel attempts
+    /// within the limit.
+    pub fn attempt(&self, client: &str, user: &str) -> Result<(), Duration> {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wait) = self.blocked_in(&mut map, client, user) {
+            return Err(wait);
+        }
+        self.record(&mut map, client, user);
+        Ok(())
+    }
+
+    fn record(&self, map: &mut HashMap<String, VecDeque<Instant>>, client: &str, user: &str) {
+        let now = Instant::now();
         // Bound memory: forget idle entries when the table grows large.
         if map.len() > 10_000 {
             map.retain(|_, q| {
@@ -81,10 +97,14 @@ impl LoginLimiter {
         }
     }
 
-    /// A successful login clears its user's failures (not the client's).
-    pub fn succeeded(&self, _client: &str, user: &str) {
+    /// A successful login clears its user's failures, and takes back the one its attempt
+    /// counted for the client (the client's others stay).
+    pub fn succeeded(&self, client: &str, user: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&Self::user_key(user));
+        if let Some(q) = map.get_mut(&format!("client:{client}")) {
+            q.pop_back();
+        }
     }
 }
 
@@ -93,18 +113,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parallel_attempts_are_counted_before_their_password_is_checked() {
+        let l = LoginLimiter::new(10, Duration::from_secs(60));
+        // 50 attempts at once: each is counted as it begins, so only 10 get to try.
+        let allowed = (0..50)
+            .filter(|_| l.attempt("10.0.0.1", "admin").is_ok())
+            .count();
+        assert_eq!(allowed, 10);
+        // A success takes its own count back (the user's failures go too).
+        let l = LoginLimiter::new(2, Duration::from_secs(60));
+        for _ in 0..5 {
+            assert!(l.attempt("10.0.0.9", "bob").is_ok());
+            l.succeeded("10.0.0.9", "bob");
+        }
+    }
+
+    #[test]
     fn a_long_user_name_costs_the_table_a_digest_not_its_length() {
         let l = LoginLimiter::new(2, Duration::from_secs(60));
         let huge = "x".repeat(1 << 20);
-        l.failed("10.0.0.1", &huge);
-        l.failed("10.0.0.1", &huge);
+        assert!(l.attempt("10.0.0.1", &huge).is_ok());
+        assert!(l.attempt("10.0.0.1", &huge).is_ok());
         assert!(
-            l.blocked("10.0.0.2", &huge).is_some(),
+            l.attempt("10.0.0.2", &huge).is_err(),
             "still limited per user"
         );
         let held: usize = l.failures.lock().unwrap().keys().map(String::len).sum();
         assert!(held < 100, "{held} bytes of keys");
         l.succeeded("10.0.0.2", &huge);
-        assert!(l.blocked("10.0.0.2", &huge).is_none());
+        assert!(l.attempt("10.0.0.2", &huge).is_ok());
     }
 }

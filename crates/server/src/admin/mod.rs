@@ -83,14 +83,27 @@ impl AdminState {
         let live = self.live.clone();
         let now = self.live.snapshot();
         let guard = below_owner_in.map(str::to_string);
+        // Credentials the project has sent somewhere before: one detached since still needs
+        // the owner to go to a new address (else: detach, then attach elsewhere).
+        let used_before = match &guard {
+            Some(p) => self.store.credentials_ever_referenced(p).await?,
+            None => Default::default(),
+        };
         let ((snapshot, catalog), committed) = self
             .store
             .write_all(actor, changes, move |catalog: &Catalog, _v| {
                 let candidate = live.check_catalog(catalog)?;
-                if let Some(p) = &guard
-                    && let Some(why) = new_credential_destination(&now, &candidate.snapshot, p)
-                {
-                    return Err(StoreError::Refused(why));
+                if let Some(p) = &guard {
+                    let sent_before: Vec<&str> = used_before
+                        .iter()
+                        .filter_map(|n| catalog.credentials.get(n))
+                        .map(|c| c.secret.expose())
+                        .collect();
+                    if let Some(why) =
+                        new_credential_destination(&now, &candidate.snapshot, p, &sent_before)
+                    {
+                        return Err(StoreError::Refused(why));
+                    }
                 }
                 Ok((candidate, catalog.clone()))
             })
@@ -578,23 +591,21 @@ pub(crate) async fn password_login(
     password: &str,
 ) -> Result<Result<(String, i64), Response>, AdminError> {
     let client = peer.ip().to_string();
-    if let Some(wait) = st.limiter.blocked(&client, username) {
+    if let Err(wait) = st.limiter.attempt(&client, username) {
         return Ok(Err(too_many(
             wait,
             "too many failed logins; wait before trying again",
         )));
     }
+    // The attempt counts as a failure unless it succeeds (see `LoginLimiter::attempt`).
     match st.store.login(username, password, LOGIN_TTL).await? {
         Some((token, expires)) => {
             st.limiter.succeeded(&client, username);
             Ok(Ok((token, expires)))
         }
-        None => {
-            st.limiter.failed(&client, username);
-            Ok(Err(
-                AdminError::unauthorized("wrong username or password").into_response()
-            ))
-        }
+        None => Ok(Err(
+            AdminError::unauthorized("wrong username or password").into_response()
+        )),
     }
 }
 
@@ -931,8 +942,15 @@ async fn write_object(
 /// sends a credential secret that `now` already sends to some upstream origin to an origin it
 /// does not go to yet. Without this an editor could attach the project's stored credential
 /// to a provider at an address of their own and have it sent there (test connection, or any
-/// request). A credential not sent anywhere yet may go wherever an editor puts it.
-fn new_credential_destination(now: &Snapshot, next: &Snapshot, project: &str) -> Option<String> {
+/// request). A credential never sent anywhere (`sent_before` holds the secrets of those any
+/// object of the project referenced at some version) may go wherever an editor puts it; one
+/// detached from everything since is not new: it needs the owner too.
+fn new_credential_destination(
+    now: &Snapshot,
+    next: &Snapshot,
+    project: &str,
+    sent_before: &[&str],
+) -> Option<String> {
     let before = now
         .project(project)
         .map(|p| p.credential_destinations())
@@ -952,6 +970,13 @@ fn new_credential_destination(now: &Snapshot, next: &Snapshot, project: &str) ->
                  (it goes to {}); sending a credential to a new address needs the owner role \
                  in project '{project}'",
                 known.join(", ")
+            ));
+        }
+        if known.is_empty() && sent_before.contains(secret) {
+            return Some(format!(
+                "{what} would send a stored credential to {origin}; it went elsewhere before \
+                 (it is used nowhere now): sending it to an address again needs the owner role \
+                 in project '{project}'"
             ));
         }
     }
@@ -1860,20 +1885,21 @@ async fn set_password(
     if !auth.0.is_admin {
         // Guessing the present password through this endpoint is limited as logins are.
         let client = format!("password-change:{name}");
-        if let Some(wait) = st.limiter.blocked(&client, &name) {
-            return Ok(too_many(
-                wait,
-                "too many wrong passwords; wait before trying again",
-            ));
-        }
         let Some(current) = b.current_password.as_deref() else {
             return Err(AdminError::bad_request(
                 "`current_password` is required to change your own password",
             )
             .with_param("current_password"));
         };
-        if !st.store.check_password(&name, current).await? {
-            st.limiter.failed(&client, &name);
+        if let Err(wait) = st.limiter.attempt(&client, &name) {
+            return Ok(too_many(
+                wait,
+                "too many wrong passwords; wait before trying again",
+            ));
+        }
+        if st.store.check_password(&name, current).await? {
+            st.limiter.succeeded(&client, &name);
+        } else {
             return Err(
                 AdminError::forbidden("`current_password` is not your password")
                     .with_param("current_password"),

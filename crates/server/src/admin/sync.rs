@@ -43,8 +43,19 @@ pub fn follow(store: Arc<Store>, live: Arc<Live>, pg_url: Option<String>, stop: 
                         "the store's config does not validate with this node's config file; keeping the last good config:\n{errs}"
                     );
                     rejected = Some((v, live.version()));
+                    // Out of step with the other nodes (a key revoked since is not revoked
+                    // here): not ready until a change fits again.
+                    live.set_store_in_sync(false);
                 }
-                Ok(_) => {
+                Ok(Refresh::Applied(_)) => {
+                    rejected = None;
+                    live.set_store_in_sync(true);
+                    if !live.store_reachable() {
+                        tracing::info!("store reachable again");
+                    }
+                    live.set_store_reachable(true);
+                }
+                Ok(Refresh::Unchanged) => {
                     if !live.store_reachable() {
                         tracing::info!("store reachable again");
                     }

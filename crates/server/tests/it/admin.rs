@@ -764,8 +764,8 @@ async fn call_as(
 /// An editor cannot send the project's stored credential to an address of their own (a new
 /// provider, a provider moved with the credential set again, a target on such a provider, or a
 /// rollback onto a moved provider): the credential would reach it by test connection or by
-/// any request. The owner can; an editor can still use it where it already goes, and attach a
-/// credential sent nowhere yet.
+/// any request, nor detach it and attach it elsewhere. The owner can; an editor can still use
+/// it where it already goes, and attach a credential sent nowhere yet.
 #[tokio::test]
 async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
     use reqwest::Method;
@@ -830,6 +830,9 @@ async fn only_an_owner_sends_a_stored_credential_to_a_new_address() {
         (own, Method::PUT, "/targets/kept", json!({"provider": "real", "model": "m", "credential": "credential::prod"}), 201, "the owner's target"),
         (ed, Method::PATCH, "/providers/real", json!({"base_url": "http://127.0.0.7:9/v1"}), 200, "moving a provider drops its credentials"),
         (ed, Method::POST, "/targets/kept/rollback", json!({"version": 1}), 403, "a rollback bringing the credential onto the moved provider"),
+        // Detached, then attached elsewhere: a credential that went somewhere is not new.
+        (ed, Method::PATCH, "/providers/theirs", json!({"credential": null}), 200, "detaching the credential"),
+        (ed, Method::PUT, "/providers/other", elsewhere("http://127.0.0.10:9/v1", "credential::mine"), 403, "a detached credential sent to a new address"),
         (own, Method::PUT, "/providers/new-home", elsewhere("http://127.0.0.9:9/v1", "credential::prod"), 201, "the owner may send the credential anywhere"),
     ];
     for (tok, method, path, body, want, what) in steps {
@@ -996,6 +999,65 @@ async fn two_nodes_on_one_postgresql_converge() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         eprintln!("node B served change {i} after {:?}", t0.elapsed());
+    }
+}
+
+/// A node whose own file does not fit a store change (another file defines the same route)
+/// keeps its last good config but is out of step with the others (a key revoked since would
+/// still pass there): it answers `/ready` with 503 until a change fits again.
+#[tokio::test]
+async fn a_node_that_cannot_apply_a_store_change_is_not_ready_until_one_fits() {
+    let Some(db) = signalbox_store::testing::fresh_postgres().await else {
+        return;
+    };
+    let key = MasterKey::generate();
+    let a = Node::start(&db, &key, BASE).await;
+    let b = Node::start(
+        &db,
+        &key,
+        &format!("{BASE}[targets.fb]\nmodel = \"echo-1\"\n[routes.clash]\ntargets = [\"fb\"]\n"),
+    )
+    .await;
+    let ready = |n: &Node| {
+        let url = format!("{}/ready", n.url);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(ready(&b).await.0, 200);
+    a.route_to("clash", "t0", "echo-2").await;
+    let t0 = Instant::now();
+    loop {
+        let (s, body) = ready(&b).await;
+        if s == 503 {
+            assert_eq!(body["status"], "store_config_rejected", "{body}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "node B stayed ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready(&a).await.0, 200, "the writer's node applied it");
+    // The store's route goes: B can follow again.
+    assert!(
+        a.delete("/projects/default/routes/clash")
+            .await
+            .status()
+            .is_success()
+    );
+    let t0 = Instant::now();
+    while ready(&b).await.0 != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "node B never became ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
