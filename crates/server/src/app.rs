@@ -456,11 +456,13 @@ fn not_a_gateway_key(snap: &Snapshot, key: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Read a JSON body of at most `limit` bytes. Over the limit, the error comes with the body
+/// still unread, to be [`drain`]ed.
 async fn read_limited(
-    body: Body,
+    mut body: Body,
     limit: usize,
     content_length: Option<&str>,
-) -> Result<bytes::Bytes, ApiError> {
+) -> Result<bytes::Bytes, (ApiError, Option<Body>)> {
     let too_large = || {
         ApiError::bad_request(format!(
             "request body is larger than the limit of {limit} bytes"
@@ -470,18 +472,75 @@ async fn read_limited(
     if let Some(len) = content_length.and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
-        return Err(too_large());
+        return Err((too_large(), Some(body)));
     }
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) if client_went_away(&*e) => Err(ApiError::bad_request(
-            "the client closed the connection before sending the whole body",
-        )
-        .with_status(CLIENT_CLOSED_STATUS)),
-        Err(_) => Err(ApiError::bad_request("could not read the request body")),
+    // A body in one chunk (most) is that chunk, uncopied; chunks are joined from the second on.
+    let mut first: Option<bytes::Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers
+            },
+            Err(e) if client_went_away(&e) => {
+                return Err((
+                    ApiError::bad_request(
+                        "the client closed the connection before sending the whole body",
+                    )
+                    .with_status(CLIENT_CLOSED_STATUS),
+                    None,
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    ApiError::bad_request("could not read the request body"),
+                    None,
+                ));
+            }
+        };
+        let held = first.as_ref().map_or(0, bytes::Bytes::len) + buf.len();
+        if held + data.len() > limit {
+            return Err((too_large(), Some(body)));
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            Some(f) => {
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+            None => buf.extend_from_slice(&data),
+        }
     }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+/// Most bytes, and longest, a request body refused before it was read is still taken in for:
+/// long enough for a client that sends its whole body before reading (most HTTP clients) to
+/// get to the answer instead of a reset connection.
+const DRAIN_MAX_BYTES: usize = 64 << 20;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Read and discard what is left of a refused request's body, in a task of its own, up to
+/// [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`]: the answer goes out meanwhile, and the
+/// connection closes only after the client has sent what it meant to (closing with unread
+/// bytes resets it, and the client sees a broken connection instead of the answer).
+fn drain(body: Body) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut taken = 0usize;
+        let read = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(d) = frame.data_ref() {
+                    taken += d.len();
+                    if taken > DRAIN_MAX_BYTES {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, read).await;
+    });
 }
 
 /// The status a request whose client went away is traced with (with code `client_closed`);
@@ -552,23 +611,31 @@ fn proxy(
             )
         };
 
+        // Refused before its body is read: the body is still taken in (`drain`), so the
+        // client gets to the end of sending it and reads the answer.
         if let Some(err) = head_too_large(inb.head_bytes) {
+            drain(body);
             return fail(err, trace);
         }
         let max = snap.server.max_in_flight;
         if st.in_flight.fetch_add(1, Ordering::Relaxed) >= max {
             st.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let err = ApiError::new(
+            let mut err = ApiError::new(
                 ErrorCode::Overloaded,
                 format!("the gateway is at its limit of {max} requests in flight; retry shortly"),
             );
+            err.retry_after = Some(1);
+            drain(body);
             return fail(err, trace);
         }
         let guard = InFlight(st.in_flight.clone());
 
         let caller = match authenticate(&snap, &inb) {
             Ok(c) => c,
-            Err(e) => return fail(e, trace),
+            Err(e) => {
+                drain(body);
+                return fail(e, trace);
+            }
         };
         let Caller {
             project,
@@ -585,6 +652,7 @@ fn proxy(
             capped(enc, 64)
         ))
         .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            drain(body);
             return fail(err, trace);
         }
         let (bytes, peeked, multipart) = if upstream_path.starts_with("/audio/trans") {
@@ -592,7 +660,10 @@ fn proxy(
             let ct = text(inb.content_type);
             let boundary = match multipart::boundary_of(ct, &format!("POST /v1{upstream_path}")) {
                 Ok(b) => b,
-                Err(e) => return fail(e, trace),
+                Err(e) => {
+                    drain(body);
+                    return fail(e, trace);
+                }
             };
             let limit = snap.server.max_upload_bytes;
             let read = multipart::ingest(body.into_data_stream(), boundary, limit);
@@ -622,13 +693,19 @@ fn proxy(
                     endpoint.endpoint_hint()
                 ))
                 .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+                drain(body);
                 return fail(err, trace);
             }
             let read = read_limited(body, snap.server.max_body_bytes, text(inb.content_length));
             let read = tokio::time::timeout_at(started + snap.server.request_timeout, read);
-            let bytes = match read.await.unwrap_or_else(|_| Err(body_timeout())) {
+            let bytes = match read.await.unwrap_or_else(|_| Err((body_timeout(), None))) {
                 Ok(b) => b,
-                Err(e) => return fail(e, trace),
+                Err((e, rest)) => {
+                    if let Some(rest) = rest {
+                        drain(rest);
+                    }
+                    return fail(e, trace);
+                }
             };
             match peek(&bytes) {
                 Ok(p) => (bytes, p, None),
@@ -824,7 +901,13 @@ async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
         let given = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            // The scheme's case and the spaces around the token do not matter (RFC 7235).
+            .and_then(|v| {
+                let v = v.trim();
+                v.get(..6)
+                    .filter(|p| p.eq_ignore_ascii_case("bearer"))
+                    .map(|_| v[6..].trim())
+            });
         let ok = given.is_some_and(|g| {
             use sha2::Digest;
             // Compare digests: equal length, no early exit on the first differing byte.

@@ -86,6 +86,50 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(fake.hits(), 0);
 }
 
+/// A body refused before it is read whole (over the limit by its Content-Length, or while
+/// it streams in) is still taken in, so a client that writes its whole body before reading
+/// gets the 413 instead of a reset connection.
+#[tokio::test]
+async fn a_client_that_sends_its_whole_oversized_body_first_still_reads_the_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (fake, gw) = one_fake_gateway("[server]\nmax_body_bytes = 1000\n").await;
+    let big = vec![b'x'; 8 << 20];
+    for chunked in [false, true] {
+        let mut tcp = tokio::net::TcpStream::connect(gw.running.addr)
+            .await
+            .unwrap();
+        let head = if chunked {
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sb-app-key\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+        } else {
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sb-app-key\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                big.len()
+            )
+        };
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        if chunked {
+            for part in big.chunks(64 << 10) {
+                tcp.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .await
+                    .unwrap();
+                tcp.write_all(part).await.unwrap();
+                tcp.write_all(b"\r\n").await.unwrap();
+            }
+            tcp.write_all(b"0\r\n\r\n").await.unwrap();
+        } else {
+            tcp.write_all(&big).await.expect("the whole body goes out");
+        }
+        let mut answer = vec![0u8; 4096];
+        let n = tcp.read(&mut answer).await.expect("the answer comes back");
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "chunked={chunked}: {text}"
+        );
+    }
+    assert_eq!(fake.hits(), 0);
+}
+
 /// Oversized request headers are refused with an OpenAI-shaped 431, on the proxied endpoints
 /// and elsewhere alike; nothing goes upstream.
 #[tokio::test]
@@ -758,6 +802,11 @@ async fn over_max_in_flight_is_503_overloaded() {
     };
     let (a, b) = tokio::join!(first, second);
     assert_eq!(a.status(), 200);
+    assert_eq!(
+        header(&b, "retry-after"),
+        Some("1"),
+        "says when to come back"
+    );
     let (s, body) = error_of(b).await;
     assert_eq!(
         (s, body["error"]["code"].as_str()),

@@ -483,6 +483,20 @@ async fn metrics_are_prometheus_text_with_bounded_labels_and_an_optional_token()
         .await
         .unwrap();
     assert_eq!(error_of(r).await.0, 401);
+    // The scheme in any case, extra spaces: still the token.
+    for (value, want) in [
+        ("bearer m-secret", 200),
+        ("BEARER  m-secret ", 200),
+        ("Bearer m-wrong", 401),
+    ] {
+        let r = client()
+            .get(format!("{}/metrics", node.url))
+            .header("authorization", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "{value}");
+    }
     let r = client()
         .get(format!("{}/metrics", node.url))
         .bearer_auth("m-secret")
