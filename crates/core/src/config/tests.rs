@@ -499,3 +499,23 @@ fn an_ambiguous_variant_model_says_how_to_name_its_provider() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn a_header_that_carries_a_key_is_never_a_written_value() {
+    let provider = |headers: &str| {
+        errors(&format!(
+            "[providers.gw]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"m\"]\ncredential = \"env::SET_KEY\"\nheaders = {{ {headers} }}\n"
+        ))
+    };
+    let e = provider("cf-aig-authorization = \"Bearer sk-raw\"");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].contains(
+            "providers.gw.headers.cf-aig-authorization: `cf-aig-authorization` carries a key"
+        ),
+        "{e:#?}"
+    );
+    assert!(!e[0].contains("sk-raw"), "{e:#?}");
+    assert!(provider("cf-aig-authorization = \"env::SET_KEY\", x-team = \"blue\"").is_empty());
+    assert_eq!(provider("x-api-key = \"env::UNSET\"").len(), 1);
+}

@@ -1521,18 +1521,50 @@ fn build_provider(
             "proxy-connection",
             "proxy-authorization",
         ];
-        if FRAMING.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        if FRAMING.contains(&lower.as_str()) {
             cx.err(
                 hp,
                 format!("`{name}` is set by Signalbox itself and cannot be a static header"),
             );
             continue;
         }
+        // A header that carries a key is a secret: never a value written out (it would show
+        // in the admin API's answers, history and exports). In the file it is an `env::VAR`;
+        // the store's objects take none (`credential` is the provider's key).
+        const SECRET: &[&str] = &[
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-goog-api-key",
+            "anthropic-api-key",
+            "cf-aig-authorization",
+            "ocp-apim-subscription-key",
+        ];
+        let secret = SECRET.contains(&lower.as_str()) || lower == auth_header_name.as_str();
+        let value = if secret {
+            if !value.starts_with("env::") {
+                cx.err(
+                    hp,
+                    format!(
+                        "`{name}` carries a key: write it as \"env::VAR\" (the provider's own key is its `credential`)"
+                    ),
+                );
+                continue;
+            }
+            match cx.secret_ref(value, hp.clone(), rp.project.as_deref().or(Some("default"))) {
+                Some(secret) => std::borrow::Cow::Owned(secret.expose().to_string()),
+                None => continue,
+            }
+        } else {
+            std::borrow::Cow::Borrowed(value.as_str())
+        };
         match (
             http::HeaderName::from_bytes(name.as_bytes()),
-            http::HeaderValue::from_str(value),
+            http::HeaderValue::from_str(&value),
         ) {
-            (Ok(n), Ok(v)) => {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(secret);
                 headers.insert(n, v);
             }
             _ => cx.err(hp, "not a valid HTTP header"),
