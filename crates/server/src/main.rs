@@ -359,9 +359,16 @@ async fn run(flags: StoreFlags, host: Option<String>, port: Option<u16>) -> anyh
         running.addr
     );
     let trigger = running.shutdown.clone();
+    let hard_stop = running.state.hard_stop.clone();
     tokio::spawn(async move {
+        let mut signals = signals;
         signals.recv().await;
         trigger.cancel();
+        // A second signal (Ctrl-C again): no more waiting. The drain delay and the drain end
+        // at once, open streams end with `stream_interrupted`, traces are still flushed.
+        signals.recv().await;
+        tracing::warn!("second stop signal: stopping now");
+        hard_stop.cancel();
     });
     running.done.await.context("server task failed")?;
     stop.cancel();

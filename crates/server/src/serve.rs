@@ -106,7 +106,11 @@ async fn drain(st: AppState, trigger: CancellationToken) {
         drain_ms = server.drain_delay.as_millis() as u64,
         "shutting down: /ready answers 503, still serving during the drain delay"
     );
-    tokio::time::sleep(server.drain_delay).await;
+    // A hard stop (a second signal) cuts the drain delay short.
+    tokio::select! {
+        _ = tokio::time::sleep(server.drain_delay) => {}
+        _ = st.hard_stop.cancelled() => {}
+    }
     tracing::info!("listener closed; waiting for in-flight requests");
     let hard = st.hard_stop.clone();
     tokio::spawn(async move {
@@ -141,8 +145,8 @@ impl StopSignals {
         }
     }
 
-    /// Wait for the first stop signal.
-    pub async fn recv(mut self) {
+    /// Wait for the next stop signal.
+    pub async fn recv(&mut self) {
         #[cfg(unix)]
         {
             tokio::select! {
@@ -152,7 +156,7 @@ impl StopSignals {
         }
         #[cfg(not(unix))]
         {
-            let _ = &mut self;
+            let _ = &self;
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -123,6 +123,59 @@ async fn the_official_openai_python_sdk_works_against_the_real_binary() {
     }
 }
 
+/// A second SIGINT stops at once: the drain delay and the drain end, an open stream ends with
+/// `stream_interrupted`, and the process exits (with the defaults it would wait up to 32 s).
+#[tokio::test]
+async fn a_second_stop_signal_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signalbox.toml");
+    std::fs::write(
+        &config,
+        "[server]\nauth = \"off\"\ndrain_delay_ms = 10000\nshutdown_timeout_ms = 30000\n[providers.demo]\nkind = \"mock\"\nmodels = [\"echo-1\"]\n[targets.t]\nmodel = \"echo-1\"\n[routes.r]\ntargets = [\"t\"]\n",
+    )
+    .unwrap();
+    let (mut child, url) = spawn_gateway(&config, &[]);
+    // A stream that stalls after its second chunk, held open.
+    let mut stream = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "route::r", "stream": true,
+            "messages": [{"role": "user", "content": "hi mock:stall=2"}]}))
+        .send()
+        .await
+        .unwrap();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    let pid = child.0.id().to_string();
+    let t0 = std::time::Instant::now();
+    for _ in 0..2 {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut rest = Vec::new();
+    while let Ok(Some(c)) = stream.chunk().await {
+        rest.extend_from_slice(&c);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.contains("stream_interrupted"), "{rest}");
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "still running after the second signal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn check_prints_every_error_with_file_line_and_key_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
