@@ -30,6 +30,8 @@ enum Store {
 /// An upload kept for replay.
 pub struct MultipartBody {
     pub model: String,
+    /// The `stream` field said `true`: the answer is a stream of events.
+    pub stream: bool,
     boundary: String,
     store: Store,
     len: u64,
@@ -127,6 +129,7 @@ where
         len: 0,
     };
     let mut model = None;
+    let mut stream = false;
     let mut file_name = None;
     let bad = |e: multer::Error| match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
@@ -139,6 +142,16 @@ where
         if name == "model" {
             let text = field.text().await.map_err(bad)?;
             model = Some(text.trim().to_string());
+            continue;
+        }
+        if name == "stream" {
+            // Read (the answer is then a stream), and kept for replay like any field.
+            let text = field.text().await.map_err(bad)?;
+            stream = text.trim().eq_ignore_ascii_case("true");
+            let part = format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"stream\"\r\n\r\n{text}\r\n"
+            );
+            w.push(Bytes::from(part)).await?;
             continue;
         }
         let mut head = format!(
@@ -181,6 +194,7 @@ where
     };
     Ok(MultipartBody {
         model,
+        stream,
         boundary,
         store: w.store,
         len: w.len,

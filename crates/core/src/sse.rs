@@ -369,11 +369,13 @@ pub fn inspect_as(protocol: Protocol, event: &[u8]) -> EventInfo {
                 Ok(p) if p.error.is_some() || p.kind.as_deref() == Some("error") => {
                     EventInfo::Error
                 }
+                // A transcription's `transcript.text.done` and an image stream's
+                // `image_generation.completed` carry the request's usage.
                 _ => EventInfo::Chunk {
                     finish: false,
                     choices: 0,
                     finished: 0,
-                    usage: None,
+                    usage: last_usage(&data),
                     usage_only: false,
                 },
             },

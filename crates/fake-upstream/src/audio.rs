@@ -248,6 +248,28 @@ impl Cx<'_> {
                         })
                     }
                 };
+                // `stream=true` (not for whisper-1): the text as `transcript.text.delta`
+                // events, then `transcript.text.done` with the usage.
+                if model != "whisper-1"
+                    && field("stream").is_some_and(|s| s.trim().eq_ignore_ascii_case("true"))
+                {
+                    let mut events: VecDeque<Bytes> = text
+                        .split_inclusive(' ')
+                        .map(|w| {
+                            let ev =
+                                serde_json::json!({"type": "transcript.text.delta", "delta": w});
+                            Bytes::from(format!("data: {ev}\n\n"))
+                        })
+                        .collect();
+                    let done = serde_json::json!({"type": "transcript.text.done", "text": text, "usage": usage});
+                    events.push_back(Bytes::from(format!("data: {done}\n\n")));
+                    return self.paced_ok(
+                        "text/event-stream",
+                        events,
+                        Duration::ZERO,
+                        crate::body::End::Complete,
+                    );
+                }
                 self.json_ok(to_json(&Simple { text: &text, usage }), behaviour)
             }
         }

@@ -677,11 +677,11 @@ fn proxy(
                 Ok(m) if m.model.len() > signalbox_core::body::MAX_MODEL_BYTES => {
                     return fail(signalbox_core::body::model_too_long(), trace);
                 }
-                Ok(m) => (
-                    bytes::Bytes::new(),
-                    Peeked::for_model(m.model.clone()),
-                    Some(Arc::new(m)),
-                ),
+                Ok(m) => {
+                    let mut peeked = Peeked::for_model(m.model.clone());
+                    peeked.stream = m.stream;
+                    (bytes::Bytes::new(), peeked, Some(Arc::new(m)))
+                }
                 Err(e) => return fail(e, trace),
             }
         } else {

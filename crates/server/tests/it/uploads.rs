@@ -162,3 +162,51 @@ async fn uploads_that_do_not_fit_get_clear_errors_and_never_go_upstream() {
     assert_eq!(a.hits(), 0);
     let _ = Behaviour::Ok;
 }
+
+/// `stream=true` in the form: the transcription comes back as events, passed through, and
+/// the request's usage (from `transcript.text.done`) is counted.
+#[tokio::test]
+async fn a_streamed_transcription_passes_through_and_its_usage_is_counted() {
+    let a = FakeUpstream::openai().start().await;
+    let gw = Gw::start_with_env(
+        &format!(
+            "[server]\nauth = \"off\"\n{}\n[models.gpt-4o-transcribe]\nendpoint = \"audio_transcription\"\n[targets.t]\nprovider = \"a\"\nmodel = \"gpt-4o-transcribe\"\n[routes.listen]\nendpoint = \"audio_transcription\"\ntargets = [\"t\"]\n",
+            provider("a", &a.base_url(), &["gpt-4o-transcribe"])
+        ),
+        &[("A_KEY", "k")],
+    )
+    .await;
+    let r = gw
+        .post("/v1/audio/transcriptions")
+        .multipart(form("route::listen", audio(20_000), None).text("stream", "true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        header(&r, "content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("transcript.text.delta") && text.contains("transcript.text.done"),
+        "{text}"
+    );
+    let sent = a.requests().pop().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sent.body).contains("name=\"stream\"\r\n\r\ntrue"),
+        "the field goes upstream"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let metrics = gw.running.state.sink.metrics().encode();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gen_ai_client_token_usage_sum")
+                && l.contains("gen_ai_token_type=\"input\"")
+                && !l.ends_with(" 0")
+                && !l.ends_with(" 0.0")),
+        "{metrics}"
+    );
+}
