@@ -519,3 +519,12 @@ fn a_header_that_carries_a_key_is_never_a_written_value() {
     assert!(provider("cf-aig-authorization = \"env::SET_KEY\", x-team = \"blue\"").is_empty());
     assert_eq!(provider("x-api-key = \"env::UNSET\"").len(), 1);
 }
+
+#[test]
+fn a_variant_name_must_fit_in_a_header() {
+    let e = one("[routes.x]\nvariants = { \"A b\" = { target = \"a\" } }\n");
+    assert!(
+        e.contains("routes.x.variants.\"A b\": 'A b' is not a valid variant name"),
+        "{e}"
+    );
+}

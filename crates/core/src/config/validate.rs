@@ -1818,6 +1818,14 @@ impl BodyBuilder<'_> {
             let mut out = Vec::new();
             for (vname, rv) in variants {
                 let vpath = with(with(path.clone(), k("variants")), k(vname));
+                // A variant's name goes in `x-signalbox-variant` and on traces and metrics.
+                if !valid_name(vname) || vname.len() > 128 {
+                    cx.err(
+                        vpath.clone(),
+                        format!("'{vname}' is not a valid variant name (1 to 128 letters, digits, '-', '_', '.', '/', ':' or '@')"),
+                    );
+                    continue;
+                }
                 if let Some(v) = self.variant(cx, &vpath, owner, vname, project, endpoint, rv) {
                     out.push(Arc::new(v));
                 }
