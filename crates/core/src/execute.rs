@@ -700,6 +700,33 @@ fn set_answered_model(headers: &mut HeaderMap, target_model: &str, model: Option
     }
 }
 
+/// The next chunk of an answer not committed yet, before `until`. Silence past it (`what`
+/// it did not do in time), an end (`ended`: what that means) or a broken connection is the
+/// target failing, and the plan goes on.
+async fn chunk_before_commit(
+    body: &mut BodyStream,
+    until: Instant,
+    pid: &str,
+    status: StatusCode,
+    what: &str,
+    ended: &str,
+) -> Result<Bytes, Failure> {
+    match timeout_at(until, body.next()).await {
+        Err(_) => Err(Failure {
+            status: Some(status.as_u16()),
+            ..timeout_failure(pid, what)
+        }),
+        Ok(None) => Err(Failure {
+            kind: FailKind::Transient,
+            error: ApiError::new(ErrorCode::Upstream, format!("provider '{pid}' {ended}")),
+            retry_after: None,
+            status: Some(status.as_u16()),
+        }),
+        Ok(Some(Err(e))) => Err(transport_failure(e, pid)),
+        Ok(Some(Ok(chunk))) => Ok(chunk),
+    }
+}
+
 /// Read at most `limit` bytes of a body before `until`.
 async fn read_body(
     body: &mut BodyStream,
@@ -857,74 +884,61 @@ async fn attempt(
         let mut held = bytes::BytesMut::new();
         let mut held_ends: Vec<usize> = Vec::new();
         loop {
-            match timeout_at(first_until, resp.body.next()).await {
-                Err(_) => {
-                    return Err(Failure {
-                        status: Some(status.as_u16()),
-                        ..timeout_failure(pid, "send the first stream event")
-                    });
-                }
-                Ok(None) => {
-                    return Err(Failure {
-                        kind: FailKind::Transient,
-                        error: ApiError::new(
-                            ErrorCode::Upstream,
-                            format!("provider '{pid}' ended the stream before its first event"),
+            let chunk = chunk_before_commit(
+                &mut resp.body,
+                first_until,
+                pid,
+                status,
+                "send the first stream event",
+                "ended the stream before its first event",
+            )
+            .await?;
+            if framer.pending().len() + chunk.len() > MAX_EVENT_BYTES {
+                return Err(Failure {
+                    kind: FailKind::Target,
+                    error: ApiError::new(
+                        ErrorCode::Upstream,
+                        format!(
+                            "provider '{pid}' sent a first event larger than the gateway accepts"
                         ),
-                        retry_after: None,
-                        status: Some(status.as_u16()),
-                    });
-                }
-                Ok(Some(Err(e))) => return Err(transport_failure(e, pid)),
-                Ok(Some(Ok(chunk))) => {
-                    if framer.pending().len() + chunk.len() > MAX_EVENT_BYTES {
-                        return Err(Failure {
-                            kind: FailKind::Target,
-                            error: ApiError::new(
-                                ErrorCode::Upstream,
-                                format!(
-                                    "provider '{pid}' sent a first event larger than the gateway accepts"
-                                ),
-                            ),
-                            retry_after: None,
-                            status: Some(status.as_u16()),
-                        });
+                    ),
+                    retry_after: None,
+                    status: Some(status.as_u16()),
+                });
+            }
+            if let Some((block, ends)) = framer.push(&chunk) {
+                let mut start = 0;
+                let mut first = EventInfo::Empty;
+                for &end in &ends {
+                    first = inspect_as(ex.protocol(), &block[start..end]);
+                    if first != EventInfo::Empty {
+                        break;
                     }
-                    if let Some((block, ends)) = framer.push(&chunk) {
-                        let mut start = 0;
-                        let mut first = EventInfo::Empty;
-                        for &end in &ends {
-                            first = inspect_as(ex.protocol(), &block[start..end]);
-                            if first != EventInfo::Empty {
-                                break;
-                            }
-                            start = end;
-                        }
-                        let base = held.len();
-                        held.extend_from_slice(&block);
-                        held_ends.extend(ends.iter().map(|e| e + base));
-                        if first == EventInfo::Empty {
-                            continue;
-                        }
-                        if first == EventInfo::Error {
-                            let ev = &held[..];
-                            return Err(scrubbed(
-                                first_event_error(ev, pid, status),
-                                ex,
-                                entry,
-                                &resp.headers,
-                            ));
-                        }
-                        return Ok(Success::Stream {
-                            status,
-                            headers: resp.headers,
-                            block: held.freeze(),
-                            ends: held_ends,
-                            framer,
-                            body: resp.body,
-                        });
-                    }
+                    start = end;
                 }
+                let base = held.len();
+                held.extend_from_slice(&block);
+                held_ends.extend(ends.iter().map(|e| e + base));
+                if first == EventInfo::Empty {
+                    continue;
+                }
+                if first == EventInfo::Error {
+                    let ev = &held[..];
+                    return Err(scrubbed(
+                        first_event_error(ev, pid, status),
+                        ex,
+                        entry,
+                        &resp.headers,
+                    ));
+                }
+                return Ok(Success::Stream {
+                    status,
+                    headers: resp.headers,
+                    block: held.freeze(),
+                    ends: held_ends,
+                    framer,
+                    body: resp.body,
+                });
             }
         }
     }
@@ -941,34 +955,22 @@ async fn attempt(
         // target failing, and the plan goes on.
         let first_until = (Instant::now() + t.timeouts.first_byte).min(ex.deadline);
         loop {
-            match timeout_at(first_until, resp.body.next()).await {
-                Err(_) => {
-                    return Err(Failure {
-                        status: Some(status.as_u16()),
-                        ..timeout_failure(pid, "send the first bytes of its answer")
-                    });
-                }
-                Ok(None) => {
-                    return Err(Failure {
-                        kind: FailKind::Transient,
-                        error: ApiError::new(
-                            ErrorCode::Upstream,
-                            format!("provider '{pid}' sent an empty answer"),
-                        ),
-                        retry_after: None,
-                        status: Some(status.as_u16()),
-                    });
-                }
-                Ok(Some(Err(e))) => return Err(transport_failure(e, pid)),
-                Ok(Some(Ok(first))) if first.is_empty() => {}
-                Ok(Some(Ok(first))) => {
-                    return Ok(Success::Raw {
-                        status,
-                        headers: resp.headers,
-                        first,
-                        body: resp.body,
-                    });
-                }
+            let first = chunk_before_commit(
+                &mut resp.body,
+                first_until,
+                pid,
+                status,
+                "send the first bytes of its answer",
+                "sent an empty answer",
+            )
+            .await?;
+            if !first.is_empty() {
+                return Ok(Success::Raw {
+                    status,
+                    headers: resp.headers,
+                    first,
+                    body: resp.body,
+                });
             }
         }
     }
