@@ -940,7 +940,13 @@ impl Store {
                 name,
                 if_match,
             } => {
-                let existing = self.object_in(tx, *kind, project, name).await?;
+                // With If-Match, an object that is gone is a stale precondition (412), not 404.
+                let existing = match self.object_in(tx, *kind, project, name).await {
+                    Err(StoreError::NotFound(_)) if let Some(want) = *if_match => {
+                        return Err(gone_at(kind.as_str(), name, want));
+                    }
+                    r => r?,
+                };
                 check_if_match(kind.as_str(), name, *if_match, Some(existing.version))?;
                 sqlx::query("DELETE FROM objects WHERE kind = $1 AND name = $2")
                     .bind(kind.as_str())
@@ -1994,11 +2000,16 @@ fn check_if_match(
         (Some(want), Some(have)) if want != have => Err(StoreError::Stale(format!(
             "{kind} '{name}' is at version {have}, not {want}: it changed since you read it; read it again and reapply your change"
         ))),
-        (Some(want), None) => Err(StoreError::Stale(format!(
-            "{kind} '{name}' does not exist (If-Match named version {want})"
-        ))),
+        (Some(want), None) => Err(gone_at(kind, name, want)),
         _ => Ok(()),
     }
+}
+
+/// If-Match named a version of an object that does not exist.
+fn gone_at(kind: &str, name: &str, want: i64) -> StoreError {
+    StoreError::Stale(format!(
+        "{kind} '{name}' does not exist (If-Match named version {want})"
+    ))
 }
 
 fn http_header_unsafe(v: &str) -> bool {

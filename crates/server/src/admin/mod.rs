@@ -1113,8 +1113,18 @@ async fn patch_object(
     global_object_needs_admin(&auth, kind)?;
     refuse_file_managed(&st.live, kind, &name)?;
     let patch: Map<String, Value> = parse_json(&body)?;
-    let current = st.store.object(kind, &p, &name).await?;
     let wanted = if_match(&headers)?;
+    let current = match st.store.object(kind, &p, &name).await {
+        // With If-Match, an object that is gone is a stale precondition (412), not 404.
+        Err(StoreError::NotFound(_)) if let Some(want) = wanted => {
+            return Err(StoreError::Stale(format!(
+                "{} '{name}' does not exist (If-Match named version {want})",
+                kind.as_str()
+            ))
+            .into());
+        }
+        r => r?,
+    };
     let mut next = current.body.clone();
     merge_patch(&mut next, &Value::Object(patch.clone()));
     if kind == ObjectKind::Provider {

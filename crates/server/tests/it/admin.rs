@@ -367,6 +367,49 @@ async fn deleting_a_target_a_route_uses_is_refused_with_the_list_of_users() {
     .await;
 }
 
+/// If-Match on an object deleted since is a stale precondition (412), not 404.
+#[tokio::test]
+async fn if_match_on_an_object_deleted_since_is_412() {
+    let node = Node::sqlite(BASE).await;
+    let r = node
+        .put_json("/projects/default/targets/gone", json!({"model": "echo-2"}))
+        .await;
+    assert!(r.status().is_success());
+    assert!(
+        node.delete("/projects/default/targets/gone")
+            .await
+            .status()
+            .is_success()
+    );
+    let r = node
+        .admin(reqwest::Method::DELETE, "/projects/default/targets/gone")
+        .header("if-match", "\"1\"")
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{e}"
+    );
+    let r = node
+        .admin(reqwest::Method::PATCH, "/projects/default/targets/gone")
+        .header("if-match", "\"1\"")
+        .json(&json!({"weight": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, 412);
+    // Without If-Match: simply not there.
+    assert_eq!(
+        error_of(node.delete("/projects/default/targets/gone").await)
+            .await
+            .0,
+        404
+    );
+}
+
 #[tokio::test]
 async fn stale_writes_get_412_and_history_rolls_back_to_any_version() {
     each_store(async |db| {
