@@ -490,6 +490,23 @@ fn refuse_file_managed(live: &Live, kind: ObjectKind, name: &str) -> Result<(), 
     Ok(())
 }
 
+/// [`refuse_file_managed`] for a write to an existing object of project `p`: a file object of
+/// another project is not there (404, as a read answers), so its existence is not told.
+fn refuse_file_managed_in(
+    live: &Live,
+    kind: ObjectKind,
+    p: &str,
+    name: &str,
+) -> Result<(), AdminError> {
+    match file_object(live, kind, name) {
+        Some((fp, _)) if fp != p => Err(AdminError::not_found(format!(
+            "no {} named '{name}' in project '{p}'",
+            kind.as_str()
+        ))),
+        _ => refuse_file_managed(live, kind, name),
+    }
+}
+
 fn object_json(kind: ObjectKind, project: &str, name: &str, body: &Value, meta: Value) -> Value {
     let mut out = Map::new();
     out.insert("name".into(), json!(name));
@@ -1111,7 +1128,7 @@ async fn patch_object(
     let kind = object_kind(&kind_s)?;
     need_project(&st, &auth, &p, 2).await?;
     global_object_needs_admin(&auth, kind)?;
-    refuse_file_managed(&st.live, kind, &name)?;
+    refuse_file_managed_in(&st.live, kind, &p, &name)?;
     let patch: Map<String, Value> = parse_json(&body)?;
     let wanted = if_match(&headers)?;
     let current = match st.store.object(kind, &p, &name).await {
@@ -1190,7 +1207,7 @@ async fn delete_object(
     let kind = object_kind(&kind)?;
     need_project(&st, &auth, &p, 2).await?;
     global_object_needs_admin(&auth, kind)?;
-    refuse_file_managed(&st.live, kind, &name)?;
+    refuse_file_managed_in(&st.live, kind, &p, &name)?;
     // Held to the same rule as a write: where the project's credentials go afterwards.
     let guard = (auth.0.rank(&p) < 3).then_some(p.as_str());
     st.commit_guarded(
@@ -1316,7 +1333,7 @@ async fn put_variant(
     }
     need_project(&st, &auth, &p, 2).await?;
     global_object_needs_admin(&auth, kind)?;
-    refuse_file_managed(&st.live, kind, &name)?;
+    refuse_file_managed_in(&st.live, kind, &p, &name)?;
     let variant: Value = parse_json(&body)?;
     serde_json::from_value::<signalbox_core::config::raw::RawVariant>(variant.clone())
         .map_err(|e| AdminError::bad_request(format!("invalid variant: {e}")))?;
@@ -1363,7 +1380,7 @@ async fn delete_variant(
     let kind = object_kind(&kind_s)?;
     need_project(&st, &auth, &p, 2).await?;
     global_object_needs_admin(&auth, kind)?;
-    refuse_file_managed(&st.live, kind, &name)?;
+    refuse_file_managed_in(&st.live, kind, &p, &name)?;
     let current = st.store.object(kind, &p, &name).await?;
     let mut next = current.body.clone();
     let removed = next

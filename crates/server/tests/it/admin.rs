@@ -367,6 +367,42 @@ async fn deleting_a_target_a_route_uses_is_refused_with_the_list_of_users() {
     .await;
 }
 
+/// A config-file object of one project is not there for another project's writes: 404, as a
+/// read answers (409 "defined in the config file" told that it exists).
+#[tokio::test]
+async fn another_projects_file_object_is_not_found_not_read_only() {
+    let node = Node::sqlite(&format!(
+        "{BASE}[targets.ft]\nmodel = \"echo-1\"\n[routes.fromfile]\ntargets = [\"ft\"]\n"
+    ))
+    .await;
+    assert_eq!(
+        node.post_json("/projects", json!({"name": "other"}))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        error_of(node.delete("/projects/other/routes/fromfile").await)
+            .await
+            .0,
+        404
+    );
+    let r = node
+        .admin(reqwest::Method::PATCH, "/projects/other/routes/fromfile")
+        .json(&json!({"strategy": "single"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.0, 404);
+    // In its own project it is read-only.
+    assert_eq!(
+        error_of(node.delete("/projects/default/routes/fromfile").await)
+            .await
+            .0,
+        409
+    );
+}
+
 /// If-Match on an object deleted since is a stale precondition (412), not 404.
 #[tokio::test]
 async fn if_match_on_an_object_deleted_since_is_412() {
