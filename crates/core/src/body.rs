@@ -164,6 +164,44 @@ pub fn peek(body: &[u8]) -> Result<Peeked, ApiError> {
     })
 }
 
+/// A body gathered chunk by chunk: a body in one chunk (most) stays that chunk, uncopied;
+/// chunks are joined only from the second on.
+#[derive(Default)]
+pub struct Gathered {
+    first: Option<Bytes>,
+    buf: bytes::BytesMut,
+}
+
+impl Gathered {
+    /// Bytes gathered so far.
+    pub fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        match self.first.take() {
+            None if self.buf.is_empty() => self.first = Some(chunk),
+            Some(f) => {
+                self.buf.reserve(f.len() + chunk.len());
+                self.buf.extend_from_slice(&f);
+                self.buf.extend_from_slice(&chunk);
+            }
+            None => self.buf.extend_from_slice(&chunk),
+        }
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.buf.freeze())
+    }
+}
+
 /// Build the upstream body: `model` replaced, variant params applied (they win over the
 /// caller's), and `stream_options.include_usage` forced on when asked.
 pub fn rewrite(

@@ -733,32 +733,16 @@ async fn read_body(
     limit: usize,
     until: Instant,
 ) -> Result<Bytes, Option<TransportError>> {
-    // A body that arrives as one chunk (most answers) is returned as that chunk, uncopied;
-    // chunks are joined only from the second on.
-    let mut first: Option<Bytes> = None;
-    let mut buf = bytes::BytesMut::new();
+    let mut body_read = crate::body::Gathered::default();
     loop {
         match timeout_at(until, body.next()).await {
             Err(_) => return Err(None),
-            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
+            Ok(None) => return Ok(body_read.into_bytes()),
             Ok(Some(Err(e))) => return Err(Some(e)),
             Ok(Some(Ok(chunk))) => {
-                if chunk.is_empty() {
-                    continue;
-                }
-                if let Some(f) = first.take() {
-                    buf.reserve(f.len() + chunk.len());
-                    buf.extend_from_slice(&f);
-                } else if buf.is_empty() {
-                    if chunk.len() >= limit {
-                        return Ok(chunk);
-                    }
-                    first = Some(chunk);
-                    continue;
-                }
-                buf.extend_from_slice(&chunk);
-                if buf.len() >= limit {
-                    return Ok(buf.freeze());
+                body_read.push(chunk);
+                if body_read.len() >= limit {
+                    return Ok(body_read.into_bytes());
                 }
             }
         }

@@ -156,10 +156,7 @@ impl tower_service::Service<Request> for Front {
                 Ok(proxy(&shared.1, kind, upstream, parts.headers, body).await)
             }));
         }
-        let head_bytes = req.headers().iter();
-        let head_bytes = head_bytes
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum();
+        let head_bytes = req.headers().iter().map(header_bytes).sum();
         if let Some(err) = head_too_large(head_bytes) {
             let out = error_response(&err, &signalbox_core::trace::new_trace_id().0);
             return Either::Left(Box::pin(std::future::ready(Ok(out))));
@@ -174,6 +171,11 @@ impl tower_service::Service<Request> for Front {
 /// Most bytes of request headers (names and values) a request may carry. HTTP/1 requests
 /// with more than 100 header fields are refused by the HTTP layer before this (431, no body).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// A header's share of [`MAX_HEADER_BYTES`]: its name, value, `: ` and line end.
+fn header_bytes((name, value): (&http::HeaderName, &HeaderValue)) -> usize {
+    name.as_str().len() + value.len() + 4
+}
 
 /// 431 when the request's headers add up to more than [`MAX_HEADER_BYTES`].
 fn head_too_large(head_bytes: usize) -> Option<ApiError> {
@@ -323,7 +325,7 @@ impl<'h> Inbound<'h> {
     pub fn of(headers: &'h HeaderMap) -> Self {
         let mut i = Inbound::default();
         for (name, value) in headers {
-            i.head_bytes += name.as_str().len() + value.len() + 4;
+            i.head_bytes += header_bytes((name, value));
             let slot = match name.as_str() {
                 "content-type" => &mut i.content_type,
                 "content-length" => &mut i.content_length,
@@ -474,9 +476,7 @@ async fn read_limited(
     {
         return Err((too_large(), Some(body)));
     }
-    // A body in one chunk (most) is that chunk, uncopied; chunks are joined from the second on.
-    let mut first: Option<bytes::Bytes> = None;
-    let mut buf = bytes::BytesMut::new();
+    let mut gathered = signalbox_core::body::Gathered::default();
     while let Some(frame) = body.frame().await {
         let data = match frame {
             Ok(f) => match f.into_data() {
@@ -499,20 +499,12 @@ async fn read_limited(
                 ));
             }
         };
-        let held = first.as_ref().map_or(0, bytes::Bytes::len) + buf.len();
-        if held + data.len() > limit {
+        if gathered.len() + data.len() > limit {
             return Err((too_large(), Some(body)));
         }
-        match first.take() {
-            None if buf.is_empty() => first = Some(data),
-            Some(f) => {
-                buf.extend_from_slice(&f);
-                buf.extend_from_slice(&data);
-            }
-            None => buf.extend_from_slice(&data),
-        }
+        gathered.push(data);
     }
-    Ok(first.unwrap_or_else(|| buf.freeze()))
+    Ok(gathered.into_bytes())
 }
 
 /// Most bytes, and longest, a request body refused before it was read is still taken in for:

@@ -13,7 +13,7 @@ use std::fmt;
 use std::path::Path;
 
 pub use catalog::{Catalog, CatalogCredential, CatalogObject, ObjectKind};
-pub use validate::{ConfigSource, build_snapshot, is_loopback_host, valid_name};
+pub use validate::{ConfigSource, build_snapshot, is_loopback_host, valid_name, valid_plain_name};
 
 /// One problem in a config, located as precisely as the source allows.
 #[derive(Debug, Clone, PartialEq)]

@@ -313,9 +313,9 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
 }
 
-/// A project's name, in the file as through the admin API: 1 to 128 letters, digits, `-`,
-/// `_` or `.` (it is a path segment of the admin API).
-pub fn valid_project_name(name: &str) -> bool {
+/// A project's or a stored credential's name, in the file as through the admin API: 1 to 128
+/// letters, digits, `-`, `_` or `.` (it is a path segment of the admin API).
+pub fn valid_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -393,7 +393,7 @@ fn check_project_names(cx: &mut Ctx<'_>, raw: &RawConfig) {
                 .map(|(n, o)| ("api_keys", n, o.project.as_deref())),
         );
     for (table, name, project) in named {
-        if let Some(project) = project.filter(|p| !valid_project_name(p)) {
+        if let Some(project) = project.filter(|p| !valid_plain_name(p)) {
             cx.err(
                 p(&[table, name, "project"]),
                 format!(

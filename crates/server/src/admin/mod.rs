@@ -319,14 +319,6 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
 /// Metadata a GET adds to an object; a PUT of what a GET returned ignores it.
 const META_KEYS: &[&str] = &[
     "name",
@@ -737,7 +729,7 @@ async fn create_project(
 ) -> Result<Response, AdminError> {
     auth.need_admin()?;
     let b: ProjectBody = parse_json(&body)?;
-    if !valid_name(&b.name) {
+    if !signalbox_core::config::valid_plain_name(&b.name) {
         return Err(AdminError::bad_request(
             "a project name is 1 to 128 letters, digits, '-', '_' or '.'",
         )
@@ -1554,7 +1546,7 @@ async fn save_credential(
     name: &str,
     value: String,
 ) -> Result<Response, AdminError> {
-    if !valid_name(name) {
+    if !signalbox_core::config::valid_plain_name(name) {
         return Err(
             AdminError::bad_request("a name is 1 to 128 letters, digits, '-', '_' or '.'")
                 .with_param("name"),

@@ -413,13 +413,10 @@ fn tool_id(id: String) -> String {
 /// `sha256:` and the hex SHA-256 of `value`.
 fn hashed(value: &str) -> String {
     use sha2::Digest;
-    use std::fmt::Write;
-    let digest = sha2::Sha256::digest(value.as_bytes());
-    let mut out = String::from("sha256:");
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    format!(
+        "sha256:{}",
+        crate::otlp::hex(&sha2::Sha256::digest(value.as_bytes()))
+    )
 }
 
 /// Whether a `user` value looks like an email address or a phone number.
