@@ -174,14 +174,17 @@ pub struct Gathered {
 
 impl Gathered {
     /// Bytes gathered so far.
+    #[inline]
     pub fn len(&self) -> usize {
         self.first.as_ref().map_or(0, Bytes::len) + self.buf.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    #[inline]
     pub fn push(&mut self, chunk: Bytes) {
         if chunk.is_empty() {
             return;
@@ -197,6 +200,7 @@ impl Gathered {
         }
     }
 
+    #[inline]
     pub fn into_bytes(self) -> Bytes {
         self.first.unwrap_or_else(|| self.buf.freeze())
     }
