@@ -46,6 +46,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/0006_traces_rowid.sql"),
         Some(""),
     ),
+    (
+        7,
+        "traces_project_at without id",
+        include_str!("../migrations/0007_traces_project_at.sql"),
+        Some(""),
+    ),
 ];
 
 /// Apply what is missing; returns the versions applied now. Everything runs on one

@@ -630,10 +630,10 @@ async fn nodes_starting_at_once_on_an_empty_postgresql_both_come_up() {
     }
 }
 
-/// A store the previous release left (migrations up to 5: the trace table keyed by `id`)
+/// A store an earlier release left (migrations up to 5: the trace table keyed by `id`)
 /// upgrades in place: its traces keep every value and are found by id (an old row's `at` a
-/// clock reading apart from its id's time), the `id` index is gone, and new traces and
-/// retention work on the rebuilt table.
+/// clock reading apart from its id's time), the `id` index is gone, the time index no longer
+/// carries the id, and new traces and retention work on the rebuilt table.
 #[tokio::test]
 async fn traces_stored_before_the_upgrade_are_kept_and_found_by_id() {
     use signalbox_core::trace::{TraceRecord, new_trace_id};
@@ -680,6 +680,14 @@ async fn traces_stored_before_the_upgrade_are_kept_and_found_by_id() {
     .await
     .unwrap();
     assert_eq!(indexes, ["traces_project_at", "traces_project_route_at"]);
+    // The time index ends at the time (the rowid follows it; the id is read from the row).
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM pragma_index_info('traces_project_at') ORDER BY seqno",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(columns, ["project", "at"]);
     // A new trace: found by its id, not by an id of another version or of nothing.
     let (id, ms) = new_trace_id();
     let rec = TraceRecord {

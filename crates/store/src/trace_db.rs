@@ -186,6 +186,13 @@ fn lane(shared: &Shared, jobs: &mpsc::Receiver<Job>, hand_over: Option<&mpsc::Se
     }
     while let Ok(mut job) = jobs.recv() {
         let hurry = hand_over.map(|_| &shared.hurry);
+        if job.from == 0 {
+            // In index order: requests finish out of the order they started in, and a row
+            // that lands after the last one inserted takes SQLite's append path in both
+            // indexes instead of a search from their root.
+            job.batch
+                .sort_unstable_by(|a, b| (a.time_unix_ms, &a.id).cmp(&(b.time_unix_ms, &b.id)));
+        }
         // A panic (none is known) fails this batch, not the thread: the batch goes back for
         // the caller's retry.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
