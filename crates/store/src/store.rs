@@ -195,14 +195,17 @@ pub enum Change {
         name: String,
         if_match: Option<i64>,
     },
+    /// Create or replace a credential; `if_match` the version the writer last saw.
     PutCredential {
         project: String,
         name: String,
         value: String,
+        if_match: Option<i64>,
     },
     DeleteCredential {
         project: String,
         name: String,
+        if_match: Option<i64>,
     },
     CreateKey {
         project: String,
@@ -261,6 +264,8 @@ pub struct CredentialInfo {
     pub name: String,
     pub project: String,
     pub hint: String,
+    /// 1 when stored, one more with each new value (the admin API's ETag).
+    pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -971,6 +976,7 @@ impl Store {
                 project,
                 name,
                 value,
+                if_match,
             } => {
                 Self::need_project(tx, project).await?;
                 if value.trim().is_empty() {
@@ -996,9 +1002,14 @@ impl Store {
                                 "the name '{name}' is taken by a credential of another project"
                             )));
                         }
-                        r.try_get::<i64, _>(1)? + 1
+                        let current = r.try_get::<i64, _>(1)?;
+                        check_if_match("credential", name, *if_match, Some(current))?;
+                        current + 1
                     }
-                    None => 1,
+                    None => {
+                        check_if_match("credential", name, *if_match, None)?;
+                        1
+                    }
                 };
                 let value = value.trim();
                 let sealed = crypto::seal(
@@ -1038,18 +1049,29 @@ impl Store {
                 out.object_version = Some(version);
                 out.created = existing.is_none();
             }
-            Change::DeleteCredential { project, name } => {
-                let n = sqlx::query("DELETE FROM credentials WHERE name = $1 AND project = $2")
-                    .bind(name.clone())
-                    .bind(project.clone())
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected();
-                if n == 0 {
+            Change::DeleteCredential {
+                project,
+                name,
+                if_match,
+            } => {
+                let current: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM credentials WHERE name = $1 AND project = $2",
+                )
+                .bind(name.clone())
+                .bind(project.clone())
+                .fetch_optional(&mut **tx)
+                .await?;
+                if current.is_none() && if_match.is_none() {
                     return Err(StoreError::NotFound(format!(
                         "no credential named '{name}' in project '{project}'"
                     )));
                 }
+                check_if_match("credential", name, *if_match, current)?;
+                sqlx::query("DELETE FROM credentials WHERE name = $1 AND project = $2")
+                    .bind(name.clone())
+                    .bind(project.clone())
+                    .execute(&mut **tx)
+                    .await?;
                 Self::audit(
                     tx,
                     actor,
@@ -1395,7 +1417,7 @@ impl Store {
 
     pub async fn credentials(&self, project: &str) -> Result<Vec<CredentialInfo>, StoreError> {
         sqlx::query(
-            "SELECT name, project, hint, created_at, updated_at FROM credentials WHERE project = $1 ORDER BY name",
+            "SELECT name, project, hint, version, created_at, updated_at FROM credentials WHERE project = $1 ORDER BY name",
         )
         .bind(project.to_string())
         .fetch_all(&self.pool)
@@ -1406,8 +1428,9 @@ impl Store {
                 name: r.try_get(0)?,
                 project: r.try_get(1)?,
                 hint: r.try_get(2)?,
-                created_at: r.try_get(3)?,
-                updated_at: r.try_get(4)?,
+                version: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+                updated_at: r.try_get(5)?,
             })
         })
         .collect()

@@ -103,6 +103,7 @@ async fn a_wrong_master_key_refuses_to_open() {
                     project: "default".into(),
                     name: "c".into(),
                     value: "sk-123456789".into(),
+                    if_match: None,
                 },
                 accept,
             )
@@ -285,6 +286,7 @@ async fn a_node_holding_a_rotated_away_key_cannot_write_secrets() {
                     project: "default".into(),
                     name: "c".into(),
                     value: "sk-late-write".into(),
+                    if_match: None,
                 },
                 accept,
             )

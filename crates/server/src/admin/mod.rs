@@ -1520,23 +1520,26 @@ async fn create_credential(
             "a credential named '{name}' already exists"
         )));
     }
-    save_credential(&st, &auth, &p, &name, b.value).await
+    save_credential(&st, &auth, &p, &name, b.value, None).await
 }
 
+/// Create or replace; with `If-Match`, only the version it names is replaced.
 async fn put_credential(
     State(st): State<AdminState>,
     auth: Auth,
     Path((p, name)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
     need_project(&st, &auth, &p, 2).await?;
+    let wanted = if_match(&headers)?;
     let b: CredentialBody = parse_json(&body)?;
     if b.name.as_ref().is_some_and(|n| *n != name) {
         return Err(
             AdminError::bad_request("`name` differs from the name in the path").with_param("name"),
         );
     }
-    save_credential(&st, &auth, &p, &name, b.value).await
+    save_credential(&st, &auth, &p, &name, b.value, wanted).await
 }
 
 async fn save_credential(
@@ -1545,6 +1548,7 @@ async fn save_credential(
     p: &str,
     name: &str,
     value: String,
+    if_match: Option<i64>,
 ) -> Result<Response, AdminError> {
     if !signalbox_core::config::valid_plain_name(name) {
         return Err(
@@ -1567,6 +1571,7 @@ async fn save_credential(
                 project: p.to_string(),
                 name: name.to_string(),
                 value,
+                if_match,
             }],
         )
         .await
@@ -1587,24 +1592,31 @@ async fn save_credential(
     } else {
         StatusCode::OK
     };
-    Ok((
+    let mut r = (
         status,
         Json(json!({"credential": timed(info), "reference": format!("credential::{name}")})),
     )
-        .into_response())
+        .into_response();
+    if let Some(v) = committed.object_version {
+        r.headers_mut().insert(header::ETAG, etag(v));
+    }
+    Ok(r)
 }
 
 async fn delete_credential(
     State(st): State<AdminState>,
     auth: Auth,
     Path((p, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     need_project(&st, &auth, &p, 2).await?;
+    let wanted = if_match(&headers)?;
     st.commit(
         &auth.actor(),
         vec![Change::DeleteCredential {
             project: p,
             name: name.clone(),
+            if_match: wanted,
         }],
     )
     .await

@@ -166,7 +166,7 @@ const OPERATIONS: &[Operation] = &[
     (
         "put",
         "/projects/{project}/credentials/{name}",
-        "Create or replace a credential",
+        "Create or replace a credential (If-Match: a stale ETag gets 412)",
         Some("Credential"),
         200,
         "credentials",
@@ -174,7 +174,7 @@ const OPERATIONS: &[Operation] = &[
     (
         "delete",
         "/projects/{project}/credentials/{name}",
-        "Delete an unused credential",
+        "Delete an unused credential (If-Match: a stale ETag gets 412)",
         None,
         204,
         "credentials",

@@ -716,6 +716,80 @@ async fn gateway_keys_revealed_once_revoked_rotated_and_expired() {
     .await;
 }
 
+/// A credential write carries its version as an ETag like every other admin write: a PUT or
+/// DELETE with a stale If-Match gets 412 and leaves the stored value alone; the fresh one
+/// applies; If-Match on a credential that is gone is 412 too.
+#[tokio::test]
+async fn stale_credential_writes_get_412_and_change_nothing() {
+    let node = Node::sqlite(BASE).await;
+    let r = node
+        .post_json(
+            "/projects/default/credentials",
+            json!({"name": "k", "value": "sk-first-value-1"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "etag")),
+        (201, Some("\"1\""))
+    );
+    let put = |value: &str, etag: &str| {
+        node.admin(reqwest::Method::PUT, "/projects/default/credentials/k")
+            .header("if-match", etag)
+            .json(&json!({"value": value}))
+    };
+    let r = put("sk-second-value-2", "\"1\"").send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "etag")),
+        (200, Some("\"2\""))
+    );
+    // A writer that read version 1 is refused; the value stays the second one.
+    let (s, e) = error_of(put("sk-stale-value-3", "\"1\"").send().await.unwrap()).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{e}"
+    );
+    let (_, list) = node.get_json("/projects/default/credentials").await;
+    assert_eq!(list["data"][0]["version"], 2);
+    assert_eq!(list["data"][0]["hint"], "****ue-2");
+    let delete = |etag: &str| {
+        node.admin(reqwest::Method::DELETE, "/projects/default/credentials/k")
+            .header("if-match", etag)
+    };
+    assert_eq!(error_of(delete("\"1\"").send().await.unwrap()).await.0, 412);
+    assert_eq!(error_of(delete("*").send().await.unwrap()).await.0, 400);
+    assert_eq!(delete("W/\"2\"").send().await.unwrap().status(), 204);
+    let (s, e) = error_of(delete("\"2\"").send().await.unwrap()).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (412, Some("precondition_failed")),
+        "{e}"
+    );
+    assert_eq!(
+        error_of(put("sk-recreated-4", "\"2\"").send().await.unwrap())
+            .await
+            .0,
+        412
+    );
+    // Without If-Match: gone is 404, and a PUT creates it afresh at version 1.
+    assert_eq!(
+        error_of(node.delete("/projects/default/credentials/k").await)
+            .await
+            .0,
+        404
+    );
+    let r = node
+        .put_json(
+            "/projects/default/credentials/k",
+            json!({"value": "sk-recreated-5"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status().as_u16(), header(&r, "etag")),
+        (201, Some("\"1\""))
+    );
+}
+
 #[tokio::test]
 async fn stored_credentials_are_used_upstream_but_never_shown_again() {
     let fake = fake_upstream::FakeUpstream::openai().start().await;
