@@ -470,6 +470,54 @@ async fn large_groups_sample_their_percentiles_and_keep_exact_counts() {
     .await;
 }
 
+/// An aggregate reads its counts and its latencies from one snapshot: while traces keep
+/// arriving, the latencies behind a group's percentiles are never more than its `requests`
+/// (unsampled, exactly as many), and the errors never more than the requests.
+#[tokio::test]
+async fn aggregates_under_live_writes_are_read_from_one_snapshot() {
+    use signalbox_core::trace::TraceRecord;
+    each_backend(async |url| {
+        let store = std::sync::Arc::new(Store::open(&url, MasterKey::generate()).await.unwrap());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let rec = TraceRecord {
+                        id: format!("live-{i}"),
+                        project: "default".into(),
+                        endpoint: "chat",
+                        route: Some(if i.is_multiple_of(2) { "a" } else { "b" }.into()),
+                        time_unix_ms: 1_000_000 + i,
+                        status: if i.is_multiple_of(3) { 500 } else { 200 },
+                        latency_ms: 1.0,
+                        ..Default::default()
+                    };
+                    store.insert_traces(&[rec]).await.unwrap();
+                    i += 1;
+                }
+                i
+            })
+        };
+        let f = crate::TraceFilter {
+            project: "default".into(),
+            ..Default::default()
+        };
+        for _ in 0..150 {
+            for by in [None, Some("route")] {
+                for a in store.aggregate(&f, by).await.unwrap() {
+                    assert_eq!(a.percentile_sample, a.requests, "{url} {by:?}: {a:?}");
+                    assert!(a.errors <= a.requests);
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.await.unwrap() > 10, "traces kept arriving meanwhile");
+    })
+    .await;
+}
+
 /// On SQLite, traces are written by their own connection: a trace batch and a catalog change
 /// at the same moment both land (one waits for the other's transaction), and a batch comes
 /// back to the writer whole.

@@ -663,9 +663,17 @@ impl Store {
              SUM(cost_usd), COUNT(cost_usd), COUNT(ttft_ms) FROM traces{} GROUP BY {g}",
             w.sql
         );
+        // Both reads from one snapshot: traces that land between them would otherwise be in the
+        // latencies and not in the counts (a `percentile_sample` over `requests`).
+        let mut tx = self.pool().begin().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut out: Vec<Aggregate> = Vec::new();
         for r in bind_all(sqlx::query(&sums), &w.binds)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *tx)
             .await?
         {
             let requests: i64 = r.try_get(1)?;
@@ -737,7 +745,7 @@ impl Store {
         {
             use futures_util::TryStreamExt;
             let q = bind_all(sqlx::query(&lat), &w.binds);
-            let mut rows = q.fetch(self.pool());
+            let mut rows = q.fetch(&mut *tx);
             while let Some(r) = rows.try_next().await? {
                 let grp: Option<String> = r.try_get(0)?;
                 let e = match per.get_mut(&grp) {
@@ -750,6 +758,7 @@ impl Store {
                 }
             }
         }
+        tx.rollback().await?;
         for a in &mut out {
             if let Some((l, t)) = per.get_mut(&a.group) {
                 a.percentile_sample = l.len() as i64;
