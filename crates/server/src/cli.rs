@@ -31,18 +31,52 @@ async fn open(flags: &StoreFlags) -> anyhow::Result<(Store, Option<PathBuf>)> {
     Ok((store, config))
 }
 
-/// The check every CLI write passes: the config file (if any) and the catalog together.
-fn checker(
+/// The check every CLI write passes: the config file (if any) and the catalog together,
+/// refusing what the change itself breaks. Errors the config already has in this shell (an
+/// `env::VAR` set only where the gateway runs, say) do not stop a change that adds none: an
+/// emergency key revoke must not wait for the production environment.
+async fn checker(
+    store: &Store,
     config: Option<&Path>,
-) -> anyhow::Result<impl FnOnce(&Catalog, i64) -> Result<(), ConfigErrors>> {
+) -> anyhow::Result<impl FnOnce(&Catalog, i64) -> Result<(), ConfigErrors> + use<>> {
     let text = match config {
         Some(p) => signalbox_core::config::read_file(p).map_err(|e| anyhow::anyhow!("{e}"))?,
         None => String::new(),
     };
     let file = config.map(|p| p.display().to_string());
+    let (current, version) = store.load_catalog().await?;
+    let before: std::collections::HashSet<String> = signalbox_core::config::load_with_catalog(
+        &text,
+        file.as_deref(),
+        &env,
+        version as u64,
+        &current,
+    )
+    .err()
+    .map(|errs| errs.0.iter().map(ToString::to_string).collect())
+    .unwrap_or_default();
     Ok(move |catalog: &Catalog, v: i64| {
-        signalbox_core::config::load_with_catalog(&text, file.as_deref(), &env, v as u64, catalog)
-            .map(|_| ())
+        match signalbox_core::config::load_with_catalog(
+            &text,
+            file.as_deref(),
+            &env,
+            v as u64,
+            catalog,
+        ) {
+            Ok(_) => Ok(()),
+            Err(errs) => {
+                let new: Vec<_> = errs
+                    .0
+                    .into_iter()
+                    .filter(|e| !before.contains(&e.to_string()))
+                    .collect();
+                if new.is_empty() {
+                    Ok(())
+                } else {
+                    Err(ConfigErrors(new))
+                }
+            }
+        }
     })
 }
 
@@ -73,8 +107,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Migrate { store } => {
             let (loc, _) = locate(&store)?;
             if loc.url.starts_with("sqlite:") {
-                std::fs::create_dir_all(&loc.data_dir)
-                    .with_context(|| format!("cannot create {}", loc.data_dir.display()))?;
+                setup::ensure_dir(&loc.data_dir)?;
             }
             let (pool, _, applied) = signalbox_store::connect_and_migrate(&loc.url).await?;
             pool.close().await;
@@ -156,6 +189,11 @@ async fn load(
     ))
 }
 
+/// Whether the config (file and store together, as serve loads it) has a project `name`.
+async fn named_in_file(flags: &StoreFlags, name: &str) -> bool {
+    matches!(load(flags, false).await, Ok(Ok(loaded)) if loaded.snapshot.project(name).is_some())
+}
+
 /// `signalbox check`: Ok(true) when the config is valid.
 pub async fn check(flags: &StoreFlags, file_only: bool) -> anyhow::Result<bool> {
     let name = config_path(flags.config.clone())
@@ -221,30 +259,43 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
             expires_in,
             store,
         } => {
-            let (s, config) = open(&store).await?;
-            let expires_at = match expires_in {
-                Some(secs) if secs > 0 => Some(signalbox_store::now_millis() + secs * 1000),
-                Some(_) => bail!("--expires-in must be a positive number of seconds"),
+            // Checked before the store is opened (or created).
+            const MAX: i64 = signalbox_store::MAX_KEY_LIFETIME_SECS;
+            let expires_in = match expires_in {
+                Some(secs) if (1..=MAX).contains(&secs) => Some(secs),
+                Some(_) => bail!("--expires-in must be from 1 to {MAX} seconds (a hundred years)"),
                 None => None,
             };
+            if name.trim().is_empty() || name.chars().count() > 128 {
+                bail!("--name must be 1 to 128 characters");
+            }
+            let (s, config) = open(&store).await?;
+            let expires_at = expires_in.map(|secs| signalbox_store::now_millis() + secs * 1000);
+            let mut changes = Vec::new();
+            // A project only the config file names gets its store record with its first key
+            // (keys live in the store).
+            if s.project(&project).await?.is_none() && named_in_file(&store, &project).await {
+                changes.push(Change::CreateProject {
+                    name: project.clone(),
+                    description: "Named in the config file".into(),
+                });
+            }
+            changes.push(Change::CreateKey {
+                project,
+                name,
+                expires_at,
+                value: None,
+            });
             let (_, c) = s
-                .write(
-                    &cli_actor(),
-                    Change::CreateKey {
-                        project,
-                        name,
-                        expires_at,
-                        value: None,
-                    },
-                    checker(config.as_deref())?,
-                )
+                .write_all(&cli_actor(), changes, checker(&s, config.as_deref()).await?)
                 .await
                 .map_err(rejected)?;
             s.close().await;
-            if let Some(k) = &c.key {
-                eprintln!("created key {} ({})", k.id, k.prefix);
-            }
-            println!("{}", c.revealed.unwrap_or_default());
+            let (Some(k), Some(secret)) = (&c.key, c.revealed) else {
+                bail!("the key was created but not returned; revoke it and create another");
+            };
+            eprintln!("created key {} ({})", k.id, k.prefix);
+            println!("{secret}");
             Ok(())
         }
         KeysAction::List { project, store } => {
@@ -280,7 +331,7 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                     project,
                     id: id.clone(),
                 },
-                checker(config.as_deref())?,
+                checker(&s, config.as_deref()).await?,
             )
             .await
             .map_err(rejected)?;
@@ -334,7 +385,7 @@ async fn config(action: ConfigAction) -> anyhow::Result<()> {
                 eprintln!("warning: {w}");
             }
             let n = changes.len();
-            s.write_all(&cli_actor(), changes, checker(config.as_deref())?)
+            s.write_all(&cli_actor(), changes, checker(&s, config.as_deref()).await?)
                 .await
                 .map_err(rejected)?;
             s.close().await;
@@ -367,14 +418,29 @@ async fn rotate(flags: &StoreFlags) -> anyhow::Result<()> {
     let new = MasterKey::generate();
     let from_env = env("SIGNALBOX_MASTER_KEY").is_some_and(|v| !v.trim().is_empty());
     let pending = loc.master_key_file.with_extension("key.new");
-    if !from_env {
+    if from_env {
+        // The key's only copy is what is printed: printed (and flushed) before the store
+        // changes, or the store is not changed.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{}", new.to_base64()).and_then(|()| out.flush()) {
+            s.close().await;
+            bail!("cannot print the new master key ({e}); the store still uses the old one");
+        }
+    } else {
         let _ = std::fs::remove_file(&pending);
         signalbox_store::write_secret_file(&pending, &format!("{}\n", new.to_base64()))?;
     }
-    let n = s.rotate_master_key(&new).await?;
+    let n = match s.rotate_master_key(&new).await {
+        Ok(n) => n,
+        Err(e) if from_env => {
+            s.close().await;
+            bail!("{e}; the store still uses the old master key (ignore the key printed above)");
+        }
+        Err(e) => return Err(e.into()),
+    };
     s.close().await;
     if from_env {
-        println!("{}", new.to_base64());
         eprintln!(
             "re-encrypted {n} credential(s); set SIGNALBOX_MASTER_KEY to the key printed above on every node"
         );

@@ -31,6 +31,32 @@ fn relative_to(file: Option<&Path>, p: &str) -> PathBuf {
     }
 }
 
+/// A SQLite URL in one spelling, `sqlite://ABSOLUTE_PATH[?OPTIONS]`, whichever way it was
+/// written (`sqlite:PATH`, `sqlite://PATH`, `sqlite:///PATH`): a relative path is taken from
+/// `file`'s folder when the URL was written in that file, else from the working directory.
+/// Other URLs (and SQLite's `:memory:` names) are returned as they are.
+fn sqlite_absolute(url: &str, file: Option<&Path>) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (path, options) = match rest.split_once('?') {
+        Some((p, o)) => (p, Some(o)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path.starts_with(':') {
+        return url.to_string();
+    }
+    let path = relative_to(file, path);
+    let path = std::path::absolute(&path).unwrap_or(path);
+    match options {
+        Some(o) => format!("sqlite://{}?{o}", path.display()),
+        None => format!("sqlite://{}", path.display()),
+    }
+}
+
 /// Resolve the store's location. `config` is the config file, if any.
 pub fn locate(
     args: &StoreArgs,
@@ -62,15 +88,20 @@ pub fn locate(
         _ => PathBuf::from("signalbox-data"),
     };
     let url = match (&args.db, &raw.url) {
-        (Some(u), _) => u.clone(),
+        (Some(u), _) => sqlite_absolute(u, None),
         (None, Some(u)) => match u.strip_prefix("env::") {
-            Some(var) => env(var).filter(|v| !v.is_empty()).with_context(|| {
-                format!(
-                    "{}names environment variable {var}, which is not set",
-                    at("store.url")
-                )
-            })?,
-            None => u.clone(),
+            Some(var) => env(var)
+                .filter(|v| !v.is_empty())
+                .map(|u| sqlite_absolute(&u, None))
+                .with_context(|| {
+                    format!(
+                        "{}names environment variable {var}, which is not set",
+                        at("store.url")
+                    )
+                })?,
+            // Written in the file: a relative path is relative to the file, as every path
+            // in it is.
+            None => sqlite_absolute(u, config),
         },
         (None, None) => {
             let abs = std::path::absolute(&data_dir).unwrap_or(data_dir.clone());
@@ -90,7 +121,8 @@ pub fn locate(
     })
 }
 
-fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+/// The data directory, created owner-only (0700) when it is not there yet.
+pub fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         return Ok(());
     }

@@ -336,6 +336,9 @@ impl InitialCredentials {
     }
 }
 
+/// The longest a gateway key may be given to live, in seconds (a hundred years).
+pub const MAX_KEY_LIFETIME_SECS: i64 = 100 * 365 * 24 * 3600;
+
 /// Environment-provided bootstrap values.
 #[derive(Debug, Default, Clone)]
 pub struct BootstrapEnv {
@@ -658,11 +661,19 @@ impl Store {
         .await?
         .try_get(0)?;
         self.check_master_key(&mut tx).await?;
-        // What the first change produced is the answer; the others ride along with it.
+        // What the first change produced is the answer; the others ride along with it, but a
+        // secret to reveal (a new key, after the project it belongs to) is never lost.
         let mut committed: Option<Committed> = None;
         for change in &changes {
             let c = self.apply(&mut tx, actor, change).await?;
-            committed.get_or_insert(c);
+            match &mut committed {
+                None => committed = Some(c),
+                Some(first) if first.revealed.is_none() && c.revealed.is_some() => {
+                    first.revealed = c.revealed;
+                    first.key = c.key;
+                }
+                Some(_) => {}
+            }
         }
         let mut committed = committed.unwrap_or_default();
         committed.config_version = version;
@@ -752,6 +763,13 @@ impl Store {
         let mut out = Committed::default();
         match change {
             Change::CreateProject { name, description } => {
+                // Every way in (admin API, import, bootstrap) creates projects by this rule,
+                // the one the config file's `project` keys are checked by.
+                if !signalbox_core::config::valid_plain_name(name) {
+                    return Err(StoreError::Invalid(format!(
+                        "'{name}' is not a valid project name: 1 to 128 letters, digits, '-', '_' or '.'"
+                    )));
+                }
                 if Self::project_exists(tx, name).await? {
                     return Err(StoreError::Conflict(format!(
                         "a project named '{name}' already exists"
@@ -1090,6 +1108,11 @@ impl Store {
                 value,
             } => {
                 Self::need_project(tx, project).await?;
+                if name.trim().is_empty() || name.chars().count() > 128 {
+                    return Err(StoreError::Invalid(
+                        "a gateway key's name is 1 to 128 characters".into(),
+                    ));
+                }
                 let secret = value.clone().unwrap_or_else(crypto::new_gateway_key);
                 let info = self
                     .insert_key(tx, actor, project, name, &secret, *expires_at, now)
@@ -1490,9 +1513,13 @@ impl Store {
         let actor = Actor("system".into());
         let mut created = InitialCredentials::default();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE meta SET config_version = config_version + 1 WHERE id = 1")
+        // Taken first, so bootstraps one at a time (several nodes starting together); the
+        // version moves only when something is created below: every command opens the store
+        // this way, a read-only one included, and nodes rebuild their config when it moves.
+        sqlx::query("UPDATE meta SET config_version = config_version WHERE id = 1")
             .execute(&mut *tx)
             .await?;
+        let mut changed = false;
         let now = now_ms();
         let admin_exists = sqlx::query("SELECT name FROM users WHERE name = 'admin'")
             .fetch_optional(&mut *tx)
@@ -1503,8 +1530,10 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            changed = true;
         }
         if !admin_exists {
+            changed = true;
             let (password, generated) =
                 match env.admin_password.as_deref().filter(|p| !p.is_empty()) {
                     Some(p) => (p.to_string(), false),
@@ -1546,7 +1575,13 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                changed = true;
             }
+        }
+        if changed {
+            sqlx::query("UPDATE meta SET config_version = config_version + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(created)

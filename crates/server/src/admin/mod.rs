@@ -1989,7 +1989,7 @@ async fn create_token(
 /// A lifetime in seconds for a key or token: positive, and at most a hundred years (so the
 /// expiry stays a valid RFC 3339 time).
 fn expiry_seconds(s: i64) -> Result<i64, AdminError> {
-    const MAX: i64 = 100 * 365 * 24 * 3600;
+    const MAX: i64 = signalbox_store::MAX_KEY_LIFETIME_SECS;
     if (1..=MAX).contains(&s) {
         Ok(s)
     } else {

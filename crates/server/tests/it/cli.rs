@@ -182,6 +182,18 @@ fn a_wrong_master_key_refuses_to_start_with_a_clear_message() {
 fn keys_create_prints_the_key_alone_and_list_and_revoke_manage_it() {
     each_db(|dir, db| {
         assert!(run(dir, db, &["migrate"]).status.success());
+        if db.is_none() {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("data"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o700,
+                "migrate makes the data directory owner-only"
+            );
+        }
         let out = run(
             dir,
             db,
@@ -252,6 +264,149 @@ fn keys_create_prints_the_key_alone_and_list_and_revoke_manage_it() {
         );
         assert!(!bad.status.success());
     });
+}
+
+/// A config whose `env::VAR` is set only where the gateway runs does not stop key commands
+/// run from another shell (an emergency revoke above all); a change that adds an error of its
+/// own is still refused.
+#[test]
+fn key_commands_work_where_the_configs_environment_is_not_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let config = format!(
+        "{CONFIG}[providers.prod]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"gpt-4o\"]\ncredential = \"env::SB_TEST_PROD_ONLY_KEY\"\n[targets.p]\nmodel = \"gpt-4o\"\n"
+    );
+    std::fs::write(dir.join("signalbox.toml"), config).unwrap();
+    let run = |args: &[&str]| {
+        signalbox(dir, None, args)
+            .env_remove("SB_TEST_PROD_ONLY_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["keys", "create", "--project", "default", "--name", "ops"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = String::from_utf8(run(&["keys", "list", "--project", "default"]).stdout).unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains(" ops "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let out = run(&["keys", "revoke", &id, "--project", "default"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A blank name, or a lifetime past a hundred years (it overflowed into a key born
+    // expired), is refused and creates nothing.
+    for bad in [
+        &["--name", " "][..],
+        &["--name", "x", "--expires-in", "9223372036854775807"][..],
+        &["--name", "x", "--expires-in", "0"][..],
+    ] {
+        let mut args = vec!["keys", "create", "--project", "default"];
+        args.extend_from_slice(bad);
+        let out = run(&args);
+        assert!(!out.status.success() && out.stdout.is_empty(), "{bad:?}");
+    }
+    let list = String::from_utf8(run(&["keys", "list", "--project", "default"]).stdout).unwrap();
+    assert_eq!(
+        list.lines().count(),
+        3,
+        "header, the initial key and ops: {list}"
+    );
+    // An import naming a target that exists nowhere is its own error: refused.
+    std::fs::write(
+        dir.join("bad.toml"),
+        "[routes.broken]\ntargets = [\"nowhere\"]\n",
+    )
+    .unwrap();
+    let out = run(&["config", "import", "bad.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("nowhere"), "{err}");
+    assert!(
+        !err.contains("SB_TEST_PROD_ONLY_KEY"),
+        "only the change's own errors: {err}"
+    );
+}
+
+/// `keys create --project P` for a project only the config file names creates the project's
+/// store record with the key (keys live in the store); a project named nowhere is still refused.
+#[test]
+fn keys_create_works_for_a_project_only_the_config_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let team = "[providers.tp]\nkind = \"mock\"\nmodels = [\"t-1\"]\nproject = \"team\"\n[targets.tt]\nmodel = \"t-1\"\nproject = \"team\"\n";
+    std::fs::write(dir.join("signalbox.toml"), format!("{CONFIG}{team}")).unwrap();
+    let out = run(
+        dir,
+        None,
+        &["keys", "create", "--project", "team", "--name", "svc"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .starts_with("sbx-")
+    );
+    let list =
+        String::from_utf8(run(dir, None, &["keys", "list", "--project", "team"]).stdout).unwrap();
+    assert!(list.contains(" svc "), "{list}");
+    assert!(
+        !run(
+            dir,
+            None,
+            &["keys", "create", "--project", "nowhere", "--name", "x"]
+        )
+        .status
+        .success()
+    );
+}
+
+/// Import creates projects by the rule the config file and the admin API hold them to: a
+/// name no config file could name back is refused, and no project comes of it.
+#[test]
+fn config_import_refuses_a_project_name_the_config_file_could_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(dir.join("signalbox.toml"), CONFIG).unwrap();
+    let t = "[providers.demo2]\nkind = \"mock\"\nmodels = [\"echo-9\"]\n[targets.c]\nmodel = \"echo-9\"\n";
+    std::fs::write(dir.join("t.toml"), t).unwrap();
+    for bad in ["", "has space", "a/../b"] {
+        let out = run(dir, None, &["config", "import", "t.toml", "--project", bad]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("not a valid project name"),
+            "{bad:?}: {err}"
+        );
+        assert!(
+            !run(dir, None, &["config", "export", "--project", bad])
+                .status
+                .success()
+        );
+    }
+    let out = run(
+        dir,
+        None,
+        &["config", "import", "t.toml", "--project", "team-2"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -376,6 +531,107 @@ fn reset_password_and_rotate_master_key_keep_the_store_usable() {
             );
         });
     });
+}
+
+/// With the master key in SIGNALBOX_MASTER_KEY, the printed new key is its only copy: when
+/// it cannot be printed, the store is left on the old key (it still opens with it); when it
+/// is printed, the store opens with the printed key and no longer with the old one.
+#[test]
+fn rotating_an_environment_master_key_never_loses_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(dir.join("signalbox.toml"), CONFIG).unwrap();
+    let old = signalbox_store::MasterKey::generate().to_base64();
+    let with_key = |key: &str, args: &[&str]| {
+        let mut c = signalbox(dir, None, args);
+        c.env("SIGNALBOX_MASTER_KEY", key);
+        c
+    };
+    let list = ["keys", "list", "--project", "default"];
+    assert!(with_key(&old, &list).output().unwrap().status.success());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = with_key(&old, &["rotate-master-key"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("still uses the old one"), "{err}");
+    assert!(
+        with_key(&old, &list).output().unwrap().status.success(),
+        "the old key still opens the store"
+    );
+    let out = with_key(&old, &["rotate-master-key"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(with_key(&new, &list).output().unwrap().status.success());
+    assert!(!with_key(&old, &list).output().unwrap().status.success());
+}
+
+/// A relative SQLite path written in the config file is taken from the file's folder, as the
+/// file's other paths are: the same store whatever directory a command runs in. `sqlite:PATH`
+/// (no `//`) names the same store as `sqlite://PATH` for every command.
+#[test]
+fn a_relative_sqlite_url_in_the_file_is_relative_to_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let (conf_dir, elsewhere) = (root.path().join("conf"), root.path().join("elsewhere"));
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let config = conf_dir.join("signalbox.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\nurl = \"sqlite://rel.db\"\ndata_dir = \"data\"\n{CONFIG}"),
+    )
+    .unwrap();
+    let cmd = |cwd: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(cwd)
+            .env_remove("SIGNALBOX_MASTER_KEY")
+            .env_remove("SIGNALBOX_DATA_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    cmd(
+        &elsewhere,
+        &["keys", "create", "--project", "default", "--name", "a"],
+    );
+    assert!(conf_dir.join("rel.db").exists());
+    assert!(!elsewhere.join("rel.db").exists());
+    // From the file's own folder: the same store (the key made above is listed).
+    let list = String::from_utf8(cmd(&conf_dir, &["keys", "list", "--project", "default"]).stdout)
+        .unwrap();
+    assert!(list.contains(" a "), "{list}");
+    // `sqlite:PATH` on the command line is that store too: rotating finds it.
+    let db = format!("sqlite:{}", conf_dir.join("rel.db").display());
+    cmd(
+        &elsewhere,
+        &[
+            "rotate-master-key",
+            "--db",
+            &db,
+            "--data-dir",
+            conf_dir.join("data").to_str().unwrap(),
+        ],
+    );
+    let list = String::from_utf8(cmd(&elsewhere, &["keys", "list", "--project", "default"]).stdout)
+        .unwrap();
+    assert!(list.contains(" a "), "{list}");
 }
 
 #[test]
