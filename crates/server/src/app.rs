@@ -126,11 +126,8 @@ impl Front {
     }
 }
 
-type FrontFuture = futures_util::future::Either<
-    std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
-    >,
-    <Router as tower_service::Service<Request>>::Future,
+type FrontFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
 >;
 
 impl tower_service::Service<Request> for Front {
@@ -146,25 +143,43 @@ impl tower_service::Service<Request> for Front {
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        use futures_util::future::Either;
         if req.method() == Method::POST
             && let Some((kind, upstream)) = proxied(req.uri().path())
         {
             let shared = self.shared.clone();
-            return Either::Left(Box::pin(async move {
+            return Box::pin(async move {
                 let (parts, body) = req.into_parts();
-                Ok(proxy(&shared.1, kind, upstream, parts.headers, body).await)
-            }));
+                Ok(answer_panics(proxy(&shared.1, kind, upstream, parts.headers, body)).await)
+            });
         }
         let head_bytes = req.headers().iter().map(header_bytes).sum();
         if let Some(err) = head_too_large(head_bytes) {
             let out = error_response(&err, &signalbox_core::trace::new_trace_id().0);
-            return Either::Left(Box::pin(std::future::ready(Ok(out))));
+            return Box::pin(std::future::ready(Ok(out)));
         }
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
         let mut router = self.shared.0.clone();
-        Either::Right(tower_service::Service::call(&mut router, req))
+        let routed = tower_service::Service::call(&mut router, req);
+        Box::pin(async move {
+            Ok(answer_panics(async { routed.await.unwrap_or_else(|e| match e {}) }).await)
+        })
+    }
+}
+
+/// A request whose handling panics (a gateway bug) is answered `500 internal` in the OpenAI
+/// shape, instead of the connection dropping under the caller; the panic itself is logged.
+async fn answer_panics(f: impl std::future::Future<Output = Response>) -> Response {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("a request's handling panicked; answered 500 internal");
+            error_response(
+                &ApiError::internal(),
+                &signalbox_core::trace::new_trace_id().0,
+            )
+        }
     }
 }
 
@@ -586,7 +601,8 @@ fn proxy(
                 .then(|| signalbox_core::otlp::SpanIds::new(text(inb.traceparent))),
             ..Default::default()
         });
-        let fail = |err: ApiError, mut trace: Box<TraceRecord>| {
+        // `headers`: what the answer says beside the error (the route, once resolved).
+        let fail_with = |err: ApiError, mut trace: Box<TraceRecord>, headers: HeaderMap| {
             trace.status = err.status.as_u16();
             trace.error_code = Some(if err.status == CLIENT_CLOSED_STATUS {
                 signalbox_core::execute::CLIENT_CLOSED
@@ -595,13 +611,9 @@ fn proxy(
             });
             trace.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             st.sink.record(*trace);
-            into_response(
-                error_outcome(&err, HeaderMap::new()),
-                &request_id,
-                None,
-                echo,
-            )
+            into_response(error_outcome(&err, headers), &request_id, None, echo)
         };
+        let fail = |err: ApiError, trace: Box<TraceRecord>| fail_with(err, trace, HeaderMap::new());
 
         // Refused before its body is read: the body is still taken in (`drain`), so the
         // client gets to the end of sending it and reads the answer.
@@ -728,10 +740,18 @@ fn proxy(
         if let Resolution::Route(r) = &resolved.resolution {
             trace.route_version = (r.version > 0).then_some(r.version);
         }
+        // Refused after resolving: the answer names the route as the trace does, with no
+        // attempt made.
+        let routed = || {
+            let mut h = HeaderMap::with_capacity(4);
+            h.insert(X_ROUTE, resolved.label_header().clone());
+            h.insert(X_ATTEMPTS, HeaderValue::from_static("0"));
+            h
+        };
         // After the resolution is on the trace: a body that does not fit its endpoint is
         // counted under its route.
         if let Err(e) = check_fits(upstream_path, &peeked) {
-            return fail(e, trace);
+            return fail_with(e, trace, routed());
         }
         if let Resolution::Passthrough(t) = &resolved.resolution
             && matches!(t.auth, TargetAuth::Caller)
@@ -741,7 +761,7 @@ fn proxy(
                 "model '{}' is served by passthrough to provider '{}': send your own provider key in `Authorization` (with the gateway key in `x-signalbox-authorization`) or `x-api-key`",
                 peeked.model, t.provider.id
             ));
-            return fail(err, trace);
+            return fail_with(err, trace, routed());
         }
         let ids = StickyIds {
             user: trace.user_id.as_deref(),
@@ -852,20 +872,30 @@ async fn get_model(
         Ok(c) => c,
         Err(e) => return error_response(&e, &request_id),
     };
-    match models_for(&snap, &caller.project)
+    let mut matching = models_for(&snap, &caller.project)
         .into_iter()
-        .find(|m| m.id == id)
-    {
+        .filter(|m| m.id == id);
+    match matching.next() {
         Some(m) => {
-            let mut resp = axum::Json(m).into_response();
+            // A name callable on several endpoint kinds: `endpoint` is the first as listed,
+            // `endpoints` all of them.
+            let mut v = serde_json::to_value(&m).unwrap_or_default();
+            let kinds: Vec<&str> = std::iter::once(m.endpoint)
+                .chain(matching.map(|o| o.endpoint))
+                .collect();
+            v["endpoints"] = serde_json::json!(kinds);
+            let mut resp = axum::Json(v).into_response();
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert(X_REQUEST_ID, v);
             }
             resp
         }
         None => error_response(
-            &ApiError::new(ErrorCode::ModelNotFound, format!("model '{id}' not found"))
-                .with_param("model"),
+            &ApiError::new(
+                ErrorCode::ModelNotFound,
+                format!("model '{}' not found", capped(&id, 256)),
+            )
+            .with_param("model"),
             &request_id,
         ),
     }
@@ -963,4 +993,27 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
     let err = ApiError::bad_request(format!("{method} is not allowed on {}", uri.path()))
         .with_status(StatusCode::METHOD_NOT_ALLOWED);
     error_response(&err, &request_id)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A handler that panics gets the caller a 500 `internal` in the OpenAI shape, with the
+    /// gateway's headers, instead of a dropped connection; an answer that does not panic goes
+    /// through untouched.
+    #[tokio::test]
+    async fn a_panicking_request_is_answered_500_internal() {
+        let r = answer_panics(async { panic!("a bug") }).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.headers()["x-signalbox-error-code"], "internal");
+        assert!(r.headers().contains_key("x-request-id"));
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal");
+        assert_eq!(v["error"]["type"], "server_error");
+        let ok = answer_panics(async { StatusCode::ACCEPTED.into_response() }).await;
+        assert_eq!(ok.status(), StatusCode::ACCEPTED);
+    }
 }

@@ -224,6 +224,20 @@ async fn a_body_that_does_not_fit_its_endpoint_names_the_missing_field() {
     ];
     for (path, body, field) in cases {
         let r = gw.post(path).json(&body).send().await.unwrap();
+        // The model resolved: the answer names the route, as the trace does, and no attempt.
+        let route = format!(
+            "route:{}",
+            body["model"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("route::")
+        );
+        assert_eq!(
+            header(&r, "x-signalbox-route"),
+            Some(route.as_str()),
+            "{path}"
+        );
+        assert_eq!(header(&r, "x-signalbox-attempts"), Some("0"), "{path}");
         let (status, b) = error_of(r).await;
         assert_eq!(
             (status, b["error"]["param"].as_str()),

@@ -343,8 +343,11 @@ targets = ["t-embed"]
     // Bare: the implicit route of an unused target.
     let r = gw.chat("m-bare", None).await;
     assert_eq!(route_header(&r), "target:t-bare");
-    // Forced passthrough needs the caller's own key; with one, it goes straight through.
-    let (s, b) = error_of(gw.chat("up::gpt-4o", None).await).await;
+    // Forced passthrough needs the caller's own key (the refusal names where it would have
+    // gone); with one, it goes straight through.
+    let r = gw.chat("up::gpt-4o", None).await;
+    assert_eq!(route_header(&r), "passthrough:up");
+    let (s, b) = error_of(r).await;
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("auth")));
     let r = gw
         .post("/v1/chat/completions")
@@ -469,6 +472,31 @@ async fn models_endpoint_lists_what_the_key_can_call_with_kinds() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let one: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (one["id"].as_str(), one["endpoints"].clone()),
+        (Some("route::summarize"), json!(["chat"]))
+    );
+    // A name callable on two kinds: one object, every kind in `endpoints`.
+    let r = gw
+        .get("/v1/models/gpt-4o")
+        .bearer_auth("sb-app-key")
+        .send()
+        .await
+        .unwrap();
+    let both: serde_json::Value = r.json().await.unwrap();
+    let mut kinds: Vec<&str> = both["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["chat", "embeddings"], "{both}");
+    assert_eq!(
+        both["endpoint"],
+        json!(kinds.iter().find(|k| **k == both["endpoint"]).unwrap())
+    );
     let r = gw
         .get("/v1/models/nope")
         .bearer_auth("sb-app-key")
@@ -476,6 +504,17 @@ async fn models_endpoint_lists_what_the_key_can_call_with_kinds() {
         .await
         .unwrap();
     assert_eq!(error_of(r).await.0, 404);
+    // An unknown id is not echoed at any length.
+    let long = "n".repeat(5000);
+    let r = gw
+        .get(&format!("/v1/models/{long}"))
+        .bearer_auth("sb-app-key")
+        .send()
+        .await
+        .unwrap();
+    let (s, e) = error_of(r).await;
+    assert_eq!(s, 404);
+    assert!(e["error"]["message"].as_str().unwrap().len() < 400, "{e}");
     let r = gw.get("/v1/models").send().await.unwrap();
     assert_eq!(error_of(r).await.0, 401);
 }
