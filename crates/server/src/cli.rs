@@ -109,7 +109,11 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             if loc.url.starts_with("sqlite:") {
                 setup::ensure_dir(&loc.data_dir)?;
             }
-            let (pool, _, applied) = signalbox_store::connect_and_migrate(&loc.url).await?;
+            let (pool, _, applied) = signalbox_store::connect_and_migrate(&loc.url)
+                .await
+                .with_context(|| {
+                    format!("cannot migrate {}", signalbox_store::redact_url(&loc.url))
+                })?;
             pool.close().await;
             if applied.is_empty() {
                 println!("store is up to date");
@@ -123,6 +127,14 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Admin {
             action: AdminAction::ResetPassword { user, store },
         } => {
+            // A mistyped --data-dir must not make a new store whose password this "resets".
+            let (loc, _) = locate(&store)?;
+            if !store_exists(&loc) {
+                bail!(
+                    "no store at {}: reset-password changes an existing store (check --data-dir / --db)",
+                    signalbox_store::redact_url(&loc.url)
+                );
+            }
             let (s, _) = open(&store).await?;
             let (password, generated) =
                 match env("SIGNALBOX_NEW_PASSWORD").filter(|p| !p.is_empty()) {
@@ -380,7 +392,9 @@ async fn config(action: ConfigAction) -> anyhow::Result<()> {
                 );
             }
             let existing: Vec<String> = s.projects().await?.into_iter().map(|p| p.name).collect();
-            let (changes, warnings) = signalbox::transfer::import_changes(raw, &project, &existing);
+            let (changes, mut warnings) =
+                signalbox::transfer::import_changes(raw, &project, &existing);
+            warnings.extend(signalbox::transfer::tables_left_out(&text));
             for w in warnings {
                 eprintln!("warning: {w}");
             }

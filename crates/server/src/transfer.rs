@@ -90,6 +90,24 @@ fn strip_nulls(v: Value) -> Value {
 
 /// The store changes that import a config file's objects (each into the project it names,
 /// else `project`), plus warnings for what an import does not carry.
+/// The tables of a config file that import leaves out (they configure a node, not a
+/// project's objects), each with why: import warns of each one the file has.
+pub fn tables_left_out(text: &str) -> Vec<String> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    [
+        ("server", "node settings stay in each node's config file"),
+        ("store", "where a node's store lives stays in its config file"),
+        ("defaults", "provider timeout defaults stay in the config file; set timeouts on the imported providers, models or targets"),
+        ("routing", "the default retry policy stays in the config file; set `retry` on the imported routes or functions"),
+    ]
+    .into_iter()
+    .filter(|(t, _)| doc.contains_key(*t))
+    .map(|(t, why)| format!("[{t}] not imported: {why}"))
+    .collect()
+}
+
 pub fn import_changes(
     raw: RawConfig,
     project: &str,

@@ -357,7 +357,7 @@ impl BootstrapEnv {
             ("SIGNALBOX_BOOTSTRAP_KEY", &self.gateway_key, 16),
         ] {
             if let Some(v) = value.as_deref().filter(|v| !v.is_empty())
-                && v.chars().count() < min
+                && (v.chars().count() < min || v.trim().is_empty())
             {
                 return Err(StoreError::Invalid(format!(
                     "{name} must be at least {min} characters"
@@ -1819,11 +1819,7 @@ impl Store {
                 "a user name is 1 to 64 letters, digits or - _ . @".into(),
             ));
         }
-        if password.chars().count() < 8 {
-            return Err(StoreError::Invalid(
-                "a password needs at least 8 characters".into(),
-            ));
-        }
+        check_password_rule(password)?;
         let hash = hash_blocking(password.to_string()).await?;
         let mut tx = self.pool.begin().await?;
         if sqlx::query("SELECT name FROM users WHERE name = $1")
@@ -1969,11 +1965,7 @@ impl Store {
         name: &str,
         password: &str,
     ) -> Result<(), StoreError> {
-        if password.chars().count() < 8 {
-            return Err(StoreError::Invalid(
-                "a password needs at least 8 characters".into(),
-            ));
-        }
+        check_password_rule(password)?;
         let hash = hash_blocking(password.to_string()).await?;
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
@@ -2068,6 +2060,16 @@ fn gone_at(kind: &str, name: &str, want: i64) -> StoreError {
     StoreError::Stale(format!(
         "{kind} '{name}' does not exist (If-Match named version {want})"
     ))
+}
+
+/// The rule every password is set by: at least 8 characters, not all of them spaces.
+fn check_password_rule(password: &str) -> Result<(), StoreError> {
+    if password.chars().count() < 8 || password.trim().is_empty() {
+        return Err(StoreError::Invalid(
+            "a password needs at least 8 characters, not all spaces".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn http_header_unsafe(v: &str) -> bool {

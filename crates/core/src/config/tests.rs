@@ -5,6 +5,7 @@ use super::*;
 fn env(name: &str) -> Option<String> {
     match name {
         "SET_KEY" => Some("sk-set".into()),
+        "EMPTY_KEY" => Some("  ".into()),
         _ => None,
     }
 }
@@ -96,6 +97,12 @@ fn an_unset_explicit_env_var() {
     assert_eq!(
         e,
         "gw.toml:14: targets.c.credential: environment variable NOT_SET_ANYWHERE is not set"
+    );
+    // Set, but to nothing: said so (an unset and an empty variable are fixed differently).
+    let e = one("[targets.c]\nmodel = \"gpt-4o\"\ncredential = \"env::EMPTY_KEY\"\n");
+    assert_eq!(
+        e,
+        "gw.toml:14: targets.c.credential: environment variable EMPTY_KEY is set but empty"
     );
 }
 

@@ -239,7 +239,11 @@ impl Ctx<'_> {
                 }
                 Some(Secret::new(v))
             }
-            _ => {
+            Some(_) => {
+                self.err(path, format!("environment variable {var} is set but empty"));
+                None
+            }
+            None => {
                 self.err(path, format!("environment variable {var} is not set"));
                 None
             }
@@ -329,12 +333,17 @@ fn check_store(cx: &mut Ctx<'_>, store: &crate::config::raw::RawStore) {
     if let Some(url) = store.url.as_deref() {
         let path = p(&["store", "url"]);
         let value = match url.strip_prefix("env::") {
-            Some(var) => match (cx.env)(var).filter(|v| !v.trim().is_empty()) {
-                Some(v) => Some(v),
-                None => {
+            Some(var) => match (cx.env)(var) {
+                Some(v) if !v.trim().is_empty() => Some(v),
+                set => {
+                    let state = if set.is_some() {
+                        "is set but empty"
+                    } else {
+                        "is not set"
+                    };
                     cx.err(
                         path.clone(),
-                        format!("names environment variable {var}, which is not set"),
+                        format!("names environment variable {var}, which {state}"),
                     );
                     None
                 }

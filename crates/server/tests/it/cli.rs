@@ -407,6 +407,20 @@ fn config_import_refuses_a_project_name_the_config_file_could_not_hold() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Node settings in an imported file are not imported, and each is said so.
+    let node = format!("[server]\nport = 4100\n[routing.retry]\nmax_retries = 5\n{t}");
+    std::fs::write(dir.join("t.toml"), node).unwrap();
+    let out = run(
+        dir,
+        None,
+        &["config", "import", "t.toml", "--project", "team-2"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[server] not imported") && err.contains("[routing] not imported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -489,6 +503,11 @@ fn reset_password_and_rotate_master_key_keep_the_store_usable() {
     each_db(|dir, db| {
         let (p, _, _) = serve(dir, db, &[]).unwrap();
         drop(p);
+        let out = signalbox(dir, db, &["admin", "reset-password"])
+            .env("SIGNALBOX_NEW_PASSWORD", "          ")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a password of spaces is refused");
         let out = signalbox(dir, db, &["admin", "reset-password"])
             .env("SIGNALBOX_NEW_PASSWORD", "brand-new-password")
             .output()
@@ -686,15 +705,18 @@ fn admin_listen_moves_the_admin_api_or_switches_it_off() {
 fn a_command_pointed_at_no_store_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("signalbox.toml"), "").unwrap();
-    // A mistyped data directory: rotating refuses instead of making a store to rotate.
-    let out = run(dir.path(), None, &["rotate-master-key"]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no store at"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!dir.path().join("data/signalbox.db").exists());
+    // A mistyped data directory: rotating or resetting a password refuses instead of making
+    // a store to change (whose new password would be no store's).
+    for args in [&["rotate-master-key"][..], &["admin", "reset-password"][..]] {
+        let out = run(dir.path(), None, args);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no store at"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!dir.path().join("data/signalbox.db").exists());
+    }
     // A store that cannot be reached: no master key is left for a later start to trust.
     let out = run(
         dir.path(),
