@@ -202,6 +202,20 @@ assert.match(upResult, /Connected \(HTTP 200\): the provider offers 2 model/);
 const downResult = await connectProvider(page, { name: 'down', url: downUrl, secret: 'sk-down', pick: [], addByName: 'gpt-4o' });
 assert.match(downResult, /Test failed/);
 await page.getByRole('cell', { name: 'gpt-4o, gpt-4o-mini' }).waitFor();
+// Connecting again under a name in use replaces nothing: the credential and the provider are
+// created only, and the clash is said.
+await go(page, '#/providers/connect');
+await page.getByLabel('Name', { exact: true }).fill('fake');
+await page.getByLabel('Base URL').fill(downUrl);
+await page.getByLabel('Managed credential: the gateway sends its own key').check();
+await page.getByLabel('Secret (API key)').fill('sk-would-replace');
+await page.getByRole('button', { name: 'Save and test connection' }).click();
+await page.getByText(/already exists/).first().waitFor();
+const kept = await page.evaluate(async () => (await (await fetch('/admin/v1/projects/default/credentials')).json()).data.find((c) => c.name === 'fake-key'));
+assert.equal(kept.version, 1, 'the existing credential was not replaced');
+const stillUp = await page.evaluate(async () => (await (await fetch('/admin/v1/projects/default/providers/fake')).json()).base_url);
+assert.equal(stillUp, upUrl, 'the existing provider was not replaced');
+await go(page, '#/providers');
 await axe(page, 'providers');
 await shot(page, 'providers');
 log('connected providers fake (test connection listed its models) and down (added by name)');
@@ -250,6 +264,34 @@ await page.getByRole('heading', { name: 'Route chat-main' }).waitFor();
 await page.waitForFunction(() => document.querySelector('[data-page="routing"]') && document.body.dataset.rendered);
 assert.match(await page.getByTestId('glance').textContent(), /fake-gpt-4o 70% · fake-gpt-4o-mini 30%/);
 log('weighted route chat-main created');
+
+// A weighted route naming its targets takes their own default weights: shown as the gateway
+// weighs them, and saved as stored when nothing is edited. A preview makes no target.
+const adminFetch = (method, p, body) => page.evaluate(async ([m, q, b]) => {
+  const csrf = decodeURIComponent((document.cookie.split('; ').find((c) => c.startsWith('signalbox_csrf=')) || '=').split('=')[1]);
+  const r = await fetch(`/admin/v1/projects/default/${q}`, {
+    method: m, headers: { 'content-type': 'application/json', 'x-signalbox-csrf': csrf }, body: b ? JSON.stringify(b) : undefined,
+  });
+  return { status: r.status, body: await r.json().catch(() => null) };
+}, [method, p, body]);
+for (const [p, b] of [
+  ['targets/w-big', { provider: 'fake', model: 'gpt-4o', weight: 3 }],
+  ['targets/w-small', { provider: 'fake', model: 'gpt-4o-mini' }],
+  ['routes/by-default', { strategy: 'weighted', targets: ['w-big', 'w-small'] }],
+]) assert.ok((await adminFetch('PUT', p, b)).status < 300, p);
+await go(page, '#/routing/routes/by-default');
+assert.match(await page.getByTestId('glance').textContent(), /w-big 75% · w-small 25%/);
+assert.equal(await page.getByLabel('Share of target 1 (%)').inputValue(), '75');
+await page.getByRole('button', { name: 'Preview changes' }).click();
+await page.getByText('Nothing changed.').waitFor();
+await page.getByLabel('Weighted target 2').selectOption({ label: 'down / gpt-4o (new target)' });
+await page.getByRole('button', { name: 'Preview changes' }).click();
+await page.getByRole('region', { name: 'Changes to save' }).waitFor();
+await page.getByRole('button', { name: 'Discard preview' }).click();
+const targetNames = (await adminFetch('GET', 'targets')).body.data.map((t) => t.name);
+assert.ok(!targetNames.includes('down-gpt-4o'), `a discarded preview made no target: ${targetNames}`);
+assert.equal((await adminFetch('DELETE', 'routes/by-default')).status, 204);
+log('default target weights shown and kept; a preview creates nothing');
 
 // Call it with the OpenAI SDK; the trace appears.
 const marker = '<img src=x onerror="window.__pwned=1"> hello';
@@ -467,6 +509,15 @@ const viewerWrite = await page.evaluate(async () => {
 });
 assert.deepEqual(viewerWrite, { withCsrf: 403, withoutCsrf: 403 }, 'the API refuses the viewer\'s write');
 log('viewer: no write control on any page; writes refused (403)');
+
+// The viewer changes their own password, confirming the present one; the new one signs in.
+await go(page, '#/settings');
+await page.getByLabel('Current password').fill('viewer-pass-1');
+await page.getByLabel('New password').fill('viewer-pass-2');
+await page.getByRole('button', { name: 'Change password' }).click();
+await page.getByRole('heading', { name: 'Sign in to Signalbox' }).waitFor();
+await login(page, 'vera', 'viewer-pass-2');
+log('viewer changed their own password and signed in with it');
 
 assert.deepEqual(cspViolations, [], 'no Content-Security-Policy violation');
 assert.deepEqual(pageErrors, [], 'no uncaught page error');

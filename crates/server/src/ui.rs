@@ -190,27 +190,31 @@ fn over_https(headers: &HeaderMap) -> bool {
         || proto("forwarded").is_some_and(|v| v.contains("proto=https"))
 }
 
-/// A sign-in posted from another site is refused (login CSRF): when the browser names the
-/// request's origin, it must be this host.
+/// A sign-in posted from another site is refused (login CSRF). The browser's own verdict
+/// (`Sec-Fetch-Site`) decides when it sends one; otherwise the origin it names must be this
+/// host, as the request reached Signalbox (`Host`) or as the client addressed it through a
+/// reverse proxy that rewrites `Host` (`X-Forwarded-Host`).
 fn cross_site(headers: &HeaderMap) -> bool {
-    let get = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
-    if headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site" || v == "same-site")
-    {
-        return true;
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    match get("sec-fetch-site") {
+        Some("cross-site" | "same-site") => return true,
+        Some("same-origin" | "none") => return false,
+        _ => {}
     }
-    match (get(header::ORIGIN), get(header::HOST)) {
-        (Some("null"), _) => true,
-        (Some(origin), Some(host)) => {
+    match get("origin") {
+        Some("null") => true,
+        Some(origin) => {
             let o = origin
                 .split_once("://")
                 .map(|(_, rest)| rest)
                 .unwrap_or(origin);
-            !o.eq_ignore_ascii_case(host)
+            let forwarded = get("x-forwarded-host").and_then(|v| v.split(',').next());
+            ![get("host"), forwarded]
+                .into_iter()
+                .flatten()
+                .any(|h| o.eq_ignore_ascii_case(h.trim()))
         }
-        _ => false,
+        None => false,
     }
 }
 
@@ -429,5 +433,20 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(cross_site(&h));
+        // Behind a reverse proxy that rewrites Host: the browser's same-origin verdict, or
+        // the host the client addressed (X-Forwarded-Host), is this site.
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://gw.example.com"),
+        );
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(!cross_site(&h));
+        h.remove("sec-fetch-site");
+        assert!(cross_site(&h));
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("gw.example.com"),
+        );
+        assert!(!cross_site(&h));
     }
 }

@@ -1,7 +1,7 @@
 // The dashboard shell: sign-in, the project selector, hash routing to the pages.
 
 import { api, login, logout, setUnauthorizedHandler } from './api.js';
-import { h, clear, errorBox } from './dom.js';
+import { h, clear, errorBox, toast } from './dom.js';
 import * as overview from './pages/overview.js';
 import * as providers from './pages/providers.js';
 import * as credentials from './pages/credentials.js';
@@ -144,7 +144,15 @@ function init() {
     }
   });
   $('logout').addEventListener('click', async () => {
-    try { await logout(); } catch { /* the session may be gone already */ }
+    try {
+      await logout();
+    } catch (e) {
+      // Gone already (401) is signed out; any other failure left the session alive: say so.
+      if (e.status !== 401) {
+        toast(`Not signed out: ${e.message || 'the server did not answer'}. Try again.`);
+        return;
+      }
+    }
     showLogin('You are signed out.');
   });
   $('project-select').addEventListener('change', (ev) => {

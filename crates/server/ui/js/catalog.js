@@ -40,10 +40,21 @@ export function strategyOf(body) {
 }
 
 export function refName(r) { return typeof r === 'string' ? r : r.target; }
-export function refWeight(r, fallback = 1) { return typeof r === 'string' ? fallback : (r.weight ?? fallback); }
+/**
+ * A route's weight for a target reference: its own, else the target's default weight (from
+ * `weights`, name -> weight, as the gateway reads it), else 1.
+ */
+export function refWeight(r, weights = {}) {
+  const dflt = weights[refName(r)] ?? 1;
+  return typeof r === 'string' ? dflt : (r.weight ?? dflt);
+}
+/** Target name -> default weight, from a list of targets. */
+export function weightsOf(targets) {
+  return Object.fromEntries((targets || []).map((t) => [t.name, t.weight ?? 1]));
+}
 
 /** Targets at a glance: "a 70% · b 30%", "a → b", or variants. */
-export function glance(body) {
+export function glance(body, weights = {}) {
   const st = strategyOf(body);
   if (st === 'route') return `→ route::${body.route}`;
   if (st === 'experiment') {
@@ -56,8 +67,8 @@ export function glance(body) {
   }
   const ts = body.targets || (body.models ? body.models : []);
   if (st === 'weighted') {
-    const total = ts.reduce((a, r) => a + refWeight(r), 0) || 1;
-    return ts.map((r) => `${refName(r)} ${Math.round((refWeight(r) * 100) / total)}%`).join(' · ');
+    const total = ts.reduce((a, r) => a + refWeight(r, weights), 0) || 1;
+    return ts.map((r) => `${refName(r)} ${Math.round((refWeight(r, weights) * 100) / total)}%`).join(' · ');
   }
   if (st === 'fallback') return ts.map(refName).join(' → ');
   return ts.map(refName).join(', ');
@@ -93,7 +104,7 @@ export async function targetChoices(project) {
 /**
  * The target name for a choice value, creating the target when the choice is a provider model.
  */
-export async function ensureTarget(project, value, targets) {
+export async function ensureTarget(project, value, targets, create = true) {
   if (value.startsWith('t:')) return value.slice(2);
   const [provider, model] = value.slice(2).split('\u0000');
   const existing = targets.find((t) => t.provider === provider && t.model === model);
@@ -101,6 +112,8 @@ export async function ensureTarget(project, value, targets) {
   let name = slug(`${provider}-${model}`);
   const names = new Set(targets.map((t) => t.name));
   for (let i = 2; names.has(name); i += 1) name = slug(`${provider}-${model}-${i}`);
+  // A preview names the target it would make, and makes nothing.
+  if (!create) return name;
   try {
     await api.post(proj(project, 'targets'), { name, provider, model });
   } catch (e) {

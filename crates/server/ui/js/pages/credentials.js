@@ -68,11 +68,14 @@ function actions(ctx, c, msg) {
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       try {
-        await api.put(proj(ctx.project, 'credentials', c.name), { value: v.input.value });
+        // At the version listed: a value changed meanwhile by someone else is not overwritten.
+        await api.put(proj(ctx.project, 'credentials', c.name), { value: v.input.value }, { 'if-match': `"${c.version}"` });
         toast(`Credential ${c.name} rotated`);
         ctx.reload();
       } catch (err) {
-        clear(msg).append(errorBox(err));
+        // The form stays, its value kept, beside the error.
+        msg.querySelectorAll('.notice.err').forEach((n) => n.remove());
+        msg.append(errorBox(err));
       }
     });
     clear(msg).append(form);
@@ -81,7 +84,7 @@ function actions(ctx, c, msg) {
   del.addEventListener('click', async () => {
     if (!await confirmDialog(`Delete credential ${c.name}? Anything still using it must be changed first.`, 'Delete', true)) return;
     try {
-      await api.del(proj(ctx.project, 'credentials', c.name));
+      await api.del(proj(ctx.project, 'credentials', c.name), { 'if-match': `"${c.version}"` });
       toast(`Credential ${c.name} deleted`);
       ctx.reload();
     } catch (err) {

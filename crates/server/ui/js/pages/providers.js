@@ -230,7 +230,8 @@ async function connect(ctx, root) {
         if (!cname) {
           if (!secret.input.value.trim()) throw new Error('Enter the secret for the managed credential, or choose bring-your-own-key');
           cname = slug(credName.input.value.trim() || `${n}-key`);
-          await api.put(proj(ctx.project, 'credentials', cname), { value: secret.input.value });
+          // Create only: a credential of that name already in use is never replaced from here.
+          await api.post(proj(ctx.project, 'credentials'), { name: cname, value: secret.input.value });
           secret.input.value = '';
           existing.input.append(h('option', { value: cname }, cname));
           existing.input.value = cname;
@@ -241,10 +242,14 @@ async function connect(ctx, root) {
         body.passthrough = 'caller_key';
       }
       if (created) {
-        const cur = await api.get(proj(ctx.project, 'providers', n));
-        body.models = cur.models || [];
+        // The provider this flow made: replaced only at the version it left it at.
+        const cur = await call('GET', proj(ctx.project, 'providers', n));
+        body.models = cur.body.models || [];
+        await api.put(proj(ctx.project, 'providers', n), body, { 'if-match': cur.headers.get('etag') || '' });
+      } else {
+        // Create only: connecting under the name of an existing provider is refused (409).
+        await api.post(proj(ctx.project, 'providers'), { name: n, ...body });
       }
-      await api.put(proj(ctx.project, 'providers', n), body);
       created = true;
       stepItems.slice(0, 3).forEach((li) => li.classList.add('done'));
       const r = await api.post(proj(ctx.project, 'providers', n, 'test'));

@@ -7,7 +7,7 @@ import {
 } from '../dom.js';
 import {
   list, fileNote, managedBadge, strategyOf, glance, STRATEGY_NAMES, ENDPOINTS, targetChoices,
-  ensureTarget, refName, refWeight,
+  ensureTarget, refName, refWeight, weightsOf,
 } from '../catalog.js';
 import { stripMeta } from './providers.js';
 
@@ -24,13 +24,14 @@ async function listPage(ctx, root) {
       h('a', { class: 'button', href: '#/routing/new' }, 'New rule'),
       h('a', { class: 'button secondary', href: '#/routing/new?kind=functions' }, 'New function')) : null));
   root.append(h('p', { class: 'muted' }, 'Callers use a route as "model": "route::NAME" and a function as "function::NAME". A change serves at once.'));
-  const [routes, functions] = await Promise.all([list(ctx.project, 'routes'), list(ctx.project, 'functions')]);
+  const [routes, functions, targets] = await Promise.all([list(ctx.project, 'routes'), list(ctx.project, 'functions'), list(ctx.project, 'targets')]);
   if (!ctx.alive()) return;
+  const weights = weightsOf(targets);
   const rows = (items, kind) => items.map((o) => [
     h('span', {}, h('a', { href: `#/routing/${kind}/${encodeURIComponent(o.name)}` }, o.name), ' ', managedBadge(o)),
     o.endpoint || 'chat',
     STRATEGY_NAMES[strategyOf(o)] || strategyOf(o),
-    glance(o),
+    glance(o, weights),
     o.managed_by === 'file' ? 'file' : `v${o.version}`,
   ]);
   const cols = [{ label: 'Name' }, { label: 'Endpoint' }, { label: 'Strategy' }, { label: 'Targets' }, { label: 'Version' }];
@@ -78,8 +79,9 @@ async function createPage(ctx, root) {
 }
 
 async function detailPage(ctx, root, collection, name) {
-  const r = await call('GET', proj(ctx.project, collection, name));
+  const [r, allTargets] = await Promise.all([call('GET', proj(ctx.project, collection, name)), list(ctx.project, 'targets')]);
   const obj = r.body;
+  const weights = weightsOf(allTargets);
   const label = collection === 'routes' ? 'Route' : 'Function';
   const prefix = collection === 'routes' ? 'route' : 'function';
   root.append(h('h1', {}, `${label} ${name}`));
@@ -90,18 +92,21 @@ async function detailPage(ctx, root, collection, name) {
     h('dt', {}, 'Call it as'), h('dd', {}, h('code', {}, `${prefix}::${name}`)),
     h('dt', {}, 'Endpoint'), h('dd', {}, obj.endpoint || 'chat'),
     h('dt', {}, 'Strategy'), h('dd', {}, STRATEGY_NAMES[strategyOf(obj)] || strategyOf(obj)),
-    h('dt', {}, 'Targets'), h('dd', { 'data-testid': 'glance' }, glance(obj)),
+    h('dt', {}, 'Targets'), h('dd', { 'data-testid': 'glance' }, glance(obj, weights)),
     h('dt', {}, 'Version'), h('dd', {}, obj.managed_by === 'file' ? 'config file' : `${obj.version} by ${obj.updated_by} at ${fmtTime(obj.updated_at)}`)));
   if (strategyOf(obj) === 'experiment') {
     root.append(h('p', {}, h('a', { href: `#/experiments/${collection}/${encodeURIComponent(name)}` }, 'See this experiment\'s per-variant figures')));
   }
 
   // Edit
-  if (ctx.canEdit && obj.managed_by !== 'file') {
+  if (ctx.canEdit && obj.managed_by !== 'file' && Array.isArray(obj.models) && collection === 'functions') {
+    // Inline provider models are not something the editor builds: editing here would drop them.
+    root.append(h('p', { class: 'notice' }, 'This function lists its models inline (`models`): edit it through the admin API or export and import it as TOML.'));
+  } else if (ctx.canEdit && obj.managed_by !== 'file') {
     const { choices, targets } = await targetChoices(ctx.project);
     const routes = collection === 'functions' ? await list(ctx.project, 'routes') : [];
     if (!ctx.alive()) return;
-    const editor = ruleEditor({ collection, body: obj, choices, routes });
+    const editor = ruleEditor({ collection, body: obj, choices, routes, weights: weightsOf(targets) });
     const status = h('div', { 'aria-live': 'polite' });
     const preview = h('div', {});
     const form = h('form', { class: 'panel', 'aria-labelledby': 'edit-title' },
@@ -113,7 +118,8 @@ async function detailPage(ctx, root, collection, name) {
       clear(preview);
       try {
         const before = stripMeta(obj);
-        const after = await editor.build(ctx.project, targets, before);
+        // The preview creates nothing: a new target is made only when the change is saved.
+        const after = await editor.build(ctx.project, targets, before, false);
         const changes = diffOf(before, after);
         if (changes.length === 0) {
           preview.append(h('p', { class: 'notice' }, 'Nothing changed.'));
@@ -129,7 +135,8 @@ async function detailPage(ctx, root, collection, name) {
         confirm.addEventListener('click', async () => {
           confirm.disabled = true;
           try {
-            await api.put(proj(ctx.project, collection, name), after, { 'if-match': r.headers.get('etag') || `"${obj.version}"` });
+            const saved = await editor.build(ctx.project, targets, before, true);
+            await api.put(proj(ctx.project, collection, name), saved, { 'if-match': r.headers.get('etag') || `"${obj.version}"` });
             toast(`${label} ${name} saved; it serves now`);
             ctx.reload();
           } catch (err) {
@@ -148,7 +155,7 @@ async function detailPage(ctx, root, collection, name) {
     del.addEventListener('click', async () => {
       if (!await confirmDialog(`Delete ${prefix}::${name}? Callers using it get 404 from the next request on.`, 'Delete', true)) return;
       try {
-        await api.del(proj(ctx.project, collection, name));
+        await api.del(proj(ctx.project, collection, name), { 'if-match': r.headers.get('etag') || `"${obj.version}"` });
         toast(`${label} ${name} deleted`);
         ctx.navigate('#/routing');
       } catch (err) {
@@ -323,7 +330,7 @@ function snippetsFor(base, model, endpoint) {
 const MANAGED_KEYS = ['strategy', 'targets', 'steps', 'variants', 'sticky', 'route'];
 
 /** Parse a stored body into the editor's state. */
-function stateOf(collection, body) {
+function stateOf(collection, body, weights = {}) {
   const st = body.__strategy || strategyOf(body);
   const refs = (body.targets || []);
   const state = {
@@ -340,8 +347,10 @@ function stateOf(collection, body) {
     models: (collection === 'routes' ? body.models || [] : []).join(', '),
   };
   if (st === 'weighted') {
-    const total = refs.reduce((a, r) => a + refWeight(r), 0) || 1;
-    state.weighted = refs.map((r) => ({ value: `t:${refName(r)}`, pct: Math.round((refWeight(r) * 100) / total) }));
+    const total = refs.reduce((a, r) => a + refWeight(r, weights), 0) || 1;
+    state.weighted = refs.map((r) => ({ value: `t:${refName(r)}`, pct: Math.round((refWeight(r, weights) * 100) / total) }));
+    // Left as they were, the stored weights are saved as they were (percentages round).
+    state.weightedAsLoaded = { rows: JSON.stringify(state.weighted), refs };
   } else if (refs.length) {
     state.weighted = refs.map((r, i) => ({ value: `t:${refName(r)}`, pct: i === 0 ? 100 : 0 }));
   }
@@ -359,7 +368,7 @@ function stateOf(collection, body) {
   }
   state.steps = (body.steps || []).map((s) => ({
     strategy: s.strategy || 'single',
-    rows: (s.targets || []).map((r) => ({ value: `t:${refName(r)}`, weight: refWeight(r) })),
+    rows: (s.targets || []).map((r) => ({ value: `t:${refName(r)}`, weight: refWeight(r, weights) })),
     retry: s.retry,
   }));
   if (state.weighted.length === 0) state.weighted = [{ value: '', pct: 50 }, { value: '', pct: 50 }];
@@ -374,8 +383,8 @@ function stateOf(collection, body) {
   return state;
 }
 
-function ruleEditor({ collection, body, choices, routes }) {
-  const state = stateOf(collection, body);
+function ruleEditor({ collection, body, choices, routes, weights = {} }) {
+  const state = stateOf(collection, body, weights);
   const el = h('div', {});
   const endpoint = field('Endpoint kind', 'select', { value: state.endpoint }, ENDPOINTS,
     'The API this rule serves: a chat rule answers /v1/chat/completions.');
@@ -554,14 +563,15 @@ function ruleEditor({ collection, body, choices, routes }) {
   }
   draw();
 
-  async function build(project, targets, original) {
+  async function build(project, targets, original, create = true) {
     const need = (v, what) => {
       if (!v) throw new Error(`Choose ${what}`);
-      return ensureTarget(project, v, targets);
+      return ensureTarget(project, v, targets, create);
     };
     const out = { ...original };
     for (const k of MANAGED_KEYS) delete out[k];
-    out.endpoint = state.endpoint;
+    // `chat` is the default: a body that left it out keeps leaving it out.
+    if (original.endpoint !== undefined || state.endpoint !== 'chat') out.endpoint = state.endpoint;
     if (collection === 'routes') {
       const ms = state.models.split(',').map((x) => x.trim()).filter(Boolean);
       if (ms.length) out.models = ms; else delete out.models;
@@ -580,6 +590,11 @@ function ruleEditor({ collection, body, choices, routes }) {
         break;
       case 'weighted': {
         out.strategy = 'weighted';
+        const loaded = state.weightedAsLoaded;
+        if (loaded && loaded.rows === JSON.stringify(state.weighted)) {
+          out.targets = loaded.refs;
+          break;
+        }
         out.targets = [];
         for (const [i, w] of state.weighted.entries()) {
           out.targets.push({ target: await need(w.value, `weighted target ${i + 1}`), weight: Number(w.pct) || 0 });

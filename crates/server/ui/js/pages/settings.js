@@ -51,16 +51,21 @@ export async function render(ctx, root) {
     h('p', { class: 'hint' }, 'Set in the config file: [store] traces and trace_retention_days.')));
 
   // Own password
+  // Users other than the admin confirm with their present password (the API requires it).
+  const current = ctx.isAdmin ? null
+    : field('Current password', 'input', { type: 'password', autocomplete: 'current-password', required: true });
   const pw = field('New password', 'input', { type: 'password', autocomplete: 'new-password', minlength: 8 });
   const pwOut = h('div', { 'aria-live': 'polite' });
   const pwForm = h('form', { class: 'panel', 'aria-labelledby': 'pw-title' }, h('h2', { id: 'pw-title' }, 'Your password'),
     h('p', { class: 'hint' }, 'Changing it signs out every session of yours, this one included.'),
-    pw.wrap, pwOut, h('button', { type: 'submit', class: 'secondary' }, 'Change password'));
+    current ? current.wrap : null, pw.wrap, pwOut, h('button', { type: 'submit', class: 'secondary' }, 'Change password'));
   pwForm.addEventListener('submit', async (e) => {
     e.preventDefault();
     clear(pwOut);
+    const body = { password: pw.input.value };
+    if (current) body.current_password = current.input.value;
     try {
-      await api.post(`users/${encodeURIComponent(ctx.me.user)}/password`, { password: pw.input.value });
+      await api.post(`users/${encodeURIComponent(ctx.me.user)}/password`, body);
       location.reload();
     } catch (err) {
       pwOut.append(errorBox(err));
