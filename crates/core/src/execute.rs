@@ -188,7 +188,7 @@ pub fn execute<'a>(
                 first.target.provider.kind.as_str()
             ))
             .with_param("model");
-                return finish_error(&ex, None, plan, 0, err, trace, &sink);
+                return finish_error(&ex, None, false, plan, 0, err, trace, &sink);
             }
             served = Plan {
                 targets,
@@ -275,6 +275,7 @@ pub fn execute<'a>(
                             return finish_error(
                                 &ex,
                                 Some(entry),
+                                true,
                                 plan,
                                 attempts,
                                 err,
@@ -333,7 +334,7 @@ pub fn execute<'a>(
             err.upstream_provider = Some(e.target.provider.id.clone());
         }
         let (trace, sink) = guard.take();
-        finish_error(&ex, entry, plan, attempts, err, trace, &sink)
+        finish_error(&ex, entry, false, plan, attempts, err, trace, &sink)
     }
 }
 
@@ -492,9 +493,13 @@ fn overridden_params(
     serde_json::json!({ "variant": params, "caller": mine })
 }
 
+/// The request ends with `err`: the answer of `entry` when `answered`, else the last failure
+/// (or a refusal before any attempt).
+#[allow(clippy::too_many_arguments)]
 fn finish_error(
     ex: &Exchange<'_>,
     entry: Option<&PlannedTarget>,
+    answered: bool,
     plan: &Plan,
     attempts: u32,
     err: ApiError,
@@ -504,7 +509,23 @@ fn finish_error(
     trace.status = err.status.as_u16();
     trace.error_code = Some(err.code.as_str());
     trace.latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0;
-    trace.serving_variant = None;
+    // An error that is the answer (a 400 for a variant's params, say) was served by the entry
+    // that gave it: the trace names that variant and its params, as the headers do. A failed
+    // plan was served by none.
+    let served = entry.filter(|_| answered);
+    trace.serving_variant = served
+        .and_then(|e| e.variant.as_ref())
+        .map(|v| v.name.clone());
+    if let Some(v) = served
+        .and_then(|e| e.variant.as_ref())
+        .filter(|v| !v.params.is_empty())
+    {
+        trace.params = Some(Box::new(overridden_params(
+            &ex.body,
+            &v.params,
+            trace.content.is_some(),
+        )));
+    }
     sink.record(*trace);
     error_outcome(&err, gateway_headers(ex, entry, plan, attempts))
 }

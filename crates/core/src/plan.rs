@@ -60,11 +60,25 @@ pub fn plan(resolution: &Resolution, ids: StickyIds<'_>, default_retry: RetryPol
             assigned_variant: None,
             sticky: None,
         },
-        Resolution::Route(r) => plan_body(&r.body, ids),
+        Resolution::Route(r) => {
+            // The experiment's own name salts its sticky hash: a function pointing at a route
+            // runs that route's experiment, so it assigns as the route does.
+            let via;
+            let experiment = match &r.via_route {
+                Some(route) => {
+                    via = format!("route:{route}");
+                    via.as_str()
+                }
+                None => r.label.as_str(),
+            };
+            plan_body(&r.body, ids, experiment)
+        }
     }
 }
 
-pub fn plan_body(body: &RouteBody, ids: StickyIds<'_>) -> Plan {
+/// The plan of a route body; `experiment` names the route or function whose experiment it is
+/// (`route:NAME`, `function:NAME`), which sticky assignment hashes with the id.
+pub fn plan_body(body: &RouteBody, ids: StickyIds<'_>, experiment: &str) -> Plan {
     let mut rng = rand::rng();
     match body {
         RouteBody::Steps(steps) => {
@@ -111,7 +125,7 @@ pub fn plan_body(body: &RouteBody, ids: StickyIds<'_>) -> Plan {
             let (order, source) = match key {
                 Some((id, source)) => {
                     let names: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
-                    (sticky_order(id, &names, &weights), Some(source))
+                    (sticky_order(experiment, id, &names, &weights), Some(source))
                 }
                 None => {
                     let src = (*sticky != Sticky::None).then_some(StickySource::Random);
@@ -162,15 +176,19 @@ pub fn weighted_order(weights: &[u32], rng: &mut impl Rng) -> Vec<usize> {
     order
 }
 
-/// Weighted rendezvous hashing: each (id, variant) gets score -w / ln(h), h in (0,1);
-/// the highest score wins. Changing weights moves only the share that changed.
-pub fn sticky_order(id: &str, names: &[&str], weights: &[u32]) -> Vec<usize> {
+/// Weighted rendezvous hashing: each (experiment, id, variant) gets score -w / ln(h), h in
+/// (0,1); the highest score wins. Changing weights moves only the share that changed; the
+/// experiment's name in the hash keeps two experiments' assignments independent (the same
+/// users are not in every experiment's `treatment`).
+pub fn sticky_order(experiment: &str, id: &str, names: &[&str], weights: &[u32]) -> Vec<usize> {
     let mut scored: Vec<(f64, usize)> = names
         .iter()
         .zip(weights)
         .enumerate()
         .map(|(i, (name, w))| {
             let mut h = sha2::Sha256::new();
+            h.update(experiment.as_bytes());
+            h.update([0u8]);
             h.update(id.as_bytes());
             h.update([0u8]);
             h.update(name.as_bytes());
@@ -202,9 +220,13 @@ mod tests {
         let mut a_before = 0;
         for i in 0..10_000 {
             let id = format!("user-{i}");
-            let before = sticky_order(&id, &names, &[50, 50])[0];
-            let after = sticky_order(&id, &names, &[60, 40])[0];
-            assert_eq!(before, sticky_order(&id, &names, &[50, 50])[0], "stable");
+            let before = sticky_order("route:r", &id, &names, &[50, 50])[0];
+            let after = sticky_order("route:r", &id, &names, &[60, 40])[0];
+            assert_eq!(
+                before,
+                sticky_order("route:r", &id, &names, &[50, 50])[0],
+                "stable"
+            );
             if before == 0 {
                 a_before += 1;
             }
@@ -218,6 +240,21 @@ mod tests {
         );
         assert!(moved <= 1_500, "moved {moved} of 10000");
         assert!(moved >= 500, "the shift itself must move ids: {moved}");
+    }
+
+    /// Two experiments of the same shape assign each id independently: about half the ids
+    /// get the same variant in both (as two coin flips would), not all of them.
+    #[test]
+    fn two_experiments_assign_the_same_ids_independently() {
+        let names = ["control", "treatment"];
+        let same = (0..10_000)
+            .filter(|i| {
+                let id = format!("user-{i}");
+                sticky_order("route:one", &id, &names, &[50, 50])[0]
+                    == sticky_order("route:two", &id, &names, &[50, 50])[0]
+            })
+            .count();
+        assert!((4_700..5_300).contains(&same), "{same} of 10000 alike");
     }
 
     #[test]

@@ -307,6 +307,20 @@ fn capped(s: &str, max: usize) -> &str {
     }
 }
 
+/// As [`text`], but a value with bytes outside visible ASCII (UTF-8, say) is read, invalid
+/// sequences replaced, instead of dropped.
+fn lossy(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let v = v?;
+    match v.to_str() {
+        Ok(s) => Some(Cow::Borrowed(s.trim())),
+        Err(_) => Some(Cow::Owned(
+            String::from_utf8_lossy(v.as_bytes()).trim().to_string(),
+        )),
+    }
+    .filter(|s| !s.is_empty())
+}
+
 fn text(v: Option<&HeaderValue>) -> Option<&str> {
     v.and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -594,8 +608,9 @@ fn proxy(
             client_request_id: text(inb.request_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
             time_unix_ms,
             endpoint: endpoint.as_str(),
-            user_id: text(inb.user_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
-            session_id: text(inb.session_id).map(|v| capped(v, MAX_ID_CHARS).to_string()),
+            // Ids are whatever bytes the caller's stack sent (UTF-8 often): read, not dropped.
+            user_id: lossy(inb.user_id).map(|v| capped(&v, MAX_ID_CHARS).to_string()),
+            session_id: lossy(inb.session_id).map(|v| capped(&v, MAX_ID_CHARS).to_string()),
             traceparent: text(inb.traceparent).map(str::to_string),
             otel: signalbox_core::otlp::enabled()
                 .then(|| signalbox_core::otlp::SpanIds::new(text(inb.traceparent))),

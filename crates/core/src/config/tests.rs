@@ -470,6 +470,51 @@ fn variant_params_no_upstream_takes_are_refused() {
     assert!(route("temperature = 0.2, response_format = { type = \"json_object\" }, reasoning_effort = \"low\"").is_empty());
 }
 
+/// Variant params every request of the variant would be refused for are refused when the
+/// config loads: chat parameters on another endpoint's experiment, params on uploads, and what
+/// a translating adapter cannot honour.
+#[test]
+fn variant_params_their_target_can_never_serve_are_refused() {
+    let with = |extra: &str| {
+        errors(&format!(
+            "{BASE}[providers.anth]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"claude-x\"]\ncredential = \"env::SET_KEY\"\n\
+         [models.emb]\nendpoint = \"embeddings\"\n[models.whisper]\nendpoint = \"audio_transcription\"\n\
+         [providers.media]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"emb\", \"whisper\"]\ncredential = \"env::SET_KEY\"\n{extra}"
+        ))
+    };
+    let one_of = |extra: &str, key: &str, says: &str| {
+        let errs = with(extra);
+        assert_eq!(errs.len(), 1, "{extra}: {errs:#?}");
+        assert!(
+            errs[0].contains(&format!(".{key}: ")) && errs[0].contains(says),
+            "{errs:#?}"
+        );
+    };
+    one_of(
+        "[routes.x]\nvariants = { v = { model = \"claude-x\", presence_penalty = 0.5 } }\n",
+        "presence_penalty",
+        "cannot honour `presence_penalty`",
+    );
+    one_of(
+        "[routes.x]\nvariants = { v = { model = \"claude-x\", response_format = { type = \"json_object\" } } }\n",
+        "response_format",
+        "no JSON mode",
+    );
+    one_of(
+        "[routes.e]\nendpoint = \"embeddings\"\nvariants = { v = { model = \"emb\", temperature = 0.3 } }\n",
+        "temperature",
+        "chat completions parameter",
+    );
+    one_of(
+        "[routes.t]\nendpoint = \"audio_transcription\"\nvariants = { v = { model = \"whisper\", params = { language = \"de\" } } }\n",
+        "language",
+        "take no params",
+    );
+    // What they can serve still loads: a zero penalty, text format, an embeddings field.
+    assert!(with("[routes.x]\nvariants = { v = { model = \"claude-x\", presence_penalty = 0.0, temperature = 0.2 } }\n").is_empty());
+    assert!(with("[routes.e]\nendpoint = \"embeddings\"\nvariants = { v = { model = \"emb\", params = { dimensions = 256 } } }\n").is_empty());
+}
+
 #[test]
 fn unused_targets_of_one_model_cannot_all_weigh_zero() {
     let errs = errors(&format!(

@@ -2269,7 +2269,56 @@ impl BodyBuilder<'_> {
                 }
             }
         }
+        // The plain keys are chat completions' parameters: on another endpoint they would be
+        // sent into a body that has no such field; a translating adapter refuses some of
+        // them outright. Either way every request of the variant would be refused.
+        if endpoint == EndpointKind::AudioTranscription {
+            // An upload goes upstream as it came: there is no JSON body to set a field in.
+            for key in params.keys() {
+                let at = match VARIANT_PARAMS.contains(&key.as_str()) {
+                    true => with(path.to_vec(), k(key)),
+                    false => with(with(path.to_vec(), k("params")), k(key)),
+                };
+                cx.err(
+                    at,
+                    "variants of an audio_transcription route take no params: an upload goes upstream as the caller sent it",
+                );
+            }
+        } else if endpoint != EndpointKind::Chat {
+            for key in params
+                .keys()
+                .filter(|k| VARIANT_PARAMS.contains(&k.as_str()))
+            {
+                cx.err(
+                    with(path.to_vec(), k(key)),
+                    format!(
+                        "`{key}` is a chat completions parameter and this route serves {endpoint}; set a field of {endpoint} under `params = {{ ... }}`"
+                    ),
+                );
+            }
+        }
         let target = target?;
+        if target.provider.kind == ProviderKind::Anthropic {
+            let refused = |key: &str, v: &serde_json::Value| match key {
+                "presence_penalty" | "frequency_penalty" => {
+                    (v.as_f64() != Some(0.0)).then_some("Anthropic has no penalties")
+                }
+                "response_format" => (v.get("type").and_then(|t| t.as_str()) != Some("text"))
+                    .then_some("Anthropic has no JSON mode"),
+                _ => None,
+            };
+            for (key, v) in &params {
+                if let Some(why) = refused(key, v) {
+                    cx.err(
+                        with(path.to_vec(), k(key)),
+                        format!(
+                            "provider '{}' (anthropic) cannot honour `{key}`: {why}",
+                            target.provider.id
+                        ),
+                    );
+                }
+            }
+        }
         Some(Variant {
             name: vname.to_string(),
             target,

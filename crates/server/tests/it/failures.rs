@@ -854,6 +854,24 @@ async fn sticky_user_experiment_keeps_each_user_on_one_variant() {
         );
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+    // A user id in UTF-8 (not plain ASCII) is an id like any other: sticky, not random.
+    for name in ["josé", "Ærøskøbing-7", "用户-3"] {
+        let mut variants = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let id = reqwest::header::HeaderValue::from_bytes(name.as_bytes()).unwrap();
+            let r = chat_with_temperature(&gw, None)
+                .header("x-signalbox-user-id", id)
+                .send()
+                .await
+                .unwrap();
+            variants.insert(
+                header(&r, "x-signalbox-variant")
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+        assert_eq!(variants.len(), 1, "{name}: {variants:?}");
+    }
 }
 
 #[tokio::test]

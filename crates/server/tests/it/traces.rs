@@ -394,6 +394,64 @@ async fn aggregates_match_hand_computed_figures() {
     .await;
 }
 
+/// An error that is the answer of a variant reached by failover (a 400 for its params, say)
+/// is that variant's: the trace's serving variant and params name it, as the headers do, so the
+/// experiment's figures count the error against the variant that gave it.
+#[tokio::test]
+async fn an_answer_from_a_failover_variant_is_traced_under_that_variant() {
+    let down = FakeUpstream::openai()
+        .always(Behaviour::status(503))
+        .start()
+        .await;
+    let refuses = FakeUpstream::openai()
+        .always(Behaviour::status(400))
+        .start()
+        .await;
+    let node = Node::sqlite(BASE).await;
+    for (id, fake) in [("p-down", &down), ("p-refuses", &refuses)] {
+        let r = node
+            .put_json(
+                &format!("/projects/default/providers/{id}"),
+                json!({"kind": "openai", "base_url": fake.base_url(), "models": ["gpt-4o"]}),
+            )
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        node.put_json(
+            &format!("/projects/default/targets/t-{id}"),
+            json!({"provider": id, "model": "gpt-4o"}),
+        )
+        .await;
+    }
+    let r = node
+        .put_json(
+            "/projects/default/routes/prm",
+            json!({"strategy": "experiment", "retry": {"max_retries": 0}, "variants": {
+                "first": {"target": "t-p-down", "weight": 1},
+                "second": {"target": "t-p-refuses", "weight": 0, "temperature": 0.3}}}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = client()
+        .post(format!("{}/v1/chat/completions", node.url))
+        .bearer_auth(BOOT_KEY)
+        .json(&chat_body("route::prm", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-signalbox-variant"), Some("second"));
+    assert_eq!(error_of(r).await.0, 400);
+    let t = &traces(&node, "route=prm", 1).await[0];
+    assert_eq!(
+        (
+            t["assigned_variant"].as_str(),
+            t["serving_variant"].as_str()
+        ),
+        (Some("first"), Some("second")),
+        "{t}"
+    );
+    assert_eq!(t["params"]["variant"], json!({"temperature": 0.3}), "{t}");
+}
+
 #[tokio::test]
 async fn an_experiment_shows_its_variants_side_by_side() {
     each_store(async |db| {
