@@ -262,6 +262,49 @@ pub fn rewrite(
     Ok(Bytes::from(out))
 }
 
+/// A variant's params (chat completions' names) as `POST /v1/responses` names them:
+/// `max_tokens`/`max_completion_tokens` are `max_output_tokens`, `reasoning_effort` is
+/// `reasoning.effort`, `response_format` is `text.format` (a JSON schema's fields one level
+/// up); `stop`, `seed` and the penalties, which the Responses API has no field for, are left
+/// out. Anything else (`temperature`, `top_p`, what `params` sets) goes as it is.
+pub fn responses_params(
+    chat: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::{Value, json};
+    let mut out = serde_json::Map::new();
+    for (k, v) in chat {
+        match k.as_str() {
+            "max_tokens" => {
+                if !chat.contains_key("max_completion_tokens") {
+                    out.insert("max_output_tokens".into(), v.clone());
+                }
+            }
+            "max_completion_tokens" => {
+                out.insert("max_output_tokens".into(), v.clone());
+            }
+            "reasoning_effort" => {
+                out.insert("reasoning".into(), json!({ "effort": v }));
+            }
+            "response_format" => {
+                let format = match (v.get("type").and_then(Value::as_str), v.get("json_schema")) {
+                    (Some("json_schema"), Some(Value::Object(schema))) => {
+                        let mut f = schema.clone();
+                        f.insert("type".into(), "json_schema".into());
+                        Value::Object(f)
+                    }
+                    _ => v.clone(),
+                };
+                out.insert("text".into(), json!({ "format": format }));
+            }
+            "stop" | "seed" | "presence_penalty" | "frequency_penalty" => {}
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
 /// The field an endpoint's JSON body cannot do without, checked before anything goes
 /// upstream (a chat body sent to `/v1/embeddings` names `input`).
 pub fn check_fits(path: &str, p: &Peeked) -> Result<(), ApiError> {
@@ -288,6 +331,33 @@ pub fn check_fits(path: &str, p: &Peeked) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A variant written in chat completions' terms reaches a Responses API upstream in its
+    /// terms, and nothing it has no field for is sent.
+    #[test]
+    fn variant_params_take_the_responses_api_names() {
+        let chat = serde_json::json!({
+            "temperature": 0.2, "max_tokens": 50, "reasoning_effort": "low", "seed": 7,
+            "stop": ["END"], "presence_penalty": 0.5, "frequency_penalty": 0.1,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}, "strict": true}},
+            "service_tier": "flex"
+        });
+        let out = responses_params(chat.as_object().unwrap());
+        assert_eq!(
+            serde_json::Value::Object(out),
+            serde_json::json!({
+                "temperature": 0.2, "max_output_tokens": 50, "reasoning": {"effort": "low"},
+                "text": {"format": {"type": "json_schema", "name": "r", "schema": {"type": "object"}, "strict": true}},
+                "service_tier": "flex"
+            })
+        );
+        let both = serde_json::json!({"max_tokens": 5, "max_completion_tokens": 9, "response_format": {"type": "json_object"}});
+        let out = responses_params(both.as_object().unwrap());
+        assert_eq!(
+            serde_json::Value::Object(out),
+            serde_json::json!({"max_output_tokens": 9, "text": {"format": {"type": "json_object"}}})
+        );
+    }
 
     #[test]
     fn peek_reads_model_and_stream_without_touching_the_rest() {

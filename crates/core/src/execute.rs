@@ -820,7 +820,14 @@ async fn attempt(
         && ex.protocol() == Protocol::ChatCompletions
         && ex.endpoint == EndpointKind::Chat
         && !ex.peeked.include_usage;
-    let params = entry.variant.as_ref().map(|v| &v.params);
+    let translated;
+    let params = match entry.variant.as_ref().map(|v| &v.params) {
+        Some(p) if !p.is_empty() && ex.protocol() == Protocol::Responses => {
+            translated = crate::body::responses_params(p);
+            Some(&translated)
+        }
+        p => p,
+    };
     let answer = |e| Failure {
         kind: FailKind::Answer,
         error: e,
