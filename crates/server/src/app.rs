@@ -126,9 +126,36 @@ impl Front {
     }
 }
 
-type FrontFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
->;
+/// A request's answer, boxed once. A panic while it is polled (a gateway bug) is answered
+/// `500 internal` in the OpenAI shape instead of the connection dropping under the caller,
+/// and logged. Caught around the poll of the box, so the request's (large) future is never
+/// moved into another one to be guarded.
+pub struct FrontFuture(std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>);
+
+impl std::future::Future for FrontFuture {
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => {
+                tracing::error!("a request's handling panicked; answered 500 internal");
+                // Never polled again: the answer below ends it.
+                self.0 = Box::pin(std::future::pending());
+                Poll::Ready(Ok(error_response(
+                    &ApiError::internal(),
+                    &signalbox_core::trace::new_trace_id().0,
+                )))
+            }
+        }
+    }
+}
 
 impl tower_service::Service<Request> for Front {
     type Response = Response;
@@ -147,39 +174,23 @@ impl tower_service::Service<Request> for Front {
             && let Some((kind, upstream)) = proxied(req.uri().path())
         {
             let shared = self.shared.clone();
-            return Box::pin(async move {
+            return FrontFuture(Box::pin(async move {
                 let (parts, body) = req.into_parts();
-                Ok(answer_panics(proxy(&shared.1, kind, upstream, parts.headers, body)).await)
-            });
+                proxy(&shared.1, kind, upstream, parts.headers, body).await
+            }));
         }
         let head_bytes = req.headers().iter().map(header_bytes).sum();
         if let Some(err) = head_too_large(head_bytes) {
             let out = error_response(&err, &signalbox_core::trace::new_trace_id().0);
-            return Box::pin(std::future::ready(Ok(out)));
+            return FrontFuture(Box::pin(std::future::ready(out)));
         }
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(self.peer));
         let mut router = self.shared.0.clone();
         let routed = tower_service::Service::call(&mut router, req);
-        Box::pin(async move {
-            Ok(answer_panics(async { routed.await.unwrap_or_else(|e| match e {}) }).await)
-        })
-    }
-}
-
-/// A request whose handling panics (a gateway bug) is answered `500 internal` in the OpenAI
-/// shape, instead of the connection dropping under the caller; the panic itself is logged.
-async fn answer_panics(f: impl std::future::Future<Output = Response>) -> Response {
-    use futures_util::FutureExt;
-    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::error!("a request's handling panicked; answered 500 internal");
-            error_response(
-                &ApiError::internal(),
-                &signalbox_core::trace::new_trace_id().0,
-            )
-        }
+        FrontFuture(Box::pin(async move {
+            routed.await.unwrap_or_else(|e| match e {})
+        }))
     }
 }
 
@@ -1020,7 +1031,9 @@ mod tests {
     /// through untouched.
     #[tokio::test]
     async fn a_panicking_request_is_answered_500_internal() {
-        let r = answer_panics(async { panic!("a bug") }).await;
+        let r = FrontFuture(Box::pin(async { panic!("a bug") }))
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(r.headers()["x-signalbox-error-code"], "internal");
         assert!(r.headers().contains_key("x-request-id"));
@@ -1028,7 +1041,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "internal");
         assert_eq!(v["error"]["type"], "server_error");
-        let ok = answer_panics(async { StatusCode::ACCEPTED.into_response() }).await;
+        let ok = FrontFuture(Box::pin(async { StatusCode::ACCEPTED.into_response() }))
+            .await
+            .unwrap();
         assert_eq!(ok.status(), StatusCode::ACCEPTED);
     }
 }
