@@ -346,20 +346,29 @@ fn percentile(sorted: &[f64], p: usize) -> Option<f64> {
 }
 
 pub const GROUPS: &[&str] = &[
-    "route", "variant", "provider", "model", "endpoint", "status",
+    "route",
+    "variant",
+    "assigned_variant",
+    "provider",
+    "model",
+    "endpoint",
+    "status",
 ];
 
 fn group_column(by: &str) -> Result<&'static str, StoreError> {
     Ok(match by {
         "route" => "route",
         "variant" => "COALESCE(serving_variant, assigned_variant)",
+        // The variant the request was assigned, whichever served it: the error rate of a
+        // variant that always fails over is its own here, not hidden in the others'.
+        "assigned_variant" => "assigned_variant",
         "provider" => "provider",
         "model" => "model",
         "endpoint" => "endpoint",
         "status" => "CAST(status AS TEXT)",
         other => {
             return Err(StoreError::Invalid(format!(
-                "cannot group by '{other}' (route, variant, provider, model, endpoint, status)"
+                "cannot group by '{other}' (route, variant, assigned_variant, provider, model, endpoint, status)"
             )));
         }
     })

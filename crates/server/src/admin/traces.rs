@@ -33,7 +33,7 @@ pub struct TraceQuery {
     order: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
-    /// Aggregates: route, variant, provider, model, endpoint, status.
+    /// Aggregates: route, variant, assigned_variant, provider, model, endpoint, status.
     by: Option<String>,
     /// Include captured content: lists default to no, one trace and exports to yes.
     content: Option<bool>,

@@ -450,6 +450,23 @@ async fn an_answer_from_a_failover_variant_is_traced_under_that_variant() {
         "{t}"
     );
     assert_eq!(t["params"]["variant"], json!({"temperature": 0.3}), "{t}");
+    // Grouped by serving variant the error is `second`'s; by assigned variant, `first`'s.
+    for (by, group) in [("variant", "second"), ("assigned_variant", "first")] {
+        let (s, a) = node
+            .get_json(&format!(
+                "/projects/default/traces/aggregate?route=prm&by={by}"
+            ))
+            .await;
+        assert_eq!(s, 200, "{a}");
+        assert_eq!(
+            (
+                a["data"][0]["group"].as_str(),
+                a["data"][0]["errors"].as_i64()
+            ),
+            (Some(group), Some(1)),
+            "{by}: {a}"
+        );
+    }
 }
 
 #[tokio::test]
