@@ -204,6 +204,8 @@ assert.match(downResult, /Test failed/);
 await page.getByRole('cell', { name: 'gpt-4o, gpt-4o-mini' }).waitFor();
 // Connecting again under a name in use replaces nothing: the credential and the provider are
 // created only, and the clash is said.
+const credOf = () => page.evaluate(async () => (await (await fetch('/admin/v1/projects/default/credentials')).json()).data.find((c) => c.name === 'fake-key'));
+const before = await credOf();
 await go(page, '#/providers/connect');
 await page.getByLabel('Name', { exact: true }).fill('fake');
 await page.getByLabel('Base URL').fill(downUrl);
@@ -211,8 +213,8 @@ await page.getByLabel('Managed credential: the gateway sends its own key').check
 await page.getByLabel('Secret (API key)').fill('sk-would-replace');
 await page.getByRole('button', { name: 'Save and test connection' }).click();
 await page.getByText(/already exists/).first().waitFor();
-const kept = await page.evaluate(async () => (await (await fetch('/admin/v1/projects/default/credentials')).json()).data.find((c) => c.name === 'fake-key'));
-assert.equal(kept.version, 1, 'the existing credential was not replaced');
+const kept = await credOf();
+assert.deepEqual([kept.version, kept.hint], [before.version, before.hint], 'the existing credential was not replaced');
 const stillUp = await page.evaluate(async () => (await (await fetch('/admin/v1/projects/default/providers/fake')).json()).base_url);
 assert.equal(stillUp, upUrl, 'the existing provider was not replaced');
 await go(page, '#/providers');

@@ -223,7 +223,23 @@ pub fn rewrite(
         obj.insert("model".into(), model.into());
         if let Some(p) = params {
             for (k, v) in p {
-                obj.insert(k.clone(), v.clone());
+                match (k.as_str(), obj.get_mut(k), v) {
+                    // The Responses API nests what a variant sets (`reasoning.effort`,
+                    // `text.format`) beside the caller's other settings there (`summary`,
+                    // `verbosity`): those are kept.
+                    (
+                        "reasoning" | "text",
+                        Some(serde_json::Value::Object(caller)),
+                        serde_json::Value::Object(set),
+                    ) => {
+                        for (ik, iv) in set {
+                            caller.insert(ik.clone(), iv.clone());
+                        }
+                    }
+                    _ => {
+                        obj.insert(k.clone(), v.clone());
+                    }
+                }
             }
         }
         if force_include_usage {
@@ -351,6 +367,21 @@ mod tests {
                 "service_tier": "flex"
             })
         );
+        // Set into the caller's own `reasoning` and `text`, whose other settings stay.
+        let caller = Bytes::from_static(
+            br#"{"model":"route::r","input":"hi","reasoning":{"summary":"auto"},"text":{"verbosity":"low"}}"#,
+        );
+        let p = peek(&caller).unwrap();
+        let params = responses_params(chat.as_object().unwrap());
+        let out: serde_json::Value =
+            serde_json::from_slice(&rewrite(&caller, &p, "gpt-5", Some(&params), false).unwrap())
+                .unwrap();
+        assert_eq!(
+            out["reasoning"],
+            serde_json::json!({"summary": "auto", "effort": "low"})
+        );
+        assert_eq!(out["text"]["verbosity"], "low");
+        assert_eq!(out["text"]["format"]["name"], "r");
         let both = serde_json::json!({"max_tokens": 5, "max_completion_tokens": 9, "response_format": {"type": "json_object"}});
         let out = responses_params(both.as_object().unwrap());
         assert_eq!(

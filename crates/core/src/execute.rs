@@ -371,19 +371,26 @@ impl Drop for Pending {
         let Some((mut t, sink)) = self.held.take() else {
             return;
         };
+        // Dropped while a panic unwinds: the caller is answered `500 internal` (the
+        // listener's guard), and the trace says so, not that the client left.
+        let (status, code) = if std::thread::panicking() {
+            (500, ErrorCode::Internal.as_str())
+        } else {
+            (499, CLIENT_CLOSED)
+        };
         if let Some((target, t0, retry, degraded)) = self.in_flight.take() {
             t.attempts.push(AttemptRecord {
                 target,
                 status: None,
-                error_code: Some(CLIENT_CLOSED),
+                error_code: Some(code),
                 retry,
                 degraded,
                 started_ms: t0.duration_since(self.started).as_secs_f64() * 1000.0,
                 latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
             });
         }
-        t.status = 499;
-        t.error_code = Some(CLIENT_CLOSED);
+        t.status = status;
+        t.error_code = Some(code);
         t.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         sink.record(*t);
     }

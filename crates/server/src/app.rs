@@ -318,16 +318,25 @@ fn capped(s: &str, max: usize) -> &str {
     }
 }
 
-/// As [`text`], but a value with bytes outside visible ASCII (UTF-8, say) is read, invalid
-/// sequences replaced, instead of dropped.
+/// As [`text`], but a value with bytes outside visible ASCII (UTF-8, say) is read instead of
+/// dropped: UTF-8 as it is, any byte that is not UTF-8 as `%XX`, so two different ids never
+/// read the same.
 fn lossy(v: Option<&HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
+    use std::fmt::Write;
     let v = v?;
     match v.to_str() {
         Ok(s) => Some(Cow::Borrowed(s.trim())),
-        Err(_) => Some(Cow::Owned(
-            String::from_utf8_lossy(v.as_bytes()).trim().to_string(),
-        )),
+        Err(_) => {
+            let mut out = String::with_capacity(v.len());
+            for chunk in v.as_bytes().utf8_chunks() {
+                out.push_str(chunk.valid());
+                for b in chunk.invalid() {
+                    let _ = write!(out, "%{b:02X}");
+                }
+            }
+            Some(Cow::Owned(out.trim().to_string()))
+        }
     }
     .filter(|s| !s.is_empty())
 }
@@ -1025,6 +1034,21 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 #[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    /// Ids in caller headers are read whatever their bytes: UTF-8 as it is, other bytes as
+    /// `%XX`, so two different ids never collapse into one (one sticky bucket, one filter).
+    #[test]
+    fn id_headers_keep_every_byte_apart() {
+        let read = |b: &[u8]| {
+            let v = HeaderValue::from_bytes(b).unwrap();
+            lossy(Some(&v)).map(|c| c.into_owned())
+        };
+        assert_eq!(read("josé".as_bytes()).as_deref(), Some("josé"));
+        assert_eq!(read(b"jos\xE9").as_deref(), Some("jos%E9"));
+        assert_ne!(read(b"jos\xE9"), read(b"jos\xE8"));
+        assert_eq!(read(b" user-1 ").as_deref(), Some("user-1"));
+        assert_eq!(read(b"  "), None);
+    }
 
     /// A handler that panics gets the caller a 500 `internal` in the OpenAI shape, with the
     /// gateway's headers, instead of a dropped connection; an answer that does not panic goes

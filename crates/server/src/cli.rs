@@ -44,6 +44,11 @@ async fn checker(
         None => String::new(),
     };
     let file = config.map(|p| p.display().to_string());
+    // A file that does not even parse checks nothing about the change: refused, not waved
+    // through as an error that was there before.
+    if let Err(e) = signalbox_core::config::parse(&text, file.as_deref()) {
+        bail!("the config file does not parse, so the change cannot be checked against it:\n{e}");
+    }
     let (current, version) = store.load_catalog().await?;
     let before: std::collections::HashSet<String> = signalbox_core::config::load_with_catalog(
         &text,
@@ -201,9 +206,25 @@ async fn load(
     ))
 }
 
-/// Whether the config (file and store together, as serve loads it) has a project `name`.
-async fn named_in_file(flags: &StoreFlags, name: &str) -> bool {
-    matches!(load(flags, false).await, Ok(Ok(loaded)) if loaded.snapshot.project(name).is_some())
+/// Whether the config file names a project `name` (`project = "…"` on any of its objects),
+/// read from the file alone: an `env::VAR` unset in this shell does not hide it.
+fn named_in_file(flags: &StoreFlags, name: &str) -> bool {
+    use signalbox_core::config::raw::HasProject;
+    let Some(path) = config_path(flags.config.clone()) else {
+        return false;
+    };
+    let Ok(text) = signalbox_core::config::read_file(&path) else {
+        return false;
+    };
+    let Ok(raw) = signalbox_core::config::parse(&text, None) else {
+        return false;
+    };
+    let named = |p: Option<&str>| p == Some(name);
+    raw.providers.values().any(|o| named(o.project()))
+        || raw.targets.values().any(|o| named(o.project()))
+        || raw.routes.values().any(|o| named(o.project()))
+        || raw.functions.values().any(|o| named(o.project()))
+        || raw.api_keys.values().any(|o| named(o.project()))
 }
 
 /// `signalbox check`: Ok(true) when the config is valid.
@@ -286,7 +307,7 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
             let mut changes = Vec::new();
             // A project only the config file names gets its store record with its first key
             // (keys live in the store).
-            if s.project(&project).await?.is_none() && named_in_file(&store, &project).await {
+            if s.project(&project).await?.is_none() && named_in_file(&store, &project) {
                 changes.push(Change::CreateProject {
                     name: project.clone(),
                     description: "Named in the config file".into(),

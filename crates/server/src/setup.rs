@@ -35,26 +35,39 @@ fn relative_to(file: Option<&Path>, p: &str) -> PathBuf {
 /// written (`sqlite:PATH`, `sqlite://PATH`, `sqlite:///PATH`): a relative path is taken from
 /// `file`'s folder when the URL was written in that file, else from the working directory.
 /// Other URLs (and SQLite's `:memory:` names) are returned as they are.
-fn sqlite_absolute(url: &str, file: Option<&Path>) -> String {
+fn sqlite_absolute(url: &str, file: Option<&Path>) -> anyhow::Result<String> {
     let Some(rest) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     else {
-        return url.to_string();
+        return Ok(url.to_string());
     };
     let (path, options) = match rest.split_once('?') {
         Some((p, o)) => (p, Some(o)),
         None => (rest, None),
     };
     if path.is_empty() || path.starts_with(':') {
-        return url.to_string();
+        return Ok(url.to_string());
     }
-    let path = relative_to(file, path);
+    let written = path;
+    let path = relative_to(file, written);
     let path = std::path::absolute(&path).unwrap_or(path);
-    match options {
+    // Releases before this one took a relative path in the file from the working directory:
+    // a store found only there is named, never silently replaced by a new empty one.
+    if file.is_some() && Path::new(written).is_relative() && !path.exists() {
+        let old = std::path::absolute(written).unwrap_or_else(|_| PathBuf::from(written));
+        if old != path && old.exists() {
+            anyhow::bail!(
+                "[store] url names {written}, which is now taken from the config file's folder ({}); a store exists at {} (taken from the working directory by earlier releases): move it there, or write its absolute path in the url",
+                path.display(),
+                old.display()
+            );
+        }
+    }
+    Ok(match options {
         Some(o) => format!("sqlite://{}?{o}", path.display()),
         None => format!("sqlite://{}", path.display()),
-    }
+    })
 }
 
 /// Resolve the store's location. `config` is the config file, if any.
@@ -88,20 +101,20 @@ pub fn locate(
         _ => PathBuf::from("signalbox-data"),
     };
     let url = match (&args.db, &raw.url) {
-        (Some(u), _) => sqlite_absolute(u, None),
+        (Some(u), _) => sqlite_absolute(u, None)?,
         (None, Some(u)) => match u.strip_prefix("env::") {
-            Some(var) => env(var)
-                .filter(|v| !v.is_empty())
-                .map(|u| sqlite_absolute(&u, None))
-                .with_context(|| {
+            Some(var) => sqlite_absolute(
+                &env(var).filter(|v| !v.is_empty()).with_context(|| {
                     format!(
                         "{}names environment variable {var}, which is not set",
                         at("store.url")
                     )
                 })?,
+                None,
+            )?,
             // Written in the file: a relative path is relative to the file, as every path
             // in it is.
-            None => sqlite_absolute(u, config),
+            None => sqlite_absolute(u, config)?,
         },
         (None, None) => {
             let abs = std::path::absolute(&data_dir).unwrap_or(data_dir.clone());

@@ -201,6 +201,8 @@ pub enum Change {
         name: String,
         value: String,
         if_match: Option<i64>,
+        /// Refuse (409) if a credential of that name exists, in the same transaction.
+        create_only: bool,
     },
     DeleteCredential {
         project: String,
@@ -264,7 +266,8 @@ pub struct CredentialInfo {
     pub name: String,
     pub project: String,
     pub hint: String,
-    /// 1 when stored, one more with each new value (the admin API's ETag).
+    /// The store's change number at its last write (the admin API's ETag): it only goes up,
+    /// across a delete and a re-create too.
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -995,6 +998,7 @@ impl Store {
                 name,
                 value,
                 if_match,
+                create_only,
             } => {
                 Self::need_project(tx, project).await?;
                 if value.trim().is_empty() {
@@ -1012,6 +1016,11 @@ impl Store {
                         .bind(name.clone())
                         .fetch_optional(&mut **tx)
                         .await?;
+                if *create_only && existing.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "a credential named '{name}' already exists"
+                    )));
+                }
                 let version = match &existing {
                     Some(r) => {
                         let p: String = r.try_get(0)?;
@@ -1022,13 +1031,19 @@ impl Store {
                         }
                         let current = r.try_get::<i64, _>(1)?;
                         check_if_match("credential", name, *if_match, Some(current))?;
-                        current + 1
+                        current
                     }
                     None => {
                         check_if_match("credential", name, *if_match, None)?;
-                        1
+                        0
                     }
                 };
+                // The store's change number of this write: it only goes up, so a credential
+                // deleted and made again never shows a version (an ETag) it had before.
+                let stamp: i64 = sqlx::query_scalar("SELECT config_version FROM meta WHERE id = 1")
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let version = stamp.max(version + 1);
                 let value = value.trim();
                 let sealed = crypto::seal(
                     &self.master,

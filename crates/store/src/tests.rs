@@ -104,6 +104,7 @@ async fn a_wrong_master_key_refuses_to_open() {
                     name: "c".into(),
                     value: "sk-123456789".into(),
                     if_match: None,
+                    create_only: false,
                 },
                 accept,
             )
@@ -287,6 +288,7 @@ async fn a_node_holding_a_rotated_away_key_cannot_write_secrets() {
                     name: "c".into(),
                     value: "sk-late-write".into(),
                     if_match: None,
+                    create_only: false,
                 },
                 accept,
             )

@@ -510,6 +510,16 @@ fn variant_params_their_target_can_never_serve_are_refused() {
         "language",
         "take no params",
     );
+    one_of(
+        "[routes.x]\nvariants = { v = { model = \"claude-x\", reasoning_effort = \"low\" } }\n",
+        "reasoning_effort",
+        "no such parameter",
+    );
+    one_of(
+        "[routes.x]\nvariants = { v = { model = \"claude-x\", temperature = 1.5 } }\n",
+        "temperature",
+        "from 0 to 1",
+    );
     // What they can serve still loads: a zero penalty, text format, an embeddings field.
     assert!(with("[routes.x]\nvariants = { v = { model = \"claude-x\", presence_penalty = 0.0, temperature = 0.2 } }\n").is_empty());
     assert!(with("[routes.e]\nendpoint = \"embeddings\"\nvariants = { v = { model = \"emb\", params = { dimensions = 256 } } }\n").is_empty());

@@ -2298,25 +2298,47 @@ impl BodyBuilder<'_> {
             }
         }
         let target = target?;
-        if target.provider.kind == ProviderKind::Anthropic {
-            let refused = |key: &str, v: &serde_json::Value| match key {
-                "presence_penalty" | "frequency_penalty" => {
+        // What a translating adapter refuses outright (as its request translation does).
+        let kind = target.provider.kind;
+        let format_type =
+            |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()).map(str::to_string);
+        let refused = |key: &str, v: &serde_json::Value| -> Option<&'static str> {
+            match (kind, key) {
+                (ProviderKind::Anthropic, "presence_penalty" | "frequency_penalty") => {
                     (v.as_f64() != Some(0.0)).then_some("Anthropic has no penalties")
                 }
-                "response_format" => (v.get("type").and_then(|t| t.as_str()) != Some("text"))
-                    .then_some("Anthropic has no JSON mode"),
-                _ => None,
-            };
-            for (key, v) in &params {
-                if let Some(why) = refused(key, v) {
-                    cx.err(
-                        with(path.to_vec(), k(key)),
-                        format!(
-                            "provider '{}' (anthropic) cannot honour `{key}`: {why}",
-                            target.provider.id
-                        ),
-                    );
+                (ProviderKind::Anthropic, "response_format") => (format_type(v).as_deref()
+                    != Some("text"))
+                .then_some("Anthropic has no JSON mode"),
+                (ProviderKind::Anthropic, "temperature") => v
+                    .as_f64()
+                    .is_some_and(|t| t > 1.0)
+                    .then_some("Anthropic accepts temperatures from 0 to 1"),
+                (ProviderKind::Anthropic | ProviderKind::Gemini, "reasoning_effort") => {
+                    Some("the provider has no such parameter")
                 }
+                (ProviderKind::Gemini, "response_format") => match format_type(v).as_deref() {
+                    Some("text" | "json_object") => None,
+                    Some("json_schema") => v
+                        .get("json_schema")
+                        .and_then(|j| j.get("schema"))
+                        .is_none()
+                        .then_some("json_schema needs a `schema`"),
+                    _ => Some("expected text, json_object or json_schema"),
+                },
+                _ => None,
+            }
+        };
+        for (key, v) in &params {
+            if let Some(why) = refused(key, v) {
+                cx.err(
+                    with(path.to_vec(), k(key)),
+                    format!(
+                        "provider '{}' ({}) cannot honour `{key}`: {why}",
+                        target.provider.id,
+                        kind.as_str()
+                    ),
+                );
             }
         }
         Some(Variant {

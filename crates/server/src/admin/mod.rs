@@ -1520,7 +1520,7 @@ async fn create_credential(
             "a credential named '{name}' already exists"
         )));
     }
-    save_credential(&st, &auth, &p, &name, b.value, None).await
+    save_credential(&st, &auth, &p, &name, b.value, None, true).await
 }
 
 /// Create or replace; with `If-Match`, only the version it names is replaced.
@@ -1539,7 +1539,7 @@ async fn put_credential(
             AdminError::bad_request("`name` differs from the name in the path").with_param("name"),
         );
     }
-    save_credential(&st, &auth, &p, &name, b.value, wanted).await
+    save_credential(&st, &auth, &p, &name, b.value, wanted, false).await
 }
 
 async fn save_credential(
@@ -1549,6 +1549,7 @@ async fn save_credential(
     name: &str,
     value: String,
     if_match: Option<i64>,
+    create_only: bool,
 ) -> Result<Response, AdminError> {
     if !signalbox_core::config::valid_plain_name(name) {
         return Err(
@@ -1572,6 +1573,7 @@ async fn save_credential(
                 name: name.to_string(),
                 value,
                 if_match,
+                create_only,
             }],
         )
         .await

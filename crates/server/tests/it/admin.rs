@@ -722,56 +722,66 @@ async fn gateway_keys_revealed_once_revoked_rotated_and_expired() {
 #[tokio::test]
 async fn stale_credential_writes_get_412_and_change_nothing() {
     let node = Node::sqlite(BASE).await;
+    let etag_of = |r: &reqwest::Response| header(r, "etag").unwrap_or_default().to_string();
     let r = node
         .post_json(
             "/projects/default/credentials",
             json!({"name": "k", "value": "sk-first-value-1"}),
         )
         .await;
-    assert_eq!(
-        (r.status().as_u16(), header(&r, "etag")),
-        (201, Some("\"1\""))
-    );
+    assert_eq!(r.status(), 201);
+    let first = etag_of(&r);
     let put = |value: &str, etag: &str| {
         node.admin(reqwest::Method::PUT, "/projects/default/credentials/k")
             .header("if-match", etag)
             .json(&json!({"value": value}))
     };
-    let r = put("sk-second-value-2", "\"1\"").send().await.unwrap();
-    assert_eq!(
-        (r.status().as_u16(), header(&r, "etag")),
-        (200, Some("\"2\""))
-    );
-    // A writer that read version 1 is refused; the value stays the second one.
-    let (s, e) = error_of(put("sk-stale-value-3", "\"1\"").send().await.unwrap()).await;
+    let r = put("sk-second-value-2", &first).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let second = etag_of(&r);
+    assert_ne!(second, first);
+    // A writer that read the first version is refused; the value stays the second one.
+    let (s, e) = error_of(put("sk-stale-value-3", &first).send().await.unwrap()).await;
     assert_eq!(
         (s, e["error"]["code"].as_str()),
         (412, Some("precondition_failed")),
         "{e}"
     );
     let (_, list) = node.get_json("/projects/default/credentials").await;
-    assert_eq!(list["data"][0]["version"], 2);
+    assert_eq!(
+        format!("\"{}\"", list["data"][0]["version"]),
+        second,
+        "the list shows the ETag's version"
+    );
     assert_eq!(list["data"][0]["hint"], "****ue-2");
     let delete = |etag: &str| {
         node.admin(reqwest::Method::DELETE, "/projects/default/credentials/k")
             .header("if-match", etag)
     };
-    assert_eq!(error_of(delete("\"1\"").send().await.unwrap()).await.0, 412);
+    assert_eq!(error_of(delete(&first).send().await.unwrap()).await.0, 412);
     assert_eq!(error_of(delete("*").send().await.unwrap()).await.0, 400);
-    assert_eq!(delete("W/\"2\"").send().await.unwrap().status(), 204);
-    let (s, e) = error_of(delete("\"2\"").send().await.unwrap()).await;
+    assert_eq!(
+        delete(&format!("W/{second}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (s, e) = error_of(delete(&second).send().await.unwrap()).await;
     assert_eq!(
         (s, e["error"]["code"].as_str()),
         (412, Some("precondition_failed")),
         "{e}"
     );
     assert_eq!(
-        error_of(put("sk-recreated-4", "\"2\"").send().await.unwrap())
+        error_of(put("sk-recreated-4", &second).send().await.unwrap())
             .await
             .0,
         412
     );
-    // Without If-Match: gone is 404, and a PUT creates it afresh at version 1.
+    // Without If-Match: gone is 404, and a PUT creates it afresh, at a version it never had:
+    // a writer holding an ETag of the deleted credential cannot touch the new one.
     assert_eq!(
         error_of(node.delete("/projects/default/credentials/k").await)
             .await
@@ -784,10 +794,24 @@ async fn stale_credential_writes_get_412_and_change_nothing() {
             json!({"value": "sk-recreated-5"}),
         )
         .await;
-    assert_eq!(
-        (r.status().as_u16(), header(&r, "etag")),
-        (201, Some("\"1\""))
-    );
+    assert_eq!(r.status(), 201);
+    let third = etag_of(&r);
+    assert!(third != first && third != second, "{third}");
+    assert_eq!(error_of(delete(&first).send().await.unwrap()).await.0, 412);
+    assert_eq!(error_of(delete(&second).send().await.unwrap()).await.0, 412);
+    // Creating is create-only in the store's own transaction: of POSTs at once, one wins.
+    let posts = (0..4).map(|i| {
+        node.admin(reqwest::Method::POST, "/projects/default/credentials")
+            .json(&json!({"name": "race", "value": format!("sk-racing-value-{i}")}))
+            .send()
+    });
+    let mut codes: Vec<u16> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 409, 409, 409]);
 }
 
 #[tokio::test]

@@ -274,7 +274,7 @@ fn key_commands_work_where_the_configs_environment_is_not_set() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let config = format!(
-        "{CONFIG}[providers.prod]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"gpt-4o\"]\ncredential = \"env::SB_TEST_PROD_ONLY_KEY\"\n[targets.p]\nmodel = \"gpt-4o\"\n"
+        "{CONFIG}[providers.prod]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodels = [\"gpt-4o\"]\ncredential = \"env::SB_TEST_PROD_ONLY_KEY\"\n[targets.p]\nmodel = \"gpt-4o\"\n[providers.tm]\nkind = \"mock\"\nmodels = [\"t-1\"]\nproject = \"team\"\n"
     );
     std::fs::write(dir.join("signalbox.toml"), config).unwrap();
     let run = |args: &[&str]| {
@@ -334,6 +334,22 @@ fn key_commands_work_where_the_configs_environment_is_not_set() {
     assert!(
         !err.contains("SB_TEST_PROD_ONLY_KEY"),
         "only the change's own errors: {err}"
+    );
+    // A project only the file names gets its first key here too.
+    let out = run(&["keys", "create", "--project", "team", "--name", "svc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A config file that does not parse checks nothing: the change is refused, not waved
+    // through as an error that was already there.
+    std::fs::write(dir.join("signalbox.toml"), "[routes.x\n").unwrap();
+    let out = run(&["config", "import", "bad.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unclosed table"),
+        "{err}"
     );
 }
 
@@ -651,6 +667,36 @@ fn a_relative_sqlite_url_in_the_file_is_relative_to_the_file() {
     let list = String::from_utf8(cmd(&elsewhere, &["keys", "list", "--project", "default"]).stdout)
         .unwrap();
     assert!(list.contains(" a "), "{list}");
+    // A store an earlier release made from the working directory is named, never replaced by
+    // a new empty one in the file's folder.
+    let old_db = elsewhere.join("old.db");
+    let made = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .args(["migrate", "--db"])
+        .arg(format!("sqlite://{}", old_db.display()))
+        .arg("--data-dir")
+        .arg(conf_dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(made.status.success() && old_db.exists());
+    std::fs::write(
+        &config,
+        format!("[store]\nurl = \"sqlite://old.db\"\ndata_dir = \"data\"\n{CONFIG}"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_signalbox"))
+        .args(["keys", "list", "--config"])
+        .arg(&config)
+        .current_dir(&elsewhere)
+        .env_remove("SIGNALBOX_MASTER_KEY")
+        .env_remove("SIGNALBOX_DATA_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("taken from the working directory"),
+        "{err}"
+    );
+    assert!(!conf_dir.join("old.db").exists(), "no new store was made");
 }
 
 #[test]

@@ -211,6 +211,9 @@ async function connect(ctx, root) {
   stepItems[0].setAttribute('aria-current', 'step');
 
   let created = false;
+  // What this flow last wrote: the provider is re-saved only at that version.
+  let createdEtag = '';
+  let createdModels = [];
   testBtn.addEventListener('click', async () => {
     clear(status);
     clear(testOut);
@@ -242,13 +245,15 @@ async function connect(ctx, root) {
         body.passthrough = 'caller_key';
       }
       if (created) {
-        // The provider this flow made: replaced only at the version it left it at.
-        const cur = await call('GET', proj(ctx.project, 'providers', n));
-        body.models = cur.body.models || [];
-        await api.put(proj(ctx.project, 'providers', n), body, { 'if-match': cur.headers.get('etag') || '' });
+        // The provider this flow made: replaced only at the version this flow left it at.
+        body.models = createdModels;
+        const put = await call('PUT', proj(ctx.project, 'providers', n), body, { 'if-match': createdEtag });
+        createdEtag = put.headers.get('etag') || '';
       } else {
         // Create only: connecting under the name of an existing provider is refused (409).
-        await api.post(proj(ctx.project, 'providers'), { name: n, ...body });
+        const made = await call('POST', proj(ctx.project, 'providers'), { name: n, ...body });
+        createdEtag = made.headers.get('etag') || '';
+        createdModels = (made.body && made.body.models) || [];
       }
       created = true;
       stepItems.slice(0, 3).forEach((li) => li.classList.add('done'));
@@ -272,7 +277,7 @@ async function connect(ctx, root) {
     clear(status);
     const n = name.input.value.trim();
     try {
-      await api.patch(proj(ctx.project, 'providers', n), { models: picker.value() });
+      await api.patch(proj(ctx.project, 'providers', n), { models: picker.value() }, createdEtag ? { 'if-match': createdEtag } : {});
       toast(`Provider ${n} connected`);
       ctx.navigate('#/providers');
     } catch (e) {
