@@ -2298,48 +2298,19 @@ impl BodyBuilder<'_> {
             }
         }
         let target = target?;
-        // What a translating adapter refuses outright (as its request translation does).
-        let kind = target.provider.kind;
-        let format_type =
-            |v: &serde_json::Value| v.get("type").and_then(|t| t.as_str()).map(str::to_string);
-        let refused = |key: &str, v: &serde_json::Value| -> Option<&'static str> {
-            match (kind, key) {
-                (ProviderKind::Anthropic, "presence_penalty" | "frequency_penalty") => {
-                    (v.as_f64() != Some(0.0)).then_some("Anthropic has no penalties")
-                }
-                (ProviderKind::Anthropic, "response_format") => (format_type(v).as_deref()
-                    != Some("text"))
-                .then_some("Anthropic has no JSON mode"),
-                (ProviderKind::Anthropic, "temperature") => v
-                    .as_f64()
-                    .is_some_and(|t| t > 1.0)
-                    .then_some("Anthropic accepts temperatures from 0 to 1"),
-                (ProviderKind::Anthropic | ProviderKind::Gemini, "reasoning_effort") => {
-                    Some("the provider has no such parameter")
-                }
-                (ProviderKind::Gemini, "response_format") => match format_type(v).as_deref() {
-                    Some("text" | "json_object") => None,
-                    Some("json_schema") => v
-                        .get("json_schema")
-                        .and_then(|j| j.get("schema"))
-                        .is_none()
-                        .then_some("json_schema needs a `schema`"),
-                    _ => Some("expected text, json_object or json_schema"),
+        // What a translating adapter refuses outright: its own request translation decides.
+        if endpoint == EndpointKind::Chat
+            && let Err(e) =
+                crate::providers::refused_params(target.provider.kind, &target.provider.id, &params)
+        {
+            let at = match e.param.as_deref() {
+                Some(key) if params.contains_key(key) => match VARIANT_PARAMS.contains(&key) {
+                    true => with(path.to_vec(), k(key)),
+                    false => with(with(path.to_vec(), k("params")), k(key)),
                 },
-                _ => None,
-            }
-        };
-        for (key, v) in &params {
-            if let Some(why) = refused(key, v) {
-                cx.err(
-                    with(path.to_vec(), k(key)),
-                    format!(
-                        "provider '{}' ({}) cannot honour `{key}`: {why}",
-                        target.provider.id,
-                        kind.as_str()
-                    ),
-                );
-            }
+                _ => path.to_vec(),
+            };
+            cx.err(at, e.message);
         }
         Some(Variant {
             name: vname.to_string(),

@@ -12,6 +12,30 @@ pub mod transport;
 pub use transport::Transport;
 
 use crate::model::{ProviderKind, Target};
+
+/// What a translating adapter refuses among a variant's params (chat completions' names), as
+/// its own request translation refuses them: checked when a config loads, so a variant no
+/// request of could ever be served is a config error, not a 400 on every request.
+pub fn refused_params(
+    kind: ProviderKind,
+    provider: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), crate::error::ApiError> {
+    if !matches!(kind, ProviderKind::Anthropic | ProviderKind::Gemini) || params.is_empty() {
+        return Ok(());
+    }
+    let mut body = params.clone();
+    body.insert("model".into(), "m".into());
+    body.insert(
+        "messages".into(),
+        serde_json::json!([{"role": "user", "content": "x"}]),
+    );
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    match kind {
+        ProviderKind::Anthropic => anthropic::check_request(&body, provider),
+        _ => gemini::check_request(&body, provider),
+    }
+}
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderMap, HeaderName, StatusCode};

@@ -101,6 +101,11 @@ fn error_answer(status: StatusCode, headers: HeaderMap, body: &[u8]) -> Upstream
 
 /// The OpenAI request as an Anthropic one; also whether the caller asked for usage in the
 /// stream.
+/// Whether a chat request translates for Anthropic (the error names what it cannot honour).
+pub(crate) fn check_request(body: &[u8], pid: &str) -> Result<(), ApiError> {
+    to_anthropic(body, false, pid).map(|_| ())
+}
+
 fn to_anthropic(body: &[u8], stream: bool, pid: &str) -> Result<(wire::Request, bool), ApiError> {
     let mut r = chat::parse_request(body, pid)?;
     let include_usage = r.take_include_usage();

@@ -154,6 +154,11 @@ fn error_answer(status: StatusCode, mut headers: HeaderMap, body: &[u8]) -> Upst
     )
 }
 
+/// Whether a chat request translates for Gemini (the error names what it cannot honour).
+pub(crate) fn check_request(body: &[u8], pid: &str) -> Result<(), ApiError> {
+    to_gemini(body, pid).map(|_| ())
+}
+
 fn to_gemini(body: &[u8], pid: &str) -> Result<(wire::Request, bool), ApiError> {
     let mut r = chat::parse_request(body, pid)?;
     let include_usage = r.take_include_usage();
