@@ -117,6 +117,9 @@ pub struct TraceFilter {
     pub endpoint: Option<String>,
     /// A route label (`route:x`, `function:x`, ...) or a bare route name.
     pub route: Option<String>,
+    /// Route labels, any of which matches (an experiment's route and the functions that run
+    /// it); empty: no such filter.
+    pub route_any: Vec<String>,
     pub variant: Option<String>,
     pub provider: Option<String>,
     pub model: Option<String>,
@@ -215,6 +218,13 @@ impl Where {
                     ],
                 );
             }
+        }
+        if !f.route_any.is_empty() {
+            let marks = vec!["?"; f.route_any.len()].join(", ");
+            w.and(
+                &format!("route IN ({marks})"),
+                f.route_any.iter().map(|r| Bind::S(r.clone())).collect(),
+            );
         }
         if let Some(v) = &f.variant {
             // A request that failed everywhere has no serving variant: it counts for the one

@@ -80,6 +80,7 @@ impl TraceQuery {
             session_id: self.session.clone(),
             min_tokens: self.min_tokens,
             max_tokens: self.max_tokens,
+            route_any: Vec::new(),
         })
     }
 
@@ -268,14 +269,25 @@ pub async fn experiment(
         )));
     };
     let mut filter = q.filter(&p)?;
-    filter.route = Some(label);
+    // A route's experiment also runs for the functions that point at it: their traffic is
+    // the experiment's too (traced under the function's label). The caller's `route` filter
+    // is replaced, as ever.
+    filter.route = None;
+    filter.route_any = std::iter::once(label)
+        .chain(
+            ps.functions
+                .iter()
+                .filter(|(_, f)| kind == ObjectKind::Route && f.via_route.as_deref() == Some(&name))
+                .map(|(f, _)| format!("function:{f}")),
+        )
+        .collect();
     let figures = st
         .store
         .aggregate(&filter, Some("variant"))
         .await
         .map_err(|e| param_of(e.into()))?;
     let total: u64 = exp_variants.iter().map(|v| v.weight as u64).sum();
-    let variants: Vec<Value> = exp_variants
+    let mut variants: Vec<Value> = exp_variants
         .iter()
         .map(|v| {
             let f = figures
@@ -289,6 +301,21 @@ pub async fn experiment(
             })
         })
         .collect();
+    // Variants removed (or renamed) since, with traces in the range: listed as retired, so
+    // no request of the range goes missing from the view.
+    for a in &figures {
+        if let Some(g) = a.group.as_deref()
+            && !exp_variants.iter().any(|v| v.name == g)
+        {
+            variants.push(json!({
+                "variant": g,
+                "weight": 0,
+                "share": 0.0,
+                "retired": true,
+                "figures": a,
+            }));
+        }
+    }
     Ok(Json(json!({
         "name": name,
         "object": kind.as_str(),

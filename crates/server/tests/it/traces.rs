@@ -469,6 +469,77 @@ async fn an_answer_from_a_failover_variant_is_traced_under_that_variant() {
     }
 }
 
+/// A route's experiment view counts the requests that reached it through a function pointing
+/// at the route, and a variant removed since stays in the view (retired) with its requests.
+#[tokio::test]
+async fn an_experiments_view_counts_function_traffic_and_retired_variants() {
+    let node = Node::sqlite(BASE).await;
+    node.put_json(
+        "/projects/default/targets/t1",
+        json!({"model": "echo-1", "provider": "demo"}),
+    )
+    .await;
+    let r = node
+        .put_json(
+            "/projects/default/routes/ab",
+            json!({"strategy": "experiment", "variants": {"x": {"target": "t1", "weight": 1}, "z": {"model": "echo-2", "weight": 1}}}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let r = node
+        .put_json("/projects/default/functions/fr", json!({"route": "ab"}))
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let call = async |model: &str| {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", node.url))
+            .bearer_auth(BOOT_KEY)
+            .json(&chat_body(model, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    for _ in 0..6 {
+        call("route::ab").await;
+        call("function::fr").await;
+    }
+    traces(&node, "limit=100", 12).await;
+    // Variant z goes; x stays.
+    let r = node
+        .put_json(
+            "/projects/default/routes/ab",
+            json!({"strategy": "experiment", "variants": {"x": {"target": "t1", "weight": 1}}}),
+        )
+        .await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (s, e) = node
+        .get_json("/projects/default/routes/ab/experiment")
+        .await;
+    assert_eq!(s, 200, "{e}");
+    let vs = e["variants"].as_array().unwrap();
+    let total: i64 = vs
+        .iter()
+        .map(|v| v["figures"]["requests"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        total, 12,
+        "the function's six requests count for the route's experiment: {e}"
+    );
+    if let Some(z) = vs.iter().find(|v| v["variant"] == "z") {
+        assert_eq!(
+            (z["retired"].as_bool(), z["weight"].as_i64()),
+            (Some(true), Some(0)),
+            "{e}"
+        );
+    }
+    assert!(
+        vs.iter()
+            .any(|v| v["variant"] == "x" && v["retired"].is_null()),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn an_experiment_shows_its_variants_side_by_side() {
     each_store(async |db| {
