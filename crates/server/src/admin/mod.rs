@@ -176,8 +176,25 @@ pub fn router(state: AdminState) -> Router {
         .layer(axum::middleware::map_response(
             crate::app::openai_shaped_rejections,
         ))
+        .layer(axum::middleware::map_response(no_sniffing))
         .with_state(state);
     Router::new().nest("/admin/v1", v1)
+}
+
+/// The admin API answers JSON (and the OpenAPI document) that a browser must never render or
+/// guess the type of: it accepts the dashboard's session cookie, so its answers carry the same
+/// protections as `/ui` answers.
+async fn no_sniffing(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    r
 }
 
 // ---- authentication ----

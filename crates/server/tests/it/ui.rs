@@ -207,6 +207,14 @@ async fn dashboard_sessions_use_strict_cookies_csrf_and_a_strict_csp() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Admin answers, which the session cookie can reach, are never rendered or sniffed.
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
     assert_eq!(r.json::<Value>().await.unwrap()["user"], "admin");
     let r = http
         .get(u("/admin/v1/settings"))
