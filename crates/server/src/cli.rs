@@ -49,37 +49,26 @@ async fn checker(
     if let Err(e) = signalbox_core::config::parse(&text, file.as_deref()) {
         bail!("the config file does not parse, so the change cannot be checked against it:\n{e}");
     }
+    let load = move |catalog: &Catalog, v: i64| {
+        signalbox_core::config::load_with_catalog(&text, file.as_deref(), &env, v as u64, catalog)
+    };
     let (current, version) = store.load_catalog().await?;
-    let before: std::collections::HashSet<String> = signalbox_core::config::load_with_catalog(
-        &text,
-        file.as_deref(),
-        &env,
-        version as u64,
-        &current,
-    )
-    .err()
-    .map(|errs| errs.0.iter().map(ToString::to_string).collect())
-    .unwrap_or_default();
-    Ok(move |catalog: &Catalog, v: i64| {
-        match signalbox_core::config::load_with_catalog(
-            &text,
-            file.as_deref(),
-            &env,
-            v as u64,
-            catalog,
-        ) {
-            Ok(_) => Ok(()),
-            Err(errs) => {
-                let new: Vec<_> = errs
-                    .0
-                    .into_iter()
-                    .filter(|e| !before.contains(&e.to_string()))
-                    .collect();
-                if new.is_empty() {
-                    Ok(())
-                } else {
-                    Err(ConfigErrors(new))
-                }
+    let before: std::collections::HashSet<String> = load(&current, version)
+        .err()
+        .map(|errs| errs.0.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    Ok(move |catalog: &Catalog, v: i64| match load(catalog, v) {
+        Ok(_) => Ok(()),
+        Err(errs) => {
+            let new: Vec<_> = errs
+                .0
+                .into_iter()
+                .filter(|e| !before.contains(&e.to_string()))
+                .collect();
+            if new.is_empty() {
+                Ok(())
+            } else {
+                Err(ConfigErrors(new))
             }
         }
     })
@@ -133,13 +122,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             action: AdminAction::ResetPassword { user, store },
         } => {
             // A mistyped --data-dir must not make a new store whose password this "resets".
-            let (loc, _) = locate(&store)?;
-            if !store_exists(&loc) {
-                bail!(
-                    "no store at {}: reset-password changes an existing store (check --data-dir / --db)",
-                    signalbox_store::redact_url(&loc.url)
-                );
-            }
+            existing_store(&store, "reset-password changes")?;
             let (s, _) = open(&store).await?;
             let (password, generated) =
                 match env("SIGNALBOX_NEW_PASSWORD").filter(|p| !p.is_empty()) {
@@ -160,6 +143,19 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
 
 fn unreachable_command() -> anyhow::Result<()> {
     bail!("this command is handled elsewhere")
+}
+
+/// Where the flags point, refused unless a store is there (`what`: the command's work, as
+/// "rotate-master-key re-encrypts"): a command that changes a store never makes one.
+fn existing_store(flags: &StoreFlags, what: &str) -> anyhow::Result<StoreLocation> {
+    let (loc, _) = locate(flags)?;
+    if !store_exists(&loc) {
+        bail!(
+            "no store at {}: {what} an existing store (check --data-dir / --db)",
+            signalbox_store::redact_url(&loc.url)
+        );
+    }
+    Ok(loc)
 }
 
 /// Whether a store exists where the flags point (never creates one).
@@ -299,7 +295,7 @@ async fn keys(action: KeysAction) -> anyhow::Result<()> {
                 Some(_) => bail!("--expires-in must be from 1 to {MAX} seconds (a hundred years)"),
                 None => None,
             };
-            if name.trim().is_empty() || name.chars().count() > 128 {
+            if !signalbox_store::label_ok(&name) {
                 bail!("--name must be 1 to 128 characters");
             }
             let (s, config) = open(&store).await?;
@@ -440,15 +436,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// New key first written beside the old one, then the store re-encrypted in one transaction,
 /// then the new key file moved into place: a crash at any point leaves a key that opens it.
 async fn rotate(flags: &StoreFlags) -> anyhow::Result<()> {
-    let (loc, _) = locate(flags)?;
     // Rotating a store that is not there would create one and "rotate" it: a mistyped
     // --data-dir must not look like success.
-    if !store_exists(&loc) {
-        bail!(
-            "no store at {}: rotate-master-key re-encrypts an existing store (check --data-dir / --db)",
-            signalbox_store::redact_url(&loc.url)
-        );
-    }
+    let loc = existing_store(flags, "rotate-master-key re-encrypts")?;
     let s = setup::open(&loc, &env).await?;
     let new = MasterKey::generate();
     let from_env = env("SIGNALBOX_MASTER_KEY").is_some_and(|v| !v.trim().is_empty());

@@ -120,16 +120,22 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn security_headers(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
+/// What every answer a browser may reach with the session cookie carries: its Content
+/// Security Policy, and no guessing of its type.
+pub(crate) fn csp_and_nosniff(h: &mut http::HeaderMap, csp: &'static str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        HeaderValue::from_static(csp),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+}
+
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    csp_and_nosniff(h, CONTENT_SECURITY_POLICY);
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

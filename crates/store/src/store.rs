@@ -342,6 +342,12 @@ impl InitialCredentials {
 /// The longest a gateway key may be given to live, in seconds (a hundred years).
 pub const MAX_KEY_LIFETIME_SECS: i64 = 100 * 365 * 24 * 3600;
 
+/// The rule a gateway key's or an admin token's name follows: 1 to 128 characters, not all
+/// spaces.
+pub fn label_ok(name: &str) -> bool {
+    !name.trim().is_empty() && name.chars().count() <= 128
+}
+
 /// Environment-provided bootstrap values.
 #[derive(Debug, Default, Clone)]
 pub struct BootstrapEnv {
@@ -1016,17 +1022,17 @@ impl Store {
                         .bind(name.clone())
                         .fetch_optional(&mut **tx)
                         .await?;
-                if *create_only && existing.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "a credential named '{name}' already exists"
-                    )));
-                }
                 let version = match &existing {
                     Some(r) => {
                         let p: String = r.try_get(0)?;
                         if p != *project {
                             return Err(StoreError::Conflict(format!(
                                 "the name '{name}' is taken by a credential of another project"
+                            )));
+                        }
+                        if *create_only {
+                            return Err(StoreError::Conflict(format!(
+                                "a credential named '{name}' already exists"
                             )));
                         }
                         let current = r.try_get::<i64, _>(1)?;
@@ -1123,7 +1129,7 @@ impl Store {
                 value,
             } => {
                 Self::need_project(tx, project).await?;
-                if name.trim().is_empty() || name.chars().count() > 128 {
+                if !label_ok(name) {
                     return Err(StoreError::Invalid(
                         "a gateway key's name is 1 to 128 characters".into(),
                     ));

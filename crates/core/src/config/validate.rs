@@ -2272,15 +2272,16 @@ impl BodyBuilder<'_> {
         // The plain keys are chat completions' parameters: on another endpoint they would be
         // sent into a body that has no such field; a translating adapter refuses some of
         // them outright. Either way every request of the variant would be refused.
+        // Where a param is written: a plain key of the variant, or under its `params`.
+        let key_path = |key: &str| match VARIANT_PARAMS.contains(&key) {
+            true => with(path.to_vec(), k(key)),
+            false => with(with(path.to_vec(), k("params")), k(key)),
+        };
         if endpoint == EndpointKind::AudioTranscription {
             // An upload goes upstream as it came: there is no JSON body to set a field in.
             for key in params.keys() {
-                let at = match VARIANT_PARAMS.contains(&key.as_str()) {
-                    true => with(path.to_vec(), k(key)),
-                    false => with(with(path.to_vec(), k("params")), k(key)),
-                };
                 cx.err(
-                    at,
+                    key_path(key),
                     "variants of an audio_transcription route take no params: an upload goes upstream as the caller sent it",
                 );
             }
@@ -2304,10 +2305,7 @@ impl BodyBuilder<'_> {
                 crate::providers::refused_params(target.provider.kind, &target.provider.id, &params)
         {
             let at = match e.param.as_deref() {
-                Some(key) if params.contains_key(key) => match VARIANT_PARAMS.contains(&key) {
-                    true => with(path.to_vec(), k(key)),
-                    false => with(with(path.to_vec(), k("params")), k(key)),
-                },
+                Some(key) if params.contains_key(key) => key_path(key),
                 _ => path.to_vec(),
             };
             cx.err(at, e.message);

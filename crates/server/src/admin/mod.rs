@@ -185,14 +185,9 @@ pub fn router(state: AdminState) -> Router {
 /// guess the type of: it accepts the dashboard's session cookie, so its answers carry the same
 /// protections as `/ui` answers.
 async fn no_sniffing(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    crate::ui::csp_and_nosniff(
+        r.headers_mut(),
+        "default-src 'none'; frame-ancestors 'none'",
     );
     r
 }
@@ -1526,17 +1521,7 @@ async fn create_credential(
     let name = b
         .name
         .ok_or_else(|| AdminError::bad_request("`name` is required").with_param("name"))?;
-    if st
-        .store
-        .credentials(&p)
-        .await?
-        .iter()
-        .any(|c| c.name == name)
-    {
-        return Err(AdminError::conflict(format!(
-            "a credential named '{name}' already exists"
-        )));
-    }
+    // Create only, checked by the store inside the write's transaction (409).
     save_credential(&st, &auth, &p, &name, b.value, None, true).await
 }
 
@@ -1689,7 +1674,7 @@ async fn create_key(
 ) -> Result<Response, AdminError> {
     need_project(&st, &auth, &p, 2).await?;
     let b: KeyBody = parse_json(&body)?;
-    if b.name.trim().is_empty() || b.name.chars().count() > 128 {
+    if !signalbox_store::label_ok(&b.name) {
         return Err(AdminError::bad_request("`name` is 1 to 128 characters").with_param("name"));
     }
     let now = signalbox_store::now_millis();
@@ -1989,7 +1974,7 @@ async fn create_token(
     if user != auth.0.user {
         auth.need_admin()?;
     }
-    if b.name.trim().is_empty() || b.name.chars().count() > 128 {
+    if !signalbox_store::label_ok(&b.name) {
         return Err(AdminError::bad_request("`name` is 1 to 128 characters").with_param("name"));
     }
     let expires = match b.expires_in_seconds {
